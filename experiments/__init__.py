@@ -1,0 +1,21 @@
+"""Experiment registry: the one place experiments are listed.
+
+Each entry is a module with ``Config``, ``PRESETS`` and ``run``; its docstring
+gives the command, the expected runtime and what the result shows.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from jaxkd.errors import check_name
+
+EXPERIMENTS = {
+    "digits_kd": "experiments.digits_kd",
+}
+
+
+def get(name: str):
+    """Import and return the experiment module registered as ``name``."""
+    check_name("experiment", name, EXPERIMENTS)
+    return importlib.import_module(EXPERIMENTS[name])

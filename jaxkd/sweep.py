@@ -1,0 +1,211 @@
+"""Seeds × hyper-parameters as one compiled program.
+
+``run_sweep(trainer, key, n_seeds, grid)`` trains ``n_seeds × G`` runs with
+``jit(vmap(vmap(advance)))``: the outer vmap is over seeds (sharded across
+devices when there are several), the inner one over the ``G`` points of the
+hyper-parameter grid. Seed ``s`` uses the same initialisation and data order at
+every grid point, so comparisons between grid points are paired.
+
+Long sweeps run in chunks of steps; after each chunk the host updates a
+progress bar and, given a checkpoint directory, writes an orbax checkpoint.
+``resume=True`` continues from the last complete checkpoint and gives the same
+result as an uninterrupted sweep (the same compiled chunk program runs on the
+same state; per-step randomness comes from ``fold_in``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from jaxkd.checkpoint import SweepCheckpointer
+from jaxkd.errors import ConfigError, check
+from jaxkd.train import TrainState, Trainer, check_hparams
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """A finished sweep; an ensemble is ``states.params`` (leaves ``[S, G, ...]``).
+
+    Attributes:
+      states: final :class:`TrainState`, leaves with leading axes ``[S, G]``.
+      history: ``{metric: [S, G, E]}`` numpy arrays.
+      steps: ``[E]`` step index at each evaluation.
+      grid: ``{hparam: [G]}`` the grid points (all sweepable hparams filled in).
+      diverged: ``[S, G]`` True where parameters or losses became NaN/Inf.
+    """
+
+    states: TrainState
+    history: dict[str, np.ndarray]
+    steps: np.ndarray
+    grid: dict[str, np.ndarray]
+    diverged: np.ndarray
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.diverged.shape[0])
+
+
+def grid_product(**axes) -> dict[str, np.ndarray]:
+    """Cartesian product of 1-D value lists: ``grid_product(alpha=[0, .5], temperature=[1, 4])``."""
+    names = list(axes)
+    points = list(itertools.product(*(list(np.atleast_1d(axes[n])) for n in names)))
+    return {n: np.asarray([p[i] for p in points], np.float32) for i, n in enumerate(names)}
+
+
+def _full_grid(trainer: Trainer, grid: dict | None) -> dict[str, np.ndarray]:
+    grid = dict(grid or {})
+    check_hparams(grid)
+    sizes = {len(np.atleast_1d(v)) for v in grid.values()}
+    check(len(sizes) <= 1, f"hyper-parameter grid axes have different lengths {sorted(sizes)}; use grid_product")
+    g = sizes.pop() if sizes else 1
+    defaults = trainer.config.hparams()
+    return {
+        name: np.broadcast_to(np.asarray(grid.get(name, defaults[name]), np.float32), (g,)).copy()
+        for name in defaults
+    }
+
+
+def seed_mesh(n_seeds: int):
+    """A 1-D ``("seed",)`` mesh over all devices, or None when it cannot split the seeds."""
+    n_dev = jax.device_count()
+    if n_dev < 2 or n_seeds % n_dev:
+        return None
+    return jax.make_mesh((n_dev,), ("seed",), axis_types=(AxisType.Auto,))
+
+
+def _finite(tree) -> jax.Array:
+    """Per-(seed, grid) flag: every leaf is finite. Leaves have leading ``[S, G]``."""
+    flags = [
+        jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], leaf.shape[1], -1)), axis=-1)
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags), axis=0)
+
+
+def run_sweep(
+    trainer: Trainer,
+    key,
+    n_seeds: int,
+    grid: dict | None = None,
+    *,
+    chunk_steps: int | None = None,
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
+    fingerprint: dict | None = None,
+    shard: bool = True,
+    progress: bool = True,
+    desc: str = "sweep",
+) -> SweepResult:
+    """Train ``n_seeds`` seeds at every grid point in one compiled program.
+
+    Args:
+      trainer: from :func:`jaxkd.train.make_train`.
+      key: the sweep's key; seed ``s`` uses ``split(key, n_seeds)[s]``.
+      n_seeds: positive number of seeds.
+      grid: ``{hparam: [G] values}`` zipped points (see :func:`grid_product`);
+        hparams not given take the config's value.
+      chunk_steps: steps per compiled chunk (a multiple of ``eval_every``
+        dividing ``steps``); default: the whole run in one chunk.
+      checkpoint_dir: write an orbax checkpoint after every chunk.
+      resume: continue from the latest checkpoint in ``checkpoint_dir``.
+      fingerprint: extra description stored with the checkpoints.
+      shard: shard the seed axis over devices when more than one is present.
+    """
+    check(isinstance(n_seeds, (int, np.integer)) and n_seeds > 0, f"--seeds must be a positive integer, got {n_seeds}")
+    cfg = trainer.config
+    chunk = cfg.steps if chunk_steps is None else int(chunk_steps)
+    check(
+        chunk > 0 and chunk % cfg.eval_every == 0 and cfg.steps % chunk == 0,
+        f"chunk_steps ({chunk}) must be a multiple of eval_every ({cfg.eval_every}) dividing steps ({cfg.steps})",
+    )
+    if resume and checkpoint_dir is None:
+        raise ConfigError("--resume needs a checkpoint directory")
+    full_grid = _full_grid(trainer, grid)
+    g = len(next(iter(full_grid.values())))
+
+    mesh = seed_mesh(n_seeds) if shard else None
+    seed_sharding = NamedSharding(mesh, P("seed")) if mesh is not None else None
+    replicated = NamedSharding(mesh, P()) if mesh is not None else None
+
+    def place(tree, sharding):
+        return tree if sharding is None else jax.device_put(tree, sharding)
+
+    data = place(trainer.data, replicated)
+    hp = place({k: jnp.asarray(v) for k, v in full_grid.items()}, replicated)
+
+    def init_one(seed_key):
+        init_key, data_key = jax.random.split(seed_key)
+        state = trainer.init(init_key, data_key)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (g, *x.shape)), state)
+
+    init_fn = jax.jit(jax.vmap(init_one), out_shardings=seed_sharding)
+    advance_grid = jax.vmap(trainer.advance, in_axes=(0, 0, None, None))
+    advance_fn = jax.jit(
+        jax.vmap(advance_grid, in_axes=(0, None, None, None)), static_argnums=3, donate_argnums=0
+    )
+
+    seed_keys = jax.random.split(key, n_seeds)
+    states = init_fn(place(seed_keys, seed_sharding))
+    history: list[dict] = []
+    done = 0
+
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = SweepCheckpointer(
+            checkpoint_dir,
+            {"config": dataclasses.asdict(cfg), "n_seeds": int(n_seeds), "chunk_steps": chunk,
+             "grid": {k: v.tolist() for k, v in full_grid.items()}, **(fingerprint or {})},
+            resume=resume,
+        )
+        latest = ckpt.latest_step() if resume else None
+        if resume and latest is None:
+            print(f"jaxkd: no checkpoint in {ckpt.directory} yet; starting from step 0", file=sys.stderr)
+        if latest is not None:
+            n_eval = latest // cfg.eval_every
+            hist_shape = jax.eval_shape(lambda s: advance_fn(s, hp, data, cfg.eval_every)[1], states)
+            target = {
+                "state": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), states),
+                "history": {
+                    k: jax.ShapeDtypeStruct((n_seeds, g, n_eval), v.dtype) for k, v in hist_shape.items()
+                },
+            }
+            restored = ckpt.restore(latest, target)
+            states = TrainState(*restored["state"]) if not isinstance(restored["state"], TrainState) else restored["state"]
+            history = [{k: np.asarray(v) for k, v in restored["history"].items()}]
+            done = latest
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=done, desc=desc, unit="step", leave=False, file=sys.stderr)
+    while done < cfg.steps:
+        states, chunk_hist = advance_fn(states, hp, data, chunk)
+        history.append({k: np.asarray(v) for k, v in chunk_hist.items()})
+        done += chunk
+        if ckpt is not None:
+            ckpt.save(done, {"state": states, "history": _concat(history)})
+        if bar is not None:
+            bar.update(chunk)
+    if bar is not None:
+        bar.close()
+    if ckpt is not None:
+        ckpt.close()
+
+    hist = _concat(history)
+    finite_hist = np.all(np.stack([np.isfinite(v).all(-1) for v in hist.values()]), axis=0)
+    diverged = ~(np.asarray(_finite(states.params)) & finite_hist)
+    steps = np.arange(1, cfg.steps // cfg.eval_every + 1) * cfg.eval_every
+    return SweepResult(states=states, history=hist, steps=steps, grid=full_grid, diverged=diverged)
+
+
+def _concat(history: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([h[k] for h in history], axis=-1) for k in history[0]}
