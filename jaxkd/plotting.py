@@ -48,8 +48,10 @@ def bar_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_labe
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
         ax.legend(loc="lower right")
-    span = np.nanmax(mean + hi) - np.nanmin(mean - lo)
-    ax.set_ylim(np.nanmin(mean - lo) - 0.5 * span - 1e-3, np.nanmax(mean + hi) + 0.3 * span + 1e-3)
+    top = np.nanmax(mean + hi) if reference is None else max(np.nanmax(mean + hi), reference)
+    bottom = np.nanmin(mean - lo)
+    span = top - bottom
+    ax.set_ylim(bottom - 0.5 * span - 1e-3, top + 0.3 * span + 1e-3)
 
 
 def curves_with_band(ax, steps, curves_by_label: dict, *, ylabel, xlabel="step"):

@@ -112,18 +112,22 @@ def to_json(obj) -> str:
 
 
 def check_writable(out_dir: str) -> None:
-    """Fail early (ConfigError) if ``out_dir`` cannot be created or written."""
+    """Fail early (ConfigError) unless ``out_dir`` can be created and written.
+
+    Probes by creating the directory and a temporary file in it; existing
+    files are left untouched.
+    """
     from jaxkd.errors import ConfigError
 
     out_dir = os.path.abspath(out_dir)
-    parent = out_dir
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    target = out_dir if os.path.isdir(out_dir) else parent
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigError(f"output path {out_dir} exists and is not a directory; choose another --out")
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise ConfigError(f"output directory {out_dir} is not writable; choose another --out")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output directory {out_dir} is not writable ({err.strerror}); choose another --out") from None
 
 
 def write_files(out_dir: str, files: dict[str, str | bytes]) -> None:

@@ -41,12 +41,12 @@ def check_hparams(hparams: dict) -> None:
     """Validate swept hyper-parameter values (scalars or 1-D grids)."""
     for name, value in hparams.items():
         check_name("hyper-parameter", name, HPARAMS)
-        v = np.asarray(value, np.float64)
-        check(np.all(np.isfinite(v)), f"{name} must be finite, got {value}")
-        if name == "alpha":
-            check(np.all((v >= 0) & (v <= 1)), f"alpha must lie in [0, 1], got {value}")
-        else:
-            check(np.all(v > 0), f"{name} must be positive, got {value}")
+        for v in np.atleast_1d(np.asarray(value, np.float64)):
+            check(np.isfinite(v), f"{name} must be finite, got {v:g}")
+            if name == "alpha":
+                check(0 <= v <= 1, f"alpha must lie in [0, 1], got {v:g}")
+            else:
+                check(v > 0, f"{name} must be positive, got {v:g}")
 
 
 @dataclasses.dataclass(frozen=True)
