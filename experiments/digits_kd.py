@@ -33,7 +33,7 @@ from jaxkd.errors import check
 from jaxkd.experiment import train_teacher, write_outputs
 from jaxkd.models import MODELS
 from jaxkd.sweep import run_sweep
-from jaxkd.train import TrainConfig, Teacher, check_hparams, make_train
+from jaxkd.train import Teacher, TrainConfig, check_hparams, make_train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,3 +157,9 @@ def _figure(result, names, summary, teacher_acc) -> bytes:
         ylabel="test accuracy (mean ± std)")
     fig.suptitle(f"{result.n_seeds} seeds per condition, one compiled sweep", fontsize=9)
     return plotting.to_png(fig)
+
+
+def runlocal(config: Config) -> Config:
+    """The same preset shrunk to a seconds-long CPU smoke run (1–2 steps per evaluation)."""
+    return dataclasses.replace(config, n_seeds=2, teacher_widths=(8,), teacher_steps=2, steps=2, eval_every=1,
+                               batch_size=16, chunk_steps=1 if config.chunk_steps else None)

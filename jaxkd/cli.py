@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Prepare an official tfds dataset as array_record. Needs the network and "
                                     "`pip install 'jaxkd[prepare]'` (TensorFlow).")
     q.add_argument("name", help="tfds dataset name, e.g. cifar10")
-    q.add_argument("--data-dir", default=None, help="tfds data directory (default $JAXKD_DATA_DIR or ~/tensorflow_datasets)")
+    q.add_argument("--data-dir", default=None,
+                   help="tfds data directory (default $JAXKD_DATA_DIR or ~/tensorflow_datasets)")
     q.set_defaults(fn=_cmd_data_prepare)
 
     p = sub.add_parser("theory", help="spectral theory of SGD knowledge transfer")

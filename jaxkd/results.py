@@ -81,7 +81,7 @@ def env_stamp() -> dict:
     except Exception:
         commit = None
     return {
-        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -127,7 +127,9 @@ def check_writable(out_dir: str) -> None:
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".probe-"):
             pass
     except OSError as err:
-        raise ConfigError(f"output directory {out_dir} is not writable ({err.strerror}); choose another --out") from None
+        raise ConfigError(
+            f"output directory {out_dir} is not writable ({err.strerror}); choose another --out"
+        ) from None
 
 
 def write_files(out_dir: str, files: dict[str, str | bytes]) -> None:

@@ -22,11 +22,12 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxkd.checkpoint import SweepCheckpointer
 from jaxkd.errors import ConfigError, check
-from jaxkd.train import TrainState, Trainer, check_hparams
+from jaxkd.train import Trainer, TrainState, check_hparams
 
 
 @dataclasses.dataclass
@@ -178,7 +179,9 @@ def run_sweep(
                 },
             }
             restored = ckpt.restore(latest, target)
-            states = TrainState(*restored["state"]) if not isinstance(restored["state"], TrainState) else restored["state"]
+            states = restored["state"]
+            if not isinstance(states, TrainState):
+                states = TrainState(*states)
             history = [{k: np.asarray(v) for k, v in restored["history"].items()}]
             done = latest
 

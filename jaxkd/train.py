@@ -105,7 +105,7 @@ class Teacher:
     logits_test: np.ndarray
 
     @classmethod
-    def from_model(cls, model: FunctionalModel, params, rest, dataset: Dataset) -> "Teacher":
+    def from_model(cls, model: FunctionalModel, params, rest, dataset: Dataset) -> Teacher:
         """Cache a frozen model's eval-mode logits on ``dataset``."""
         fn = jax.jit(lambda x: model.apply(params, rest, x, train=False)[0])
         return cls(np.asarray(fn(dataset.x_train)), np.asarray(fn(dataset.x_test)))

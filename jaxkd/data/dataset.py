@@ -37,7 +37,7 @@ class Dataset:
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def subset_classes(self, classes) -> "Dataset":
+    def subset_classes(self, classes) -> Dataset:
         """Keep only ``classes`` and relabel them ``0..len(classes)-1``."""
         classes = np.asarray(classes)
         remap = np.full(self.num_classes, -1, np.int32)

@@ -9,7 +9,8 @@ graphdefs, so switching mode never mutates anything.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 from flax import nnx

@@ -1,0 +1,73 @@
+import json
+import os
+
+import pytest
+
+from jaxkd.cli import main
+
+
+def _err(capsys):
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("jaxkd: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["run", "nope"], "unknown experiment 'nope'"),
+        (["run", "digits_kd", "--set", "alpha=1.5"], "alpha must lie in [0, 1]"),
+        (["run", "digits_kd", "--set", "temperature=0"], "temperature must be positive"),
+        (["run", "digits_kd", "--set", "temperature_grid=2,-1"], "temperature must be positive"),
+        (["run", "digits_kd", "--seeds", "-2"], "--seeds must be a positive integer"),
+        (["run", "digits_kd", "--seeds", "0"], "--seeds must be a positive integer"),
+        (["run", "digits_kd", "--set", "student_model=resnet"], "unknown model 'resnet'"),
+        (["run", "digits_kd", "--set", "dataset=imagenet"], "unknown dataset 'imagenet'"),
+        (["run", "digits_kd", "--set", "nokey=1"], "unknown config key 'nokey'"),
+        (["run", "digits_kd", "--set", "steps=abc"], "cannot read 'abc'"),
+        (["run", "digits_kd", "--preset", "huge"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, match, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "o")] if argv[0] == "run" else argv) == 2
+    assert match in _err(capsys)
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", "digits_kd", "--preset", "smoke", "--out", str(blocker / "sub")]) == 2
+    assert "not writable" in _err(capsys)
+    assert main(["run", "digits_kd", "--preset", "smoke", "--out", str(blocker)]) == 2
+    assert "not a directory" in _err(capsys)
+
+
+def test_run_writes_results_and_a_failed_resume_keeps_them(tmp_path, capsys):
+    out = tmp_path / "res"
+    args = ["run", "digits_kd", "--preset", "smoke", "--out", str(out), "--no-progress", "--set", "chunk_steps=20"]
+    assert main(args) == 0
+    names = {"config.json", "records.csv", "summary.json", "figure.png", "env.json"}
+    assert names <= set(os.listdir(out))
+    summary = (out / "summary.json").read_text()
+    assert set(json.loads(summary)["conditions"]) == {"ce", "kd", "kd_T2"}
+    capsys.readouterr()
+    # Corrupt the student checkpoints: --resume must fail with one line and leave results as they were.
+    for root, _, files in os.walk(out / "checkpoints" / "students"):
+        for f in files:
+            if f != "fingerprint.json":
+                (tmp_path / root / f).write_bytes(b"junk")
+    assert main([*args, "--resume"]) == 2
+    assert "unreadable" in _err(capsys)
+    assert (out / "summary.json").read_text() == summary
+
+
+def test_list_and_help(capsys):
+    assert main(["list"]) == 0
+    assert "digits_kd" in capsys.readouterr().out
+    for argv in (["--help"], ["run", "--help"], ["data", "prepare", "--help"], ["theory", "risk", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+        assert "usage:" in capsys.readouterr().out
