@@ -91,6 +91,50 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(flags), axis=0)
 
 
+class SweepProgram:
+    """The compiled pieces of a sweep: ``init(key)`` and ``advance(states, n)``.
+
+    Built once and reused (a new instance compiles anew). ``states`` leaves
+    have leading axes ``[S, G]``; with several devices the seed axis is
+    sharded and the data and grid are replicated.
+    """
+
+    def __init__(self, trainer: Trainer, n_seeds: int, grid: dict | None = None, *, shard: bool = True):
+        self.trainer, self.n_seeds = trainer, int(n_seeds)
+        self.grid = _full_grid(trainer, grid)
+        self.grid_size = g = len(next(iter(self.grid.values())))
+        self.mesh = seed_mesh(n_seeds) if shard else None
+        seed_sharding = NamedSharding(self.mesh, P("seed")) if self.mesh is not None else None
+        replicated = NamedSharding(self.mesh, P()) if self.mesh is not None else None
+        self._seed_sharding = seed_sharding
+
+        def place(tree, sharding):
+            return tree if sharding is None else jax.device_put(tree, sharding)
+
+        self._place = place
+        self.data = place(trainer.data, replicated)
+        self.hparams = place({k: jnp.asarray(v) for k, v in self.grid.items()}, replicated)
+
+        def init_one(seed_key):
+            init_key, data_key = jax.random.split(seed_key)
+            state = trainer.init(init_key, data_key)
+            return jax.tree.map(lambda x: jnp.broadcast_to(x, (g, *x.shape)), state)
+
+        self.init_fn = jax.jit(jax.vmap(init_one), out_shardings=seed_sharding)
+        advance_grid = jax.vmap(trainer.advance, in_axes=(0, 0, None, None))
+        self.advance_fn = jax.jit(
+            jax.vmap(advance_grid, in_axes=(0, None, None, None)), static_argnums=3, donate_argnums=0
+        )
+
+    def init(self, key) -> TrainState:
+        """States of all seeds × grid points; seed ``s`` from ``split(key, S)[s]``."""
+        return self.init_fn(self._place(jax.random.split(key, self.n_seeds), self._seed_sharding))
+
+    def advance(self, states: TrainState, num_steps: int):
+        """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``)."""
+        return self.advance_fn(states, self.hparams, self.data, num_steps)
+
+
 def run_sweep(
     trainer: Trainer,
     key,
@@ -129,32 +173,8 @@ def run_sweep(
     )
     if resume and checkpoint_dir is None:
         raise ConfigError("--resume needs a checkpoint directory")
-    full_grid = _full_grid(trainer, grid)
-    g = len(next(iter(full_grid.values())))
-
-    mesh = seed_mesh(n_seeds) if shard else None
-    seed_sharding = NamedSharding(mesh, P("seed")) if mesh is not None else None
-    replicated = NamedSharding(mesh, P()) if mesh is not None else None
-
-    def place(tree, sharding):
-        return tree if sharding is None else jax.device_put(tree, sharding)
-
-    data = place(trainer.data, replicated)
-    hp = place({k: jnp.asarray(v) for k, v in full_grid.items()}, replicated)
-
-    def init_one(seed_key):
-        init_key, data_key = jax.random.split(seed_key)
-        state = trainer.init(init_key, data_key)
-        return jax.tree.map(lambda x: jnp.broadcast_to(x, (g, *x.shape)), state)
-
-    init_fn = jax.jit(jax.vmap(init_one), out_shardings=seed_sharding)
-    advance_grid = jax.vmap(trainer.advance, in_axes=(0, 0, None, None))
-    advance_fn = jax.jit(
-        jax.vmap(advance_grid, in_axes=(0, None, None, None)), static_argnums=3, donate_argnums=0
-    )
-
-    seed_keys = jax.random.split(key, n_seeds)
-    states = init_fn(place(seed_keys, seed_sharding))
+    program = SweepProgram(trainer, n_seeds, grid, shard=shard)
+    states = program.init(key)
     history: list[dict] = []
     done = 0
 
@@ -163,7 +183,7 @@ def run_sweep(
         ckpt = SweepCheckpointer(
             checkpoint_dir,
             {"config": dataclasses.asdict(cfg), "n_seeds": int(n_seeds), "chunk_steps": chunk,
-             "grid": {k: v.tolist() for k, v in full_grid.items()}, **(fingerprint or {})},
+             "grid": {k: v.tolist() for k, v in program.grid.items()}, **(fingerprint or {})},
             resume=resume,
         )
         latest = ckpt.latest_step() if resume else None
@@ -171,11 +191,11 @@ def run_sweep(
             print(f"jaxkd: no checkpoint in {ckpt.directory} yet; starting from step 0", file=sys.stderr)
         if latest is not None:
             n_eval = latest // cfg.eval_every
-            hist_shape = jax.eval_shape(lambda s: advance_fn(s, hp, data, cfg.eval_every)[1], states)
+            hist_shape = jax.eval_shape(lambda s: program.advance(s, cfg.eval_every)[1], states)
             target = {
                 "state": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), states),
                 "history": {
-                    k: jax.ShapeDtypeStruct((n_seeds, g, n_eval), v.dtype) for k, v in hist_shape.items()
+                    k: jax.ShapeDtypeStruct((n_seeds, program.grid_size, n_eval), v.dtype) for k, v in hist_shape.items()
                 },
             }
             restored = ckpt.restore(latest, target)
@@ -191,7 +211,7 @@ def run_sweep(
 
         bar = tqdm(total=cfg.steps, initial=done, desc=desc, unit="step", leave=False, file=sys.stderr)
     while done < cfg.steps:
-        states, chunk_hist = advance_fn(states, hp, data, chunk)
+        states, chunk_hist = program.advance(states, chunk)
         history.append({k: np.asarray(v) for k, v in chunk_hist.items()})
         done += chunk
         if ckpt is not None:
@@ -207,7 +227,7 @@ def run_sweep(
     finite_hist = np.all(np.stack([np.isfinite(v).all(-1) for v in hist.values()]), axis=0)
     diverged = ~(np.asarray(_finite(states.params)) & finite_hist)
     steps = np.arange(1, cfg.steps // cfg.eval_every + 1) * cfg.eval_every
-    return SweepResult(states=states, history=hist, steps=steps, grid=full_grid, diverged=diverged)
+    return SweepResult(states=states, history=hist, steps=steps, grid=program.grid, diverged=diverged)
 
 
 def _concat(history: list[dict]) -> dict[str, np.ndarray]:
