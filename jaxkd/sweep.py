@@ -195,7 +195,8 @@ def run_sweep(
             target = {
                 "state": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), states),
                 "history": {
-                    k: jax.ShapeDtypeStruct((n_seeds, program.grid_size, n_eval), v.dtype) for k, v in hist_shape.items()
+                    k: jax.ShapeDtypeStruct((n_seeds, program.grid_size, n_eval), v.dtype)
+                    for k, v in hist_shape.items()
                 },
             }
             restored = ckpt.restore(latest, target)
