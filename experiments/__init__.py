@@ -12,6 +12,8 @@ from jaxkd.errors import check_name
 
 EXPERIMENTS = {
     "digits_kd": "experiments.digits_kd",
+    "spectral_kd": "experiments.spectral_kd",
+    "spectral_w2s": "experiments.spectral_w2s",
 }
 
 

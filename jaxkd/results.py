@@ -67,11 +67,13 @@ def summarize_sweep(result, conditions: list[str], *, level: float = 0.95) -> di
 
 def env_stamp() -> dict:
     """Versions, devices, host and git commit, for reproducibility."""
+    import importlib
+
     import jax
 
     def version(mod):
         try:
-            return __import__(mod).__version__
+            return importlib.import_module(mod).__version__
         except Exception:
             return None
 
