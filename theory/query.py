@@ -46,7 +46,8 @@ def _vector(cfg, key, D=None, nonneg=False):
     if D is not None and len(arr) != D:
         raise ConfigError(f"{key} has length {len(arr)} but theta_star has length {D}; give all vectors length D")
     if nonneg and np.any(arr < 0):
-        raise ConfigError(f"{key} has negative entries (first at index {int(np.argmax(arr < 0))}); spectra must be >= 0")
+        first = int(np.argmax(arr < 0))
+        raise ConfigError(f"{key} has negative entries (first at index {first}); spectra must be >= 0")
     return arr
 
 
