@@ -137,38 +137,74 @@ def log_checkpoints(steps: int, num: int = 60) -> np.ndarray:
     return np.unique(np.concatenate([pts, [steps]]))
 
 
-def _run(lam, sgd: SGD, kappa, sigma2_eff, m0, vecs0, checkpoints):
-    """Scan the m-recursion and decay the ``vecs0`` (k, D) by (1-γλ) per step.
+def _intervals(sgd: SGD, checkpoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split steps 1..max(checkpoints) into intervals of constant step size ending at every
+    checkpoint and every decay boundary. Returns ``(lengths, decay_index, is_checkpoint, ends)``."""
+    ck = np.asarray(checkpoints, np.int64)
+    last = int(ck[-1])
+    cuts = set(ck.tolist())
+    K = sgd.decay_interval
+    if math.isfinite(K):
+        j = 1
+        while math.ceil(j * K) - 1 < last:
+            if math.ceil(j * K) - 1 >= 1:
+                cuts.add(math.ceil(j * K) - 1)  # last step of decay level j - 1
+            j += 1
+    ends = np.array(sorted(cuts), np.int64)
+    starts = np.concatenate([[0], ends[:-1]])
+    decay = np.floor((starts + 1) / K).astype(np.int64) if math.isfinite(K) else np.zeros_like(ends)
+    return ends - starts, decay, np.isin(ends, ck), ends
 
-    Returns ``(trace of m at checkpoints [C], sums of vecs at checkpoints [C, k], m, vecs)``.
-    Checkpoints are split into static-length segments: an outer scan over
-    checkpoints, an inner ``fori_loop`` over the steps between them.
+
+_UNROLL = 8
+
+
+def _run(lam, sgd: SGD, kappa, sigma2_eff, m0, vecs0, checkpoints):
+    """Run the m-recursion and decay ``vecs0`` ``[k, D]`` by ``(1 - γλ)`` per step.
+
+    Steps are grouped into intervals of constant step size (see
+    :func:`_intervals`); inside one the update is ``m <- a m + q (Σm + σ²)``
+    with fixed ``a, q``, fused with the next trace and unrolled; ``vecs``
+    decay in closed form per interval. Returns ``(Σm at checkpoints [C],
+    Σvecs at checkpoints [C, k], final m, final vecs)``.
     """
     lam = jnp.asarray(lam, jnp.float64)
     B = sgd.batch
-    lam2 = lam * lam
     c_a = 1.0 + (kappa - 2.0) / B
+    lengths, decay, record, _ = _intervals(sgd, checkpoints)
 
-    def step(t, carry):
-        m, vecs = carry
-        g = sgd.gamma(t.astype(jnp.float64))
-        gl2 = g * g * lam2
-        tr = jnp.sum(m)
-        m = m - 2.0 * g * lam * m + gl2 * (c_a * m + (tr + sigma2_eff) / B)
-        vecs = vecs * (1.0 - g * lam)[None, :]
-        return m, vecs
+    def steps(carry, a, q_noise, q, n):
+        def one(c):
+            m, _ = c
+            m = a * m + q * (c[1] + sigma2_eff)
+            return m, jnp.sum(m)
 
-    ckpts = jnp.asarray(checkpoints, jnp.int32)
-    starts = jnp.concatenate([jnp.zeros(1, jnp.int32), ckpts[:-1]])
+        def block(_, c):
+            for _ in range(_UNROLL):
+                c = one(c)
+            return c
 
-    def segment(carry, bounds):
-        lo, hi = bounds
-        carry = jax.lax.fori_loop(lo + 1, hi + 1, step, carry)
-        m, vecs = carry
-        return carry, (jnp.sum(m), jnp.sum(vecs, axis=-1))
+        carry = jax.lax.fori_loop(0, n // _UNROLL, block, carry)
+        return jax.lax.fori_loop(0, n % _UNROLL, lambda _, c: one(c), carry)
 
-    (m, vecs), (trs, sums) = jax.lax.scan(segment, (m0, vecs0), (starts, ckpts))
-    return trs, sums, m, vecs
+    def interval(carry, xs):
+        m, tr, vecs = carry
+        n, j = xs
+        g = sgd.gamma0 * jnp.exp2(-j.astype(jnp.float64))
+        x = g * lam
+        a = 1.0 - 2.0 * x + c_a * x * x
+        q = x * x / B
+        m, tr = steps((m, tr), a, None, q, n)
+        base = 1.0 - x
+        mag = jnp.abs(base) ** n.astype(jnp.float64)
+        sign = jnp.where((base < 0) & (n % 2 == 1), -1.0, 1.0)
+        vecs = vecs * (mag * sign)[None, :]
+        return (m, tr, vecs), (tr, jnp.sum(vecs, axis=-1))
+
+    xs = (jnp.asarray(lengths, jnp.int32), jnp.asarray(decay, jnp.int32))
+    (m, _, vecs), (trs, sums) = jax.lax.scan(interval, (m0, jnp.sum(m0), vecs0), xs)
+    keep = np.flatnonzero(record)
+    return trs[keep], sums[keep], m, vecs
 
 
 def _as_f64(x):
