@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/jaxkd run digits_kd --preset default --out results/digits_kd
+	$(BIN)/jaxkd run spectral_kd --preset default --out results/spectral_kd
+	$(BIN)/jaxkd run spectral_w2s --preset default --out results/spectral_w2s
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -23,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py --out benchmarks/results/sweep.json
+	$(BIN)/python benchmarks/theory.py --out benchmarks/results/theory.json
 
 clean:
 	rm -rf $(VENV) results

@@ -24,14 +24,22 @@ import statistics
 import sys
 import time
 
-import jax
-import numpy as np
+# Run as `python benchmarks/theory.py`, Python puts benchmarks/ first on sys.path, where this
+# very file would shadow the `theory` package; drop that entry so the installed package is used.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
 
-from jaxkd.results import env_stamp
-from theory.exact import SGD, max_stable_gamma
-from theory.simulate import simulate
-from theory.spectra import power_law
-from theory.transfer import Transfer, transfer_curves, transfer_grid
+if "XLA_FLAGS" not in os.environ:  # shard the phase diagram's problems over one host device per core
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxkd.results import env_stamp  # noqa: E402
+from theory.exact import SGD, max_stable_gamma  # noqa: E402
+from theory.simulate import simulate  # noqa: E402
+from theory.spectra import power_law  # noqa: E402
+from theory.transfer import Transfer, transfer_curves, transfer_grid  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -84,7 +92,8 @@ def exact_vs_mc(repeats, seeds, rel_se=0.01):
     return {"D": D, "N": N, "n": n, "exact_seconds": t_exact, "mc_seconds": t_mc, "mc_seeds": seeds,
             "mc_relative_se": float(se / m), "seeds_for_1pct_se": float(needed), "mc_seconds_for_1pct_se": t_needed,
             "ratio_mc_over_exact": t_needed / t_exact,
-            "exact_distilled": ex["distilled_final"], "mc_distilled": float(m), "z": float((m - ex["distilled_final"]) / se)}
+            "exact_distilled": ex["distilled_final"], "mc_distilled": float(m),
+            "z": float((m - ex["distilled_final"]) / se)}
 
 
 def main():

@@ -12,10 +12,12 @@ Everything is float64 (``jax.enable_x64`` is entered here, never on import).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from theory.exact import SGD, check_stable, distill_curve, log_checkpoints, train_curve
 
@@ -57,6 +59,27 @@ def _curves(p: Transfer, ck_T, ck_S):
     return r_T, r_D, r_S
 
 
+def _split(p: Transfer):
+    """``(array leaves, hashable static part)`` of a problem; gamma0 is a leaf so it can vary."""
+    leaves = {"lam_T": p.lam_T, "lam_S": p.lam_S, "theta_sq": p.theta_sq, "sigma2": p.sigma2, "alpha": p.alpha,
+              "g_T": p.teacher.gamma0, "g_S": p.student.gamma0}
+    static = (_with_gamma(p.teacher, None), _with_gamma(p.student, None), float(p.kappa))
+    return {k: np.asarray(v, np.float64) for k, v in leaves.items()}, static
+
+
+@functools.partial(jax.jit, static_argnames=("static", "ck_T", "ck_S", "batched"))
+def _compiled(v, static, ck_T, ck_S, batched):
+    sgd_T, sgd_S, kappa = static
+
+    def one(v):
+        p = Transfer(lam_T=v["lam_T"], lam_S=v["lam_S"], theta_sq=v["theta_sq"], sigma2=v["sigma2"],
+                     alpha=v["alpha"], teacher=_with_gamma(sgd_T, v["g_T"]), student=_with_gamma(sgd_S, v["g_S"]),
+                     kappa=kappa)
+        return _curves(p, np.asarray(ck_T), np.asarray(ck_S))
+
+    return jax.vmap(one)(v) if batched else one(v)
+
+
 def transfer_curves(p: Transfer, *, checkpoints_T=None, checkpoints_S=None, validate=True) -> dict:
     """Exact expected excess risks (no ½) of teacher, direct and distilled student.
 
@@ -72,9 +95,10 @@ def transfer_curves(p: Transfer, *, checkpoints_T=None, checkpoints_S=None, vali
         p.check()
     ck_T = log_checkpoints(p.teacher.steps) if checkpoints_T is None else np.asarray(checkpoints_T)
     ck_S = log_checkpoints(p.student.steps) if checkpoints_S is None else np.asarray(checkpoints_S)
+    leaves, static = _split(p)
     with jax.enable_x64(True):
-        r_T, r_D, r_S = jax.jit(lambda: _curves(p, ck_T, ck_S))()
-        r_T, r_D, r_S = (np.asarray(x) for x in (r_T, r_D, r_S))
+        out = _compiled(leaves, static, tuple(int(c) for c in ck_T), tuple(int(c) for c in ck_S), False)
+        r_T, r_D, r_S = (np.asarray(x) for x in out)
     return summarize_curves(ck_T, r_T, r_D, ck_S, r_S)
 
 
@@ -102,27 +126,25 @@ def transfer_grid(problems: list[Transfer], *, checkpoints_S=None) -> dict:
     for p in problems:
         p.check()
     p0 = problems[0]
-    ck_T = np.asarray([p0.teacher.steps])
+    ck_T = (int(p0.teacher.steps),)
     ck_S = log_checkpoints(p0.student.steps) if checkpoints_S is None else np.asarray(checkpoints_S)
-    stack = lambda f: np.stack([np.asarray(f(p), np.float64) for p in problems])
-    leaves = {
-        "lam_T": stack(lambda p: p.lam_T), "lam_S": stack(lambda p: p.lam_S),
-        "theta_sq": stack(lambda p: p.theta_sq), "sigma2": stack(lambda p: p.sigma2),
-        "alpha": stack(lambda p: p.alpha), "g_T": stack(lambda p: p.teacher.gamma0),
-        "g_S": stack(lambda p: p.student.gamma0),
-    }
-
-    def one(v):
-        p = dataclasses.replace(
-            p0, lam_T=v["lam_T"], lam_S=v["lam_S"], theta_sq=v["theta_sq"], sigma2=v["sigma2"], alpha=v["alpha"],
-            teacher=_with_gamma(p0.teacher, v["g_T"]), student=_with_gamma(p0.student, v["g_S"]))
-        return _curves(p, ck_T, ck_S)
-
+    ck_S = tuple(int(c) for c in ck_S)
+    split = [_split(p) for p in problems]
+    static = split[0][1]
+    if any(s != static for _, s in split):
+        raise ValueError("transfer_grid problems must share steps, batch, schedule, K and kappa")
+    n = len(problems)
+    n_dev = jax.device_count()
+    padded = -(-n // n_dev) * n_dev  # pad to a multiple of the device count, then shard problems
+    leaves = {k: np.stack([v[k] for v, _ in split] + [split[-1][0][k]] * (padded - n)) for k in split[0][0]}
     with jax.enable_x64(True):
-        r_T, r_D, r_S = jax.jit(jax.vmap(one))({k: jnp.asarray(x) for k, x in leaves.items()})
-        r_T, r_D, r_S = (np.asarray(x) for x in (r_T, r_D, r_S))
+        if n_dev > 1:
+            mesh = jax.make_mesh((n_dev,), ("problem",), axis_types=(AxisType.Auto,))
+            leaves = jax.device_put(leaves, NamedSharding(mesh, P("problem")))
+        out = _compiled(leaves, static, ck_T, ck_S, True)
+        r_T, r_D, r_S = (np.asarray(x)[:n] for x in out)
     return {"teacher": r_T[:, -1], "direct": r_D[:, -1], "distilled": r_S[:, -1], "distilled_curve": r_S,
-            "steps_S": ck_S}
+            "steps_S": np.asarray(ck_S)}
 
 
 def _with_gamma(sgd: SGD, gamma0):
