@@ -14,7 +14,6 @@ import types
 import typing
 
 import jax
-import numpy as np
 
 from jaxkd import results
 from jaxkd.errors import ConfigError
@@ -87,7 +86,3 @@ def write_outputs(out_dir: str, *, config, rows, summary, figures: dict[str, byt
         files[name] = content
     results.write_files(out_dir, files)
     return {name: os.path.join(os.path.abspath(out_dir), name) for name in files}
-
-
-def np_float(x) -> float:
-    return float(np.asarray(x))
