@@ -104,12 +104,19 @@ def test_lemma2_static_alignment_bias():
     assert out["distilled_final"] - out["direct_final"] > 0.9 * bias
 
 
-def test_theorem3_teacher_rate_recovered_by_a_fit():
-    """Step-decay SGD risk decays like N^-(α_T - 1 - β)/α_T; the fit must land within 0.1."""
-    a_T, beta = 2.0, 0.0
-    fit = rates.fitted_teacher_exponent(alpha_T=a_T, beta=beta, D=4000, Ns=[2**k for k in range(9, 15)])
-    predicted = rates.theorem3_exponents(a_T, 3.0, beta)["teacher_risk"]
-    assert abs(fit - predicted) < 0.1, (fit, predicted)
+def test_theorem3_rates_recovered_by_fits_on_exact_curves():
+    """Theorem 3 (alpha_T = 2, alpha_S = 2.5, beta = 0, D = 2000, N = 2^8..2^11, n = 256 N):
+    teacher and distilled risks decay like N^-(alpha_T - 1 - beta)/alpha_T = N^-0.5, the direct
+    student like N^-0.4, DER grows like N^kappa, kappa = 0.1. Log factors and finite n bias the
+    fits towards zero; the stated tolerances are 0.1 on risk exponents and 0.03 on kappa."""
+    a_T, a_S = 2.0, 2.5
+    fit = rates.fitted_exponents(alpha_T=a_T, alpha_S=a_S, beta=0.0, D=2000, Ns=[2**k for k in range(8, 12)],
+                                 n_factor=256)
+    pred = rates.theorem3_exponents(a_T, a_S, 0.0)
+    assert abs(fit["teacher"] - pred["teacher_risk"]) < 0.1, fit
+    assert abs(fit["distilled"] - pred["teacher_risk"]) < 0.1, fit
+    assert abs(fit["direct"] - pred["direct_risk"]) < 0.1, fit
+    assert abs(fit["DER"] - pred["kappa"]) < 0.03 and fit["DER"] > 0, fit
 
 
 def test_corrected_w2s_exponents():

@@ -72,23 +72,34 @@ def w2s_rates(alpha_T: float, alpha_S: float) -> dict:
     }
 
 
-def fitted_teacher_exponent(*, alpha_T: float, beta: float, D: int, Ns, sigma2: float = 0.0,
-                            gamma_fraction: float = 0.5) -> float:
-    """Fit the exponent of the exact teacher risk vs N (step-decay SGD, K = N/log2 N).
+def fitted_exponents(*, alpha_T: float, alpha_S: float, beta: float, D: int, Ns, n_factor: int = 16,
+                     sigma2: float = 0.0, gamma_fraction: float = 0.5) -> dict:
+    """Fit risk-vs-N exponents of exact curves for Theorem 3's setting.
 
-    The problem: ``lam_i = i^-alpha_T`` and ``theta*_i² = i^(beta - alpha_T)``
-    (teacher-coordinate target energy ``i^beta``).
+    ``lam_T,i = i^-alpha_T``, ``lam_S,i = i^-alpha_S``, ``theta*_i² = i^(beta - alpha_T)``
+    (teacher-coordinate target energy ``i^beta``). For each N the teacher and
+    the direct student run N step-decay SGD steps (K = N / log2 N); the
+    distilled student runs ``n = n_factor · N`` steps, standing in for
+    Theorem 3's n → ∞. Returns the fitted exponents of ``teacher``,
+    ``direct``, ``distilled`` and of ``DER`` (compare with
+    :func:`theorem3_exponents`).
     """
     from theory.exact import SGD, max_stable_gamma
     from theory.spectra import power_law
     from theory.transfer import Transfer, transfer_curves
 
-    lam = power_law(D, alpha_T)
+    lam_T, lam_S = power_law(D, alpha_T), power_law(D, alpha_S)
     theta_sq = np.arange(1, D + 1.0) ** (beta - alpha_T)
-    g = gamma_fraction * max_stable_gamma(lam, 1)
-    risks = []
+    g = gamma_fraction * min(max_stable_gamma(lam_T, 1), max_stable_gamma(lam_S, 1))
+    out = {"teacher": [], "direct": [], "distilled": []}
     for N in Ns:
-        sgd = SGD(g, int(N), schedule="step_decay")
-        p = Transfer(lam_T=lam, lam_S=lam, theta_sq=theta_sq, sigma2=sigma2, alpha=1.0, teacher=sgd, student=SGD(g, 1))
-        risks.append(transfer_curves(p, checkpoints_T=[int(N)], checkpoints_S=[1])["teacher_final"])
-    return fit_power_law(np.asarray(Ns, np.float64), np.asarray(risks))["exponent"]
+        n = int(n_factor * N)
+        p = Transfer(lam_T=lam_T, lam_S=lam_S, theta_sq=theta_sq, sigma2=sigma2, alpha=1.0,
+                     teacher=SGD(g, int(N), schedule="step_decay"), student=SGD(g, n, schedule="step_decay"))
+        r = transfer_curves(p, checkpoints_T=[int(N)], checkpoints_S=[n])
+        for k in out:
+            out[k].append(r[f"{k}_final"])
+    Ns = np.asarray(Ns, np.float64)
+    fits = {k: fit_power_law(Ns, np.asarray(v))["exponent"] for k, v in out.items()}
+    fits["DER"] = fit_power_law(Ns, np.asarray(out["direct"]) / np.asarray(out["distilled"]))["exponent"]
+    return fits
