@@ -31,7 +31,7 @@ def parse():
     p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--workloads", default="small,large",
                    help="comma list of: small (the demo's student: MLP 16, batch 64, 1500 steps), "
-                        "large (MLP 256-256, batch 128, 500 steps)")
+                        "medium (MLP 128-128, batch 256, 500 steps), large (MLP 256-256, batch 128, 500 steps)")
     p.add_argument("--devices", type=int, default=os.cpu_count() or 2, help="host devices to force on CPU")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-torch", action="store_true")
@@ -117,6 +117,7 @@ def torch_loop(ds, teacher_logits, cfg, seeds):
 
 WORKLOADS = {
     "small": {"widths": (16,), "batch": 64, "steps": 1500},
+    "medium": {"widths": (128, 128), "batch": 256, "steps": 500},
     "large": {"widths": (256, 256), "batch": 128, "steps": 500},
 }
 

@@ -16,7 +16,7 @@ paper's ``floor(N / log2 N)`` in samples); the student sees a fresh batch of
    intrinsic dimension k†), one vmapped exact program;
 3. corrected Theorem 5 exponents (in summary.json).
 
-Command: ``jaxkd run spectral_w2s --preset default`` (about 2 minutes on a
+Command: ``jaxkd run spectral_w2s --preset default`` (about 85 s on a
 2-core CPU, nearly all of it the Monte Carlo student: 1000 fresh Gaussian
 inputs per step; ``paper`` adds Monte Carlo for every d_signal with 64 seeds,
 about 50 minutes). Risks are E[(f - f*)²] without the ½.
