@@ -227,6 +227,10 @@ def run_sweep(
     hist = _concat(history)
     finite_hist = np.all(np.stack([np.isfinite(v).all(-1) for v in hist.values()]), axis=0)
     diverged = ~(np.asarray(_finite(states.params)) & finite_hist)
+    if diverged.any():
+        bad = ", ".join(f"seed {s} at grid point {g}" for s, g in zip(*np.nonzero(diverged)))
+        print(f"jaxkd: warning: {int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are "
+              f"excluded from summaries: {bad}", file=sys.stderr)
     steps = np.arange(1, cfg.steps // cfg.eval_every + 1) * cfg.eval_every
     return SweepResult(states=states, history=hist, steps=steps, grid=program.grid, diverged=diverged)
 

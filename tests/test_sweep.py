@@ -62,10 +62,11 @@ def test_resume_refuses_other_config_and_corrupt_checkpoint(trainer, tmp_path):
         run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True, progress=False)
 
 
-def test_diverging_point_is_flagged_and_isolated(digits):
+def test_diverging_point_is_flagged_and_isolated(digits, capsys):
     sgd = make_train(TrainConfig(widths=(16,), steps=60, eval_every=20, batch_size=32, optimizer="sgd"), digits)
     res = run_sweep(sgd, jax.random.key(2), 2, {"learning_rate": [0.05, 1e30]}, progress=False)
     assert res.diverged[:, 1].all() and not res.diverged[:, 0].any()
+    assert "seed 0 at grid point 1, seed 1 at grid point 1" in capsys.readouterr().err
     assert np.isfinite(res.history["train/loss"][:, 0]).all()
     from jaxkd.results import summarize_sweep
 
