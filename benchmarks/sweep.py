@@ -29,7 +29,7 @@ import time
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=16)
-    p.add_argument("--workloads", default="small,large",
+    p.add_argument("--workloads", default="small,medium,large",
                    help="comma list of: small (the demo's student: MLP 16, batch 64, 1500 steps), "
                         "medium (MLP 128-128, batch 256, 500 steps), large (MLP 256-256, batch 128, 500 steps)")
     p.add_argument("--devices", type=int, default=os.cpu_count() or 2, help="host devices to force on CPU")

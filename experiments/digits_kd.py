@@ -54,6 +54,7 @@ class Config:
     eval_every: int = 100
     chunk_steps: int | None = None
     # distillation
+    loss: str = "kd"  # student objective, a name in jaxkd.losses.OBJECTIVES
     alpha: float = 0.9
     temperature: float = 4.0
     temperature_grid: tuple[float, ...] = (1.0, 2.0, 8.0)
@@ -76,7 +77,8 @@ class Config:
     def student_config(self) -> TrainConfig:
         return TrainConfig(model=self.student_model, widths=self.student_widths, steps=self.steps,
                            batch_size=self.batch_size, learning_rate=self.learning_rate,
-                           eval_every=self.eval_every, alpha=self.alpha, temperature=self.temperature)
+                           eval_every=self.eval_every, alpha=self.alpha, temperature=self.temperature,
+                           loss=self.loss)
 
     def conditions(self) -> dict[str, dict[str, float]]:
         """Condition name -> the (alpha, temperature) grid point it trains with."""

@@ -24,8 +24,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-LOSS_NAMES = ("ce", "kd", "kd_objective")
-
 
 def cross_entropy(logits, labels, *, axis=-1):
     """Softmax cross-entropy with integer labels, per example (natural log)."""
@@ -80,3 +78,18 @@ def kd_objective(student_logits, teacher_logits, labels, *, alpha, temperature, 
         kd = kd_loss(student_logits, teacher_logits, temperature=temperature, axis=axis)
     total = (1.0 - alpha) * ce + alpha * kd
     return total, {"ce": ce, "kd": kd}
+
+
+def ce_objective(student_logits, teacher_logits, labels, *, alpha, temperature, axis=-1):
+    """Plain cross-entropy with the objective signature; teacher, alpha and T are ignored.
+
+    Returns ``(ce, {"ce": ce})``, per example.
+    """
+    del teacher_logits, alpha, temperature
+    ce = cross_entropy(student_logits, labels, axis=axis)
+    return ce, {"ce": ce}
+
+
+# Training objectives by name: ``fn(student_logits, teacher_logits, labels, *, alpha, temperature)
+# -> (total, {term: value})``, all per example.
+OBJECTIVES = {"kd": kd_objective, "ce": ce_objective}

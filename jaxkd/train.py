@@ -59,6 +59,7 @@ class TrainConfig:
 
     model: str = "mlp"
     widths: tuple[int, ...] | None = None
+    loss: str = "kd"  # a name in jaxkd.losses.OBJECTIVES
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
@@ -72,6 +73,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_name("model", self.model, MODELS)
+        check_name("loss", self.loss, losses.OBJECTIVES)
         check_name("optimizer", self.optimizer, OPTIMIZERS)
         check_name("schedule", self.schedule, SCHEDULES)
         check(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
@@ -182,7 +184,7 @@ class Trainer:
 
         def loss_fn(params):
             logits, _, rest = self.model.apply(params, state.rest, x, train=True)
-            total, terms = losses.kd_objective(
+            total, terms = losses.OBJECTIVES[self.config.loss](
                 logits, t, y, alpha=hparams["alpha"], temperature=hparams["temperature"]
             )
             return jnp.mean(total), (rest, {k: jnp.mean(v) for k, v in terms.items()})

@@ -25,6 +25,7 @@ def _err(capsys):
         (["run", "digits_kd", "--set", "student_model=resnet"], "unknown model 'resnet'"),
         (["run", "digits_kd", "--set", "dataset=imagenet"], "unknown dataset 'imagenet'"),
         (["run", "digits_kd", "--set", "nokey=1"], "unknown config key 'nokey'"),
+        (["run", "digits_kd", "--set", "loss=dkd9"], "unknown loss 'dkd9'"),
         (["run", "digits_kd", "--set", "steps=abc"], "cannot read 'abc'"),
         (["run", "digits_kd", "--preset", "huge"], "invalid choice"),
         (["frobnicate"], "invalid choice"),

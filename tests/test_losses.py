@@ -99,3 +99,11 @@ def test_objective_endpoints_and_weighting(logits):
     np.testing.assert_allclose(tot_mid, 0.75 * ce + 0.25 * kd, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(terms["ce"], ce, rtol=rtol, atol=atol)
     np.testing.assert_allclose(terms["kd"], kd, rtol=rtol, atol=atol)
+
+
+def test_ce_objective_ignores_the_teacher(logits):
+    s, t = logits
+    y = np.arange(6) % 5
+    total, terms = losses.OBJECTIVES["ce"](s, t, y, alpha=0.9, temperature=4.0)
+    np.testing.assert_allclose(total, losses.cross_entropy(s, y), rtol=1e-6)
+    assert set(terms) == {"ce"}
