@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 def use_host_devices() -> None:
     """On CPU, expose one XLA host device per core so sweeps shard their seed axis.
 
-    Measured on a 2-core CPU: 1.9x faster than one device for the demo's
+    Measured on a 2-core CPU: about 2x faster than one device for the demo's
     sweep (benchmarks/RESULTS.md). Only effective before JAX initialises; an
     explicit ``--xla_force_host_platform_device_count`` in XLA_FLAGS wins, and
     the flag does nothing on GPU/TPU.
