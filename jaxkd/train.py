@@ -214,7 +214,9 @@ class Trainer:
 
         Returns ``(state, history)``, ``history[name]`` of shape
         ``[num_steps // eval_every]``: training terms averaged over each
-        interval, evaluation metrics at its end.
+        interval, evaluation metrics at its end. Memory: the call holds
+        ``num_steps / steps_per_epoch + 2`` permutations of the training set,
+        so long runs on large datasets should advance in chunks (``chunk_steps``).
         """
         every = self.config.eval_every
         if num_steps % every:
