@@ -12,6 +12,7 @@ from jaxkd.errors import check_name
 
 EXPERIMENTS = {
     "digits_kd": "experiments.digits_kd",
+    "digits_methods": "experiments.digits_methods",
     "spectral_kd": "experiments.spectral_kd",
     "spectral_w2s": "experiments.spectral_w2s",
 }

@@ -27,141 +27,124 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxkd import plotting, results, stats
-from jaxkd.data import check_dataset_name, load_dataset
+from jaxkd import plotting, results
+from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
+from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import train_teacher, write_outputs
-from jaxkd.models import MODELS
+from jaxkd.experiment import compare_to_baseline, train_teacher, write_outputs
+from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import run_sweep
-from jaxkd.train import Teacher, TrainConfig, check_hparams, make_train
+from jaxkd.train import make_train
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    dataset: str = "digits"
     n_seeds: int = 16
     seed: int = 0
-    # teacher
-    teacher_model: str = "mlp"
-    teacher_widths: tuple[int, ...] = (256, 256)
-    teacher_steps: int = 1500
-    # student
-    student_model: str = "mlp"
-    student_widths: tuple[int, ...] = (16,)
-    steps: int = 1500
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    eval_every: int = 100
-    chunk_steps: int | None = None
-    # distillation
-    loss: str = "kd"  # student objective, a name in jaxkd.losses.OBJECTIVES
-    alpha: float = 0.9
-    temperature: float = 4.0
+    data: DataConfig = DataConfig("digits")
+    teacher_model: ModelConfig = ModelConfig("mlp", (256, 256))
+    teacher_recipe: RecipeConfig = RecipeConfig(learning_rate=2e-3, steps=1500)
+    model: ModelConfig = ModelConfig("mlp", (16,))
+    recipe: RecipeConfig = RecipeConfig(learning_rate=2e-3, steps=1500)
+    # The ``kd`` condition: RepDistiller's -r 0.1 -a 0.9 with T = 4.
+    objective: ObjectiveConfig = ObjectiveConfig({"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}})
+    eval: EvalConfig = EvalConfig(every=100)
     temperature_grid: tuple[float, ...] = (1.0, 2.0, 8.0)
+    chunk_steps: int | None = None
 
     def __post_init__(self):
-        check_dataset_name(self.dataset)
-        for m in (self.teacher_model, self.student_model):
-            check(m in MODELS, f"unknown model {m!r}; choose one of: {', '.join(sorted(MODELS))}")
         check(self.n_seeds > 0, f"n_seeds must be positive, got {self.n_seeds}")
-        check_hparams({"alpha": self.alpha, "temperature": [self.temperature, *self.temperature_grid],
-                       "learning_rate": self.learning_rate})
-        self.student_config()  # validates steps / eval_every / batch size
-        self.teacher_config()
+        check(set(self.objective.terms) == {"ce", "kd"},
+              f"digits_kd's objective has exactly the terms ce and kd, got {', '.join(self.objective.terms)}")
+        t0 = self.objective.build()[1]["kd.temperature"]
+        temps = [t0, *self.temperature_grid]
+        check(len(set(temps)) == len(temps),
+              f"temperature_grid {self.temperature_grid} repeats a temperature (the kd condition uses T={t0:g})")
+        for t in self.temperature_grid:
+            check(t > 0 and np.isfinite(t), f"kd.temperature must be positive, got {t:g}")
+        self.teacher_config(), self.student_config()
 
-    def teacher_config(self) -> TrainConfig:
-        return TrainConfig(model=self.teacher_model, widths=self.teacher_widths, steps=self.teacher_steps,
-                           batch_size=self.batch_size, learning_rate=self.learning_rate,
-                           eval_every=self.eval_every)
+    def teacher_config(self) -> RunConfig:
+        return RunConfig(model=self.teacher_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
 
-    def student_config(self) -> TrainConfig:
-        return TrainConfig(model=self.student_model, widths=self.student_widths, steps=self.steps,
-                           batch_size=self.batch_size, learning_rate=self.learning_rate,
-                           eval_every=self.eval_every, alpha=self.alpha, temperature=self.temperature,
-                           loss=self.loss)
+    def student_config(self) -> RunConfig:
+        return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data,
+                         eval=self.eval)
 
     def conditions(self) -> dict[str, dict[str, float]]:
-        """Condition name -> the (alpha, temperature) grid point it trains with."""
-        conds = {"ce": {"alpha": 0.0, "temperature": 1.0},
-                 "kd": {"alpha": self.alpha, "temperature": self.temperature}}
+        """Condition name -> the grid point it trains with."""
+        hp = self.objective.build()[1]
+        kd = {"ce.weight": hp["ce.weight"], "kd.weight": hp["kd.weight"], "kd.temperature": hp["kd.temperature"]}
+        conds = {"ce": {"ce.weight": 1.0, "kd.weight": 0.0, "kd.temperature": hp["kd.temperature"]}, "kd": kd}
         for t in self.temperature_grid:
-            conds[f"kd_T{t:g}"] = {"alpha": self.alpha, "temperature": t}
+            conds[f"kd_T{t:g}"] = {**kd, "kd.temperature": float(t)}
         return conds
 
 
 PRESETS = {
-    "smoke": Config(n_seeds=2, teacher_widths=(32,), teacher_steps=40, steps=40, eval_every=20,
-                    temperature_grid=(2.0,)),
+    "smoke": Config(n_seeds=2, teacher_model=ModelConfig("mlp", (32,)), teacher_recipe=RecipeConfig(steps=40),
+                    recipe=RecipeConfig(steps=40), eval=EvalConfig(every=20), temperature_grid=(2.0,)),
     "default": Config(),
-    "paper": Config(n_seeds=32, teacher_steps=3000, steps=3000, chunk_steps=1000,
+    "paper": Config(n_seeds=32, teacher_recipe=RecipeConfig(learning_rate=2e-3, steps=3000),
+                    recipe=RecipeConfig(learning_rate=2e-3, steps=3000), chunk_steps=1000,
                     temperature_grid=(1.0, 2.0, 8.0, 16.0)),
 }
 
 
-def run(config: Config, out_dir: str, *, resume: bool = False, progress: bool = True) -> dict:
+def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Train teacher and students, write results to ``out_dir``; returns the summary."""
-    dataset = load_dataset(config.dataset)
+    dataset = load_dataset(config.data.dataset)
     key_teacher, key_students = jax.random.split(jax.random.key(config.seed))
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
-
+    student_cfg = config.student_config()
     teacher, t_result = train_teacher(config.teacher_config(), dataset, key_teacher, chunk_steps=config.chunk_steps,
-                                      checkpoint_dir=ckpt("teacher"), resume=resume, progress=progress)
-    trainer = make_train(config.student_config(), dataset, teacher)
+                                      checkpoint_dir=ckpt("teacher"), resume=resume, overwrite=overwrite,
+                                      progress=progress)
+    trainer = make_train(student_cfg, dataset, teacher)
     conds = config.conditions()
     names = list(conds)
-    grid = {k: [conds[c][k] for c in names] for k in ("alpha", "temperature")}
+    grid = {k: [conds[c][k] for c in names] for k in conds["ce"]}
     result = run_sweep(trainer, key_students, config.n_seeds, grid, chunk_steps=config.chunk_steps,
-                       checkpoint_dir=ckpt("students"), resume=resume, progress=progress, desc="students")
+                       checkpoint_dir=ckpt("students"), resume=resume, overwrite=overwrite, progress=progress,
+                       desc="students")
 
     rows = results.records_from_sweep(t_result, ["teacher"]) + results.records_from_sweep(result, names)
     summary = {"teacher": results.summarize_sweep(t_result, ["teacher"])["teacher"],
                "conditions": results.summarize_sweep(result, names),
-               "comparisons": _compare(result, names)}
-    figure = _figure(result, names, summary, _teacher_acc(teacher, dataset))
+               "comparisons": compare_to_baseline(result, names, "ce", ("test/acc", "test/agreement")),
+               "legend": {n: _label(conds[n]) for n in names}}
+    teacher_acc = summary["teacher"]["test/acc"]["selected"]["mean"]
+    figure = _figure(result, names, summary, teacher_acc, dataset)
     write_outputs(out_dir, config=config, rows=rows, summary=summary, figures={"figure.png": figure})
     return summary
 
 
-def _teacher_acc(teacher: Teacher, dataset) -> float:
-    return float(np.mean(np.argmax(teacher.logits_test, -1) == dataset.y_test))
+def _label(point: dict) -> str:
+    if point["kd.weight"] == 0:
+        return "CE only"
+    return f"{point['ce.weight']:g}·CE + {point['kd.weight']:g}·KD, T={point['kd.temperature']:g}"
 
 
-def _compare(result, names) -> dict:
-    """Paired tests of each KD condition against ``ce`` (last evaluation), Holm-corrected per metric."""
-    out = {}
-    for metric in ("test/acc", "test/agreement"):
-        base = result.history[metric][:, names.index("ce"), -1]
-        base = np.where(result.diverged[:, names.index("ce")], np.nan, base)
-        tests = {}
-        for g, name in enumerate(names):
-            if name == "ce":
-                continue
-            vals = np.where(result.diverged[:, g], np.nan, result.history[metric][:, g, -1])
-            tests[f"{name} - ce"] = stats.paired_test(vals, base)
-        adj = stats.holm([t["p"] if np.isfinite(t["p"]) else 1.0 for t in tests.values()])
-        for t, p in zip(tests.values(), adj):
-            t["p_holm"] = float(p)
-        out[metric] = tests
-    return out
-
-
-def _figure(result, names, summary, teacher_acc) -> bytes:
+def _figure(result, names, summary, teacher_acc, dataset) -> bytes:
     fig, axes = plotting.figure(ncols=3, width=3.8)
     conds = summary["conditions"]
-    plotting.bar_with_ci(axes[0, 0], names, [conds[n]["test/acc"]["last"] for n in names],
+    plotting.bar_with_ci(axes[0, 0], names, [conds[n]["test/acc"]["selected"] for n in names],
                          ylabel="test accuracy (mean, 95% CI)", reference=teacher_acc, reference_label="teacher")
-    plotting.bar_with_ci(axes[0, 1], names, [conds[n]["test/agreement"]["last"] for n in names],
-                         ylabel="test agreement with teacher")
+    plotting.bar_with_ci(axes[0, 1], names, [conds[n]["test/agreement"]["selected"] for n in names],
+                         ylabel="test agreement with teacher (mean, 95% CI)")
     ok = ~result.diverged
     plotting.curves_with_band(
         axes[0, 2], result.steps,
         {n: result.history["test/acc"][ok[:, g], g] for g, n in enumerate(names) if n in ("ce", "kd")},
-        ylabel="test accuracy (mean ± std)")
-    fig.suptitle(f"{result.n_seeds} seeds per condition, one compiled sweep", fontsize=9)
+        ylabel="test accuracy (mean ± std over seeds)")
+    fig.suptitle(f"{dataset.name}: {result.n_seeds} seeds per condition, checkpoint chosen on validation; "
+                 f"kd = {summary['legend'].get('kd', '')}", fontsize=8)
     return plotting.to_png(fig)
 
 
 def runlocal(config: Config) -> Config:
-    """The same preset shrunk to a seconds-long CPU smoke run (1–2 steps per evaluation)."""
-    return dataclasses.replace(config, n_seeds=2, teacher_widths=(8,), teacher_steps=2, steps=2, eval_every=1,
-                               batch_size=16, chunk_steps=1 if config.chunk_steps else None)
+    """The same preset shrunk to a seconds-long CPU smoke run (1–2 evaluations)."""
+    return dataclasses.replace(config, n_seeds=2, teacher_model=ModelConfig("mlp", (8,)),
+                               teacher_recipe=dataclasses.replace(config.teacher_recipe, steps=4),
+                               recipe=dataclasses.replace(config.recipe, steps=4), eval=EvalConfig(every=2),
+                               chunk_steps=2 if config.chunk_steps else None)

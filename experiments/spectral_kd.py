@@ -75,7 +75,7 @@ def runlocal(config: Config) -> Config:
     return dataclasses.replace(config, D=8, Ns=(8, 16), n=40, n_seeds=4, delta_alphas=(0.0, 0.5), phase_size=2)
 
 
-def run(config: Config, out_dir: str, *, resume: bool = False, progress: bool = True) -> dict:
+def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     key = jax.random.key(config.seed)
     rows, exact_N, mc_N = [], [], []
     for i, N in enumerate(config.Ns):

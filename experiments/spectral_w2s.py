@@ -92,7 +92,7 @@ def runlocal(config: Config) -> Config:
                                student_batch=10, teacher_samples=100, map_decays=(1.0,), map_k_daggers=(1, 5))
 
 
-def run(config: Config, out_dir: str, *, resume: bool = False, progress: bool = True) -> dict:
+def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     key = jax.random.key(config.seed)
     ck = log_checkpoints(config.n, 40)
     rows, curves, mcs = [], {}, {}

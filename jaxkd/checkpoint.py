@@ -1,21 +1,60 @@
-"""Orbax checkpoints for sweeps: absolute paths, finished writes, keep-N, a fingerprint.
+"""Orbax checkpoints for sweeps: absolute paths, finished writes, keep-N, a fingerprint, checksums.
 
-A checkpoint directory holds numbered steps (orbax) plus ``fingerprint.json``,
-the description of the run that wrote it; resuming with a different
-description is refused, so a resumed sweep can only continue itself.
+A checkpoint directory holds numbered steps (orbax), ``fingerprint.json``
+(everything that defines the run that wrote it: config, keys, dataset and
+teacher identity) and ``checksums.json`` (a SHA-256 of each saved step).
+Resuming with a different fingerprint is refused, naming the field that
+differs; a step whose checksum does not match is skipped for the one before.
+
+The checkpointer never deletes a directory it did not create: it refuses a
+non-empty directory without a jaxkd fingerprint, and replaces an earlier
+sweep's checkpoints only with ``overwrite=True`` (and then only the files it
+writes itself).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxkd.errors import ConfigError
 
 FINGERPRINT = "fingerprint.json"
+CHECKSUMS = "checksums.json"
+
+
+def tree_checksum(tree) -> str:
+    """SHA-256 over the leaves' dtypes, shapes and bytes (host copies)."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def first_difference(saved, current, path: str = "") -> str | None:
+    """Dotted path of the first field where two JSON-like trees differ (None if equal)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for k in sorted(set(saved) | set(current), key=str):
+            if k not in saved or k not in current:
+                return f"{path}{k}"
+            d = first_difference(saved[k], current[k], f"{path}{k}.")
+            if d is not None:
+                return d
+        return None
+    return None if saved == current else path.rstrip(".") or "(root)"
+
+
+def _is_step_dir(name: str) -> bool:
+    return name.isdigit() or (name.split(".")[0].isdigit() and "orbax-checkpoint-tmp" in name)
 
 
 class SweepCheckpointer:
@@ -24,38 +63,57 @@ class SweepCheckpointer:
     Args:
       directory: where checkpoints live (made absolute: orbax requires it).
       fingerprint: JSON-serialisable description of the run.
-      resume: keep existing checkpoints (after checking the fingerprint);
-        otherwise the directory is cleared, as the run starts over.
+      resume: continue from existing checkpoints (after checking the fingerprint).
+      overwrite: without ``resume``, replace an earlier sweep's checkpoints.
       max_to_keep: number of most recent checkpoints kept.
     """
 
-    def __init__(self, directory: str, fingerprint: dict, *, resume: bool, max_to_keep: int = 2):
+    def __init__(self, directory: str, fingerprint: dict, *, resume: bool, overwrite: bool = False,
+                 max_to_keep: int = 2):
         self.directory = os.path.abspath(os.path.expanduser(directory))
         path = os.path.join(self.directory, FINGERPRINT)
         fingerprint = json.loads(json.dumps(fingerprint))
-        if resume and os.path.exists(path):
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise ConfigError(f"checkpoint path {self.directory} is a file; choose another directory")
+        existing = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        if existing and not os.path.exists(path):
+            raise ConfigError(f"{self.directory} is not empty and holds no jaxkd checkpoint; "
+                              "choose an empty or new directory")
+        if existing and resume:
             try:
                 with open(path) as f:
                     saved = json.load(f)
             except (OSError, ValueError):
-                raise ConfigError(
-                    f"checkpoint fingerprint {path} is unreadable; delete {self.directory} "
-                    "or run without --resume"
-                ) from None
-            if saved != fingerprint:
-                raise ConfigError(
-                    f"checkpoints in {self.directory} were written by a different configuration; "
-                    "run without --resume to start over, or use another --out"
-                )
-        elif not resume and os.path.isdir(self.directory):
-            shutil.rmtree(self.directory)
+                raise ConfigError(f"checkpoint fingerprint {path} is unreadable; run with --overwrite "
+                                  "to start over, or use another --out") from None
+            field = first_difference(saved, fingerprint)
+            if field is not None:
+                raise ConfigError(f"checkpoints in {self.directory} were written by a different run "
+                                  f"({field} differs); run with --overwrite to start over, or use another --out")
+        elif existing:
+            if not overwrite:
+                raise ConfigError(f"{self.directory} holds checkpoints of an earlier sweep; pass --resume to "
+                                  "continue it or --overwrite to replace it")
+            for name in existing:  # only what this class writes
+                if _is_step_dir(name) or name in (FINGERPRINT, CHECKSUMS):
+                    target = os.path.join(self.directory, name)
+                    shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
         os.makedirs(self.directory, exist_ok=True)
         with open(path, "w") as f:
             json.dump(fingerprint, f, indent=1, sort_keys=True)
+        self._sums_path = os.path.join(self.directory, CHECKSUMS)
+        self._sums = self._read_sums()
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
         )
+
+    def _read_sums(self) -> dict:
+        try:
+            with open(self._sums_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -63,17 +121,39 @@ class SweepCheckpointer:
     def save(self, step: int, tree) -> None:
         self._manager.save(step, args=ocp.args.StandardSave(tree))
         self._manager.wait_until_finished()
+        kept = {str(s) for s in self._manager.all_steps()}
+        self._sums = {k: v for k, v in self._sums.items() if k in kept}
+        self._sums[str(step)] = tree_checksum(tree)
+        tmp = self._sums_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self._sums, f, indent=1)
+        os.replace(tmp, self._sums_path)
 
     def restore(self, step: int, target):
-        """Restore ``step`` into the structure/shardings of ``target`` (abstract arrays)."""
-        try:
-            return self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        except Exception as err:  # orbax raises many types for damaged files
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(
-                f"checkpoint step {step} in {self.directory} is unreadable ({first[:120]}); "
-                "delete that directory or run without --resume"
-            ) from None
+        """Restore ``step`` into ``target(step)``, the structure/shardings of abstract arrays.
+
+        Returns ``(step_restored, tree)``.
+
+        A step that cannot be read or whose checksum differs is reported and
+        the previous kept step is tried; with none left, one ``ConfigError``.
+        """
+        problems = []
+        for s in sorted((s for s in self._manager.all_steps() if s <= step), reverse=True):
+            try:
+                tree = self._manager.restore(s, args=ocp.args.StandardRestore(target(s)))
+            except Exception as err:  # orbax raises many types for damaged files
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                problems.append(f"step {s} unreadable ({first[:100]})")
+                continue
+            if self._sums.get(str(s)) != tree_checksum(tree):
+                problems.append(f"step {s} fails its checksum")
+                continue
+            if problems:
+                warnings.warn(f"checkpoint {'; '.join(problems)}; resuming from step {s}", RuntimeWarning,
+                              stacklevel=2)
+            return s, tree
+        raise ConfigError(f"checkpoints in {self.directory} are unreadable or damaged ({'; '.join(problems)}); "
+                          "run with --overwrite to start over")
 
     def close(self) -> None:
         self._manager.close()

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 from jaxkd.errors import ConfigError
 
@@ -46,7 +47,7 @@ def _cmd_run(args) -> int:
     out = args.out or os.path.join("results", args.experiment)
     check_writable(out)
     start = time.perf_counter()
-    mod.run(config, out, resume=args.resume, progress=not args.no_progress)
+    mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"jaxkd: {args.experiment} ({args.preset}) finished in {time.perf_counter() - start:.1f} s; "
           f"results in {os.path.abspath(out)}")
     return 0
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_run)
 
@@ -117,8 +119,13 @@ def use_host_devices() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
 
 
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"jaxkd: warning: {message}\n"
+
+
 def main(argv=None) -> int:
     use_host_devices()
+    warnings.formatwarning = _format_warning
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

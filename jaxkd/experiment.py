@@ -1,4 +1,4 @@
-"""Helpers shared by experiment scripts: presets, overrides, teachers, output.
+"""Helpers shared by experiment scripts: presets, overrides, teachers, comparisons, output.
 
 An experiment module (in ``experiments/``) defines a frozen ``Config``
 dataclass, ``PRESETS = {"smoke": ..., "default": ..., "paper": ...}`` and
@@ -12,13 +12,28 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 
 import jax
+import numpy as np
 
-from jaxkd import results
+from jaxkd import results, stats
+from jaxkd.config import RunConfig
 from jaxkd.errors import ConfigError
 from jaxkd.sweep import run_sweep
-from jaxkd.train import Teacher, TrainConfig, make_train
+from jaxkd.teacher import Teacher
+from jaxkd.train import make_train
+
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return f"a comma-separated list of {_describe(args[0])} values"
+    return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _parse(hint, text: str):
@@ -35,42 +50,138 @@ def _parse(hint, text: str):
     if hint in (int, float, str):
         return hint(text)
     if origin is tuple:
-        return tuple(args[0](v) for v in text.strip("()[] ").split(",") if v.strip())
+        items = [v.strip() for v in text.strip("()[] ").split(",") if v.strip()]
+        if not items:
+            raise ValueError(text)
+        return tuple(_parse(args[0], v) for v in items)
     raise ValueError(text)
 
 
+def _parse_like(old, text: str, key: str):
+    """Parse a term option by the type of its current value (floats by default)."""
+    if isinstance(old, bool):
+        return _parse(bool, text)
+    if isinstance(old, str):
+        return text
+    if isinstance(old, tuple):
+        return _parse(tuple[str, ...], text)
+    try:
+        return float(text)
+    except ValueError:
+        if old is None:
+            return text
+        raise ConfigError(f"--set {key}={text}: cannot read {text!r} as a number") from None
+
+
+def _set(obj, path: list[str], text: str, full: str):
+    """Return ``obj`` with the field at ``path`` set from ``text`` (dataclasses and mappings, recursively)."""
+    head, rest = path[0], path[1:]
+    if dataclasses.is_dataclass(obj):
+        fields = {f.name for f in dataclasses.fields(obj)}
+        if head not in fields:
+            prefix = full[: len(full) - len(".".join(path))]
+            raise ConfigError(f"unknown config key {full!r}; valid keys: "
+                              f"{', '.join(prefix + f for f in sorted(fields))}")
+        if rest:
+            value = _set(getattr(obj, head), rest, text, full)
+        else:
+            hint = typing.get_type_hints(type(obj))[head]
+            try:
+                value = _parse(hint, text)
+            except (ValueError, TypeError):
+                raise ConfigError(f"--set {full}={text}: cannot read {text!r} as {_describe(hint)}") from None
+        return dataclasses.replace(obj, **{head: value})
+    if isinstance(obj, Mapping):
+        if rest:
+            if head not in obj:
+                raise ConfigError(f"unknown config key {full!r}; this level has: {', '.join(sorted(obj))}")
+            return {**obj, head: _set(obj[head], rest, text, full)}
+        return {**obj, head: _parse_like(obj.get(head), text, full)}
+    raise ConfigError(f"unknown config key {full!r}: {'.'.join(path)} is below a plain value")
+
+
 def apply_overrides(config, overrides: list[str], *, n_seeds: int | None = None):
-    """Return ``config`` with ``key=value`` overrides (typed by the dataclass fields)."""
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    changes = {}
+    """Return ``config`` with ``key=value`` overrides; dotted keys reach nested parts.
+
+    ``--set recipe.learning_rate=0.1``, ``--set objective.terms.dkd.beta=4``
+    (``objective.dkd.beta`` is accepted as a shorthand for the terms
+    mapping). Values are typed by the dataclass fields; term options by
+    their current value (floats by default). Validation runs on the result.
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        if key not in fields:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(fields)}")
-        hint = typing.get_type_hints(type(config))[key]
-        try:
-            changes[key] = _parse(hint, value)
-        except (ValueError, TypeError):
-            raise ConfigError(f"--set {key}={value}: cannot read {value!r} as {hint}") from None
+        path = key.split(".")
+        i = _objective_depth(config, path)
+        if i >= 0 and len(path) > i + 1 and path[i + 1] != "terms":
+            path = [*path[: i + 1], "terms", *path[i + 1 :]]
+        config = _set(config, path, value, key)
     if n_seeds is not None:
-        changes["n_seeds"] = n_seeds
-    if "n_seeds" in changes and (not isinstance(changes["n_seeds"], int) or changes["n_seeds"] <= 0):
-        raise ConfigError(f"the number of seeds must be a positive integer, got {changes['n_seeds']}")
-    return dataclasses.replace(config, **changes)
+        if n_seeds <= 0:
+            raise ConfigError(f"the number of seeds must be a positive integer, got {n_seeds}")
+        config = dataclasses.replace(config, n_seeds=n_seeds)
+    if hasattr(config, "n_seeds") and (not isinstance(config.n_seeds, int) or config.n_seeds <= 0):
+        raise ConfigError(f"the number of seeds must be a positive integer, got {config.n_seeds}")
+    return config
 
 
-def train_teacher(config: TrainConfig, dataset, key, *, n_seeds=1, checkpoint_dir=None, resume=False,
-                  progress=True, chunk_steps=None):
-    """Train a teacher (seed 0 of an ``n_seeds`` sweep); returns ``(Teacher, SweepResult)``."""
+def _objective_depth(config, path) -> int:
+    """Index in ``path`` of the first part that names an ObjectiveConfig (or -1)."""
+    from jaxkd.config import ObjectiveConfig
+
+    obj = config
+    for i, part in enumerate(path):
+        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+            return -1
+        obj = getattr(obj, part)
+        if isinstance(obj, ObjectiveConfig):
+            return i
+    return -1
+
+
+def train_teacher(config: RunConfig, dataset, key, *, n_seeds=1, per_seed=False, checkpoint_dir=None, resume=False,
+                  overwrite=False, progress=True, chunk_steps=None):
+    """Train a teacher sweep; returns ``(Teacher, SweepResult)``.
+
+    With ``per_seed=False`` the teacher is seed 0; with ``per_seed=True``
+    it is the stack of all ``n_seeds`` teachers (student seed s distils from
+    teacher s).
+    """
     trainer = make_train(config, dataset)
     result = run_sweep(trainer, key, n_seeds, chunk_steps=chunk_steps, checkpoint_dir=checkpoint_dir,
-                       resume=resume, progress=progress, desc="teacher")
-    if result.diverged[0, 0]:
+                       resume=resume, overwrite=overwrite, progress=progress, desc="teacher")
+    if result.diverged[:, 0].any():
         raise ConfigError("the teacher diverged (NaN/Inf); lower its learning rate")
-    params, rest = jax.tree.map(lambda x: x[0, 0], (result.states.params, result.states.rest))
-    return Teacher.from_model(trainer.model, params, rest, dataset), result
+    params, rest = result.states.params["model"], result.states.rest
+    if per_seed:
+        take = lambda t: jax.tree.map(lambda x: x[:, 0], t)  # noqa: E731
+    else:
+        take = lambda t: jax.tree.map(lambda x: x[0, 0], t)  # noqa: E731
+    return Teacher(trainer.model, take(params), take(rest), per_seed=per_seed), result
+
+
+def compare_to_baseline(result, names: list[str], baseline: str, metrics, *, select: str = "val/acc") -> dict:
+    """Paired t-tests of every condition against ``baseline`` (seeds paired), Holm-corrected per metric.
+
+    Each metric is compared at the validation-selected evaluation
+    (``selected``) and at the last one (``last``); effect size Cohen's d_z.
+    """
+    pick = results.selected_index(result, select)
+    b = names.index(baseline)
+    out = {}
+    for metric in metrics:
+        if metric not in result.history:
+            continue
+        h = np.where(result.diverged[..., None], np.nan, result.history[metric])
+        for when, vals in (("selected", np.take_along_axis(h, pick[..., None], -1)[..., 0]), ("last", h[..., -1])):
+            tests = {f"{n} - {baseline}": stats.paired_test(vals[:, g], vals[:, b])
+                     for g, n in enumerate(names) if n != baseline}
+            adj = stats.holm([t["p"] if np.isfinite(t["p"]) else 1.0 for t in tests.values()])
+            for t, p in zip(tests.values(), adj):
+                t["p_holm"] = float(p)
+            out.setdefault(metric, {})[when] = tests
+    return out
 
 
 def write_outputs(out_dir: str, *, config, rows, summary, figures: dict[str, bytes], extra: dict | None = None):

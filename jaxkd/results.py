@@ -23,8 +23,12 @@ from jaxkd import stats
 
 RECORD_FIELDS = ("condition", "seed", "step", "metric", "value", "diverged")
 
-# Metrics where smaller is better (for "best epoch" summaries).
-_LOWER_IS_BETTER = ("loss", "ce", "kd", "risk")
+# Metrics where smaller is better: losses, risks and every training term (``train/<term>``).
+_LOWER_IS_BETTER = ("loss", "risk")
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric.endswith(_LOWER_IS_BETTER) or (metric.startswith("train/") and metric != "train/lr")
 
 
 def records_from_sweep(result, conditions: list[str]) -> list[dict]:
@@ -39,28 +43,42 @@ def records_from_sweep(result, conditions: list[str]) -> list[dict]:
     return rows
 
 
-def summarize_sweep(result, conditions: list[str], *, level: float = 0.95) -> dict:
-    """``{condition: {metric: {"last": summary, "best": summary, "best_step": ...}}}``.
+def selected_index(result, select: str = "val/acc") -> np.ndarray:
+    """``[S, G]`` index of each run's best evaluation by ``select`` (max; min for losses), NaN-safe."""
+    if select not in result.history:
+        return np.full(result.diverged.shape, len(result.steps) - 1)
+    v = np.where(np.isfinite(result.history[select]), result.history[select], np.nan)
+    lower = _lower_is_better(select)
+    filled = np.where(np.isnan(v), np.inf if lower else -np.inf, v)
+    return np.argmin(filled, axis=-1) if lower else np.argmax(filled, axis=-1)
 
-    ``last`` summarises the final evaluation over seeds; ``best`` the per-seed
-    best evaluation (max, or min for losses). Diverged seeds are excluded and
-    counted in ``n_diverged``.
+
+def summarize_sweep(result, conditions: list[str], *, select: str = "val/acc", level: float = 0.95) -> dict:
+    """``{condition: {metric: {"last", "selected", "max_over_evals"}}}`` over seeds.
+
+    ``last`` summarises the final evaluation; ``selected`` the evaluation
+    each seed picks by ``select`` on the validation split (model selection
+    that never sees the test set); ``max_over_evals`` the per-seed maximum
+    (minimum for losses) over all evaluations, which is optimistic for test
+    metrics and kept only to compare with peers that report it (RepDistiller's
+    ``best_acc``). Diverged seeds are excluded and counted in ``n_diverged``.
     """
+    pick = selected_index(result, select)
     out = {}
     for g, cond in enumerate(conditions):
         ok = ~result.diverged[:, g]
         per = {"n_seeds": int(result.n_seeds), "n_diverged": int((~ok).sum()),
                "diverged_seeds": [int(s) for s in np.flatnonzero(~ok)],
-               "hparams": {k: float(v[g]) for k, v in result.grid.items()}}
+               "hparams": {k: float(v[g]) for k, v in result.grid.items()}, "selected_by": select,
+               "selected_steps": [int(result.steps[i]) for i in pick[ok, g]]}
         for metric, values in sorted(result.history.items()):
             v = values[ok, g, :]
-            lower = any(metric.endswith(s) for s in _LOWER_IS_BETTER)
-            best = v.min(axis=-1) if lower else v.max(axis=-1)
-            mean_curve = v.mean(axis=0) if len(v) else np.full(v.shape[-1], np.nan)
-            best_idx = int(np.nanargmin(mean_curve) if lower else np.nanargmax(mean_curve)) if len(v) else 0
+            lower = _lower_is_better(metric)
+            extreme = v.min(axis=-1) if lower else v.max(axis=-1)
+            at_pick = v[np.arange(len(v)), pick[ok, g]]
             per[metric] = {"last": stats.summarize(v[:, -1], level=level),
-                           "best": stats.summarize(best, level=level),
-                           "best_mean_step": int(result.steps[best_idx])}
+                           "selected": stats.summarize(at_pick, level=level),
+                           "max_over_evals": stats.summarize(extreme, level=level)}
         out[cond] = per
     return out
 
@@ -102,15 +120,24 @@ def records_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def to_json(obj) -> str:
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def _strict(obj):
+    """NaN/Inf -> None (JSON has no NaN), numpy -> Python, recursively."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _strict(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
 
-    return json.dumps(obj, indent=2, sort_keys=False, default=default, allow_nan=True)
+
+def to_json(obj) -> str:
+    """Strict JSON (undefined values as ``null``), readable by jq and pandas."""
+    return json.dumps(_strict(obj), indent=2, sort_keys=False, allow_nan=False)
 
 
 def check_writable(out_dir: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,7 @@ class SweepResult:
     steps: np.ndarray
     grid: dict[str, np.ndarray]
     diverged: np.ndarray
+    fingerprint: dict | None = None
 
     @property
     def n_seeds(self) -> int:
@@ -57,26 +59,28 @@ def grid_product(**axes) -> dict[str, np.ndarray]:
     """Cartesian product of 1-D value lists: ``grid_product(alpha=[0, .5], temperature=[1, 4])``."""
     names = list(axes)
     points = list(itertools.product(*(list(np.atleast_1d(axes[n])) for n in names)))
-    return {n: np.asarray([p[i] for p in points], np.float32) for i, n in enumerate(names)}
+    return {n: np.asarray([p[i] for p in points], np.float64) for i, n in enumerate(names)}
 
 
 def _full_grid(trainer: Trainer, grid: dict | None) -> dict[str, np.ndarray]:
+    """Every sweepable hyper-parameter at every grid point (float64, the values as given)."""
     grid = dict(grid or {})
-    check_hparams(grid)
+    check_hparams(grid, trainer.constraints())
     sizes = {len(np.atleast_1d(v)) for v in grid.values()}
     check(len(sizes) <= 1, f"hyper-parameter grid axes have different lengths {sorted(sizes)}; use grid_product")
     g = sizes.pop() if sizes else 1
-    defaults = trainer.config.hparams()
+    defaults = trainer.hparams()
     return {
-        name: np.broadcast_to(np.asarray(grid.get(name, defaults[name]), np.float32), (g,)).copy()
+        name: np.broadcast_to(np.asarray(grid.get(name, defaults[name]), np.float64), (g,)).copy()
         for name in defaults
     }
 
 
-def seed_mesh(n_seeds: int):
-    """A 1-D ``("seed",)`` mesh over all devices, or None when it cannot split the seeds."""
+def seed_mesh(n_seeds: int | None = None):
+    """A 1-D ``("seed",)`` mesh over all devices, or None with a single device."""
+    del n_seeds
     n_dev = jax.device_count()
-    if n_dev < 2 or n_seeds % n_dev:
+    if n_dev < 2:
         return None
     return jax.make_mesh((n_dev,), ("seed",), axis_types=(AxisType.Auto,))
 
@@ -91,19 +95,28 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(flags), axis=0)
 
 
+def _pad_seeds(tree, n: int):
+    """Repeat the last entry of the leading axis up to length ``n``."""
+    return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n - a.shape[0], axis=0)]), tree)
+
+
 class SweepProgram:
     """The compiled pieces of a sweep: ``init(key)`` and ``advance(states, n)``.
 
     Built once and reused (a new instance compiles anew). ``states`` leaves
-    have leading axes ``[S, G]``; with several devices the seed axis is
-    sharded and the data and grid are replicated.
+    have leading axes ``[S', G]``; with several devices the seed axis is
+    sharded and the data and grid are replicated. When the seed count does
+    not divide over the devices, the seed axis is padded (``S'`` ≥ ``S``,
+    copies of the last seed) and the padding is dropped from results.
     """
 
     def __init__(self, trainer: Trainer, n_seeds: int, grid: dict | None = None, *, shard: bool = True):
         self.trainer, self.n_seeds = trainer, int(n_seeds)
         self.grid = _full_grid(trainer, grid)
         self.grid_size = g = len(next(iter(self.grid.values())))
-        self.mesh = seed_mesh(n_seeds) if shard else None
+        self.mesh = seed_mesh() if shard else None
+        n_dev = 1 if self.mesh is None else jax.device_count()
+        self.padded_seeds = -(-self.n_seeds // n_dev) * n_dev
         seed_sharding = NamedSharding(self.mesh, P("seed")) if self.mesh is not None else None
         replicated = NamedSharding(self.mesh, P()) if self.mesh is not None else None
         self._seed_sharding = seed_sharding
@@ -113,7 +126,17 @@ class SweepProgram:
 
         self._place = place
         self.data = place(trainer.data, replicated)
-        self.hparams = place({k: jnp.asarray(v) for k, v in self.grid.items()}, replicated)
+        self.hparams = place({k: jnp.asarray(v, jnp.float32) for k, v in self.grid.items()}, replicated)
+        per_seed = trainer.teacher is not None and trainer.teacher.per_seed
+        tin = trainer.teacher_inputs
+        if per_seed:
+            check(trainer.teacher.n_seeds == self.n_seeds,
+                  f"the per-seed teacher has {trainer.teacher.n_seeds} members but the sweep has {self.n_seeds} "
+                  "seeds; they must match")
+            tin = place(_pad_seeds(tin, self.padded_seeds), seed_sharding)
+        else:
+            tin = place(tin, replicated)
+        self.teacher_inputs = tin
 
         def init_one(seed_key):
             init_key, data_key = jax.random.split(seed_key)
@@ -121,18 +144,24 @@ class SweepProgram:
             return jax.tree.map(lambda x: jnp.broadcast_to(x, (g, *x.shape)), state)
 
         self.init_fn = jax.jit(jax.vmap(init_one), out_shardings=seed_sharding)
-        advance_grid = jax.vmap(trainer.advance, in_axes=(0, 0, None, None))
+        advance_grid = jax.vmap(trainer.advance, in_axes=(0, 0, None, None, None))
         self.advance_fn = jax.jit(
-            jax.vmap(advance_grid, in_axes=(0, None, None, None)), static_argnums=3, donate_argnums=0
+            jax.vmap(advance_grid, in_axes=(0, None, None, 0 if per_seed else None, None)),
+            static_argnums=4, donate_argnums=0,
         )
+
+    def seed_keys(self, key):
+        """The sweep's per-seed keys ``split(key, S)``, padded for sharding."""
+        keys = jax.random.split(key, self.n_seeds)
+        return _pad_seeds(keys, self.padded_seeds) if self.padded_seeds != self.n_seeds else keys
 
     def init(self, key) -> TrainState:
         """States of all seeds × grid points; seed ``s`` from ``split(key, S)[s]``."""
-        return self.init_fn(self._place(jax.random.split(key, self.n_seeds), self._seed_sharding))
+        return self.init_fn(self._place(self.seed_keys(key), self._seed_sharding))
 
     def advance(self, states: TrainState, num_steps: int):
         """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``)."""
-        return self.advance_fn(states, self.hparams, self.data, num_steps)
+        return self.advance_fn(states, self.hparams, self.data, self.teacher_inputs, num_steps)
 
 
 def run_sweep(
@@ -144,6 +173,7 @@ def run_sweep(
     chunk_steps: int | None = None,
     checkpoint_dir: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     fingerprint: dict | None = None,
     shard: bool = True,
     progress: bool = True,
@@ -157,49 +187,51 @@ def run_sweep(
       n_seeds: positive number of seeds.
       grid: ``{hparam: [G] values}`` zipped points (see :func:`grid_product`);
         hparams not given take the config's value.
-      chunk_steps: steps per compiled chunk (a multiple of ``eval_every``
-        dividing ``steps``); default: the whole run in one chunk.
+      chunk_steps: steps per compiled chunk (a multiple of the evaluation
+        interval dividing the run's steps); default: the whole run in one chunk.
       checkpoint_dir: write an orbax checkpoint after every chunk.
       resume: continue from the latest checkpoint in ``checkpoint_dir``.
+      overwrite: replace the checkpoints of an earlier sweep in ``checkpoint_dir``.
       fingerprint: extra description stored with the checkpoints.
       shard: shard the seed axis over devices when more than one is present.
     """
     check(isinstance(n_seeds, (int, np.integer)) and n_seeds > 0, f"--seeds must be a positive integer, got {n_seeds}")
-    cfg = trainer.config
-    chunk = cfg.steps if chunk_steps is None else int(chunk_steps)
+    total, every = trainer.steps, trainer.eval_every
+    chunk = total if chunk_steps is None else int(chunk_steps)
     check(
-        chunk > 0 and chunk % cfg.eval_every == 0 and cfg.steps % chunk == 0,
-        f"chunk_steps ({chunk}) must be a multiple of eval_every ({cfg.eval_every}) dividing steps ({cfg.steps})",
+        chunk > 0 and chunk % every == 0 and total % chunk == 0,
+        f"chunk_steps ({chunk}) must be a multiple of the evaluation interval ({every}) dividing the run's "
+        f"{total} steps",
     )
     if resume and checkpoint_dir is None:
         raise ConfigError("--resume needs a checkpoint directory")
     program = SweepProgram(trainer, n_seeds, grid, shard=shard)
+    s_pad = program.padded_seeds
+    full_fingerprint = {
+        **trainer.fingerprint, "key": np.asarray(jax.random.key_data(key)).tolist(), "n_seeds": int(n_seeds),
+        "chunk_steps": chunk, "grid": {k: v.tolist() for k, v in program.grid.items()}, **(fingerprint or {}),
+    }
+    ckpt = None
+    if checkpoint_dir is not None:  # before any work: a wrong directory fails fast
+        ckpt = SweepCheckpointer(checkpoint_dir, full_fingerprint, resume=resume, overwrite=overwrite)
     states = program.init(key)
     history: list[dict] = []
     done = 0
-
-    ckpt = None
-    if checkpoint_dir is not None:
-        ckpt = SweepCheckpointer(
-            checkpoint_dir,
-            {"config": dataclasses.asdict(cfg), "n_seeds": int(n_seeds), "chunk_steps": chunk,
-             "grid": {k: v.tolist() for k, v in program.grid.items()}, **(fingerprint or {})},
-            resume=resume,
-        )
+    if ckpt is not None:
         latest = ckpt.latest_step() if resume else None
         if resume and latest is None:
             print(f"jaxkd: no checkpoint in {ckpt.directory} yet; starting from step 0", file=sys.stderr)
         if latest is not None:
-            n_eval = latest // cfg.eval_every
-            hist_shape = jax.eval_shape(lambda s: program.advance(s, cfg.eval_every)[1], states)
-            target = {
-                "state": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), states),
-                "history": {
-                    k: jax.ShapeDtypeStruct((n_seeds, program.grid_size, n_eval), v.dtype)
-                    for k, v in hist_shape.items()
-                },
-            }
-            restored = ckpt.restore(latest, target)
+            hist_shape = jax.eval_shape(lambda s: program.advance(s, every)[1], states)
+            state_target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), states)
+
+            def target_for(step):
+                n_eval = step // every
+                return {"state": state_target,
+                        "history": {k: jax.ShapeDtypeStruct((s_pad, program.grid_size, n_eval), v.dtype)
+                                    for k, v in hist_shape.items()}}
+
+            latest, restored = ckpt.restore(latest, target_for)
             states = restored["state"]
             if not isinstance(states, TrainState):
                 states = TrainState(*states)
@@ -210,8 +242,8 @@ def run_sweep(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=done, desc=desc, unit="step", leave=False, file=sys.stderr)
-    while done < cfg.steps:
+        bar = tqdm(total=total, initial=done, desc=desc, unit="step", leave=False, file=sys.stderr)
+    while done < total:
         states, chunk_hist = program.advance(states, chunk)
         history.append({k: np.asarray(v) for k, v in chunk_hist.items()})
         done += chunk
@@ -224,15 +256,18 @@ def run_sweep(
     if ckpt is not None:
         ckpt.close()
 
-    hist = _concat(history)
+    hist = {k: v[:n_seeds] for k, v in _concat(history).items()}
+    if s_pad != n_seeds:
+        states = jax.tree.map(lambda a: a[:n_seeds], states)
     finite_hist = np.all(np.stack([np.isfinite(v).all(-1) for v in hist.values()]), axis=0)
     diverged = ~(np.asarray(_finite(states.params)) & finite_hist)
     if diverged.any():
         bad = ", ".join(f"seed {s} at grid point {g}" for s, g in zip(*np.nonzero(diverged)))
-        print(f"jaxkd: warning: {int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are "
-              f"excluded from summaries: {bad}", file=sys.stderr)
-    steps = np.arange(1, cfg.steps // cfg.eval_every + 1) * cfg.eval_every
-    return SweepResult(states=states, history=hist, steps=steps, grid=program.grid, diverged=diverged)
+        warnings.warn(f"{int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are "
+                      f"excluded from summaries: {bad}", RuntimeWarning, stacklevel=2)
+    steps = np.arange(1, total // every + 1) * every
+    return SweepResult(states=states, history=hist, steps=steps, grid=program.grid, diverged=diverged,
+                       fingerprint=full_fingerprint)
 
 
 def _concat(history: list[dict]) -> dict[str, np.ndarray]:

@@ -1,19 +1,27 @@
-"""One training run as a pure function of its keys.
+"""One training run as a pure function of its keys: the distillation engine.
 
-``trainer = make_train(config, dataset, teacher)`` builds a :class:`Trainer`;
-``trainer.run(key)`` returns ``(final_state, history)``. The inner loop is a
-``lax.scan`` over steps (batches gathered on device by index); evaluation
-happens every ``config.eval_every`` steps inside the same program.
+``trainer = make_train(config, dataset, teacher)`` builds a :class:`Trainer`
+from a :class:`jaxkd.config.RunConfig`; ``trainer.run(key)`` returns
+``(final_state, history)``. The inner loop is a ``lax.scan`` over steps
+(batches gathered on device by index, augmented and normalised on device);
+evaluation runs every ``eval_every`` steps inside the same program, in
+fixed-size batches, on the validation and test splits.
 
-Hyper-parameters that may be swept without recompiling (``learning_rate``,
-``alpha``, ``temperature``) are passed as a dict of float scalars, so a grid is
-a ``vmap`` over that dict. Everything else in :class:`TrainConfig` is static.
+The loss is ``sum_i weight_i * mean_batch(term_i)`` over the objective's
+terms (:mod:`jaxkd.terms`); each term's unweighted batch mean is logged as
+``train/<term>``. The trainer never names a method.
 
-Randomness: the initialisation key and the data-order key are separate
-(``init(init_key, data_key)``), so controls such as "same init, different data
-order" are two calls. The batch at step ``s`` is drawn from
-``fold_in(data_key, epoch(s))``, so a resumed run sees the same batches as an
-uninterrupted one.
+Hyper-parameters that may be swept without recompiling (the recipe's
+``learning_rate``, ``weight_decay``, ``momentum`` and every term float,
+``<term>.<name>``) are passed as a flat dict of scalars, so a grid is a
+``vmap`` over that dict.
+
+Randomness: ``init(init_key, data_key)`` keeps initialisation and data
+randomness apart, so "same init, different data order" is two calls. Epoch
+``e``'s order comes from ``fold_in(perm_key, e)``; step ``t``'s key (for
+augmentation and random terms) is ``fold_in(step_key, t)``, with
+``perm_key, step_key = split(data_key)``. A resumed run therefore draws
+exactly what an uninterrupted one draws.
 """
 
 from __future__ import annotations
@@ -24,250 +32,339 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxkd import losses
+from jaxkd import recipes
+from jaxkd.config import RunConfig
 from jaxkd.data import Dataset
-from jaxkd.errors import ConfigError, check, check_name
-from jaxkd.metrics import accuracy, agreement
-from jaxkd.models import MODELS, FunctionalModel, make_model
+from jaxkd.data.augment import augment, normalize
+from jaxkd.data.dataset import split_validation
+from jaxkd.errors import ConfigError, check, check_value
+from jaxkd.evaluate import batched, classification_metrics
+from jaxkd.models import FunctionalModel, make_model
+from jaxkd.teacher import Teacher
+from jaxkd.terms import Term
 
-OPTIMIZERS = ("adam", "sgd", "momentum")
-SCHEDULES = ("constant", "cosine")
-HPARAMS = ("learning_rate", "alpha", "temperature")
-
-
-def check_hparams(hparams: dict) -> None:
-    """Validate swept hyper-parameter values (scalars or 1-D grids)."""
-    for name, value in hparams.items():
-        check_name("hyper-parameter", name, HPARAMS)
-        for v in np.atleast_1d(np.asarray(value, np.float64)):
-            check(np.isfinite(v), f"{name} must be finite, got {v:g}")
-            if name == "alpha":
-                check(0 <= v <= 1, f"alpha must lie in [0, 1], got {v:g}")
-            else:
-                check(v > 0, f"{name} must be positive, got {v:g}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Static description of one run (shapes, steps, optimiser).
-
-    ``learning_rate``, ``alpha`` and ``temperature`` are the defaults of the
-    sweepable hyper-parameters (see :meth:`hparams`).
-    """
-
-    model: str = "mlp"
-    widths: tuple[int, ...] | None = None
-    loss: str = "kd"  # a name in jaxkd.losses.OBJECTIVES
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    batch_size: int = 64
-    steps: int = 1000
-    eval_every: int = 100
-    alpha: float = 0.0
-    temperature: float = 1.0
-    eval_train: bool = True  # also report accuracy on the full training set
-
-    def __post_init__(self):
-        check_name("model", self.model, MODELS)
-        check_name("loss", self.loss, losses.OBJECTIVES)
-        check_name("optimizer", self.optimizer, OPTIMIZERS)
-        check_name("schedule", self.schedule, SCHEDULES)
-        check(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
-        check(self.steps > 0, f"steps must be positive, got {self.steps}")
-        check(
-            0 < self.eval_every <= self.steps and self.steps % self.eval_every == 0,
-            f"eval_every ({self.eval_every}) must divide steps ({self.steps})",
-        )
-        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        check_hparams(self.hparams())
-
-    def hparams(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in HPARAMS}
+SPLITS = ("train", "val", "test")
 
 
 class TrainState(NamedTuple):
-    """Everything that changes during a run; a pytree of arrays."""
+    """Everything that changes during a run; a pytree of arrays.
+
+    ``params`` is ``{"model": ..., "terms": {term: aux params}}`` (both
+    trained by one optimiser); ``term_state`` is ``{term: state}``.
+    """
 
     step: jax.Array  # int32 scalar
     params: Any
     rest: Any  # non-parameter model state (BatchNorm statistics)
+    term_state: Any
     opt_state: Any
-    data_key: jax.Array  # raw uint32 key data (checkpointable)
+    perm_key: jax.Array  # raw uint32 key data (checkpointable)
+    step_key: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class Teacher:
-    """A frozen teacher given by its cached logits (inputs are not augmented)."""
-
-    logits_train: np.ndarray
-    logits_test: np.ndarray
-
-    @classmethod
-    def from_model(cls, model: FunctionalModel, params, rest, dataset: Dataset) -> Teacher:
-        """Cache a frozen model's eval-mode logits on ``dataset``."""
-        fn = jax.jit(lambda x: model.apply(params, rest, x, train=False)[0])
-        return cls(np.asarray(fn(dataset.x_train)), np.asarray(fn(dataset.x_test)))
-
-
-def _make_tx(config: TrainConfig) -> optax.GradientTransformation:
-    """The optimiser without its learning rate (applied per step, so it can be vmapped)."""
-    base = {
-        "adam": optax.scale_by_adam(),
-        "sgd": optax.identity(),
-        "momentum": optax.trace(decay=0.9),
-    }[config.optimizer]
-    if config.weight_decay:
-        return optax.chain(base, optax.add_decayed_weights(config.weight_decay))
-    return base
+def check_hparams(hparams: dict, constraints: dict[str, str]) -> None:
+    """Validate hyper-parameter values (scalars or 1-D grids) against their declared constraints."""
+    for name, value in hparams.items():
+        if name not in constraints:
+            raise ConfigError(f"unknown hyper-parameter {name!r}; sweepable: {', '.join(sorted(constraints))}")
+        check_value(name, value, constraints[name])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
     """A run's pure functions. Build with :func:`make_train`.
 
-    ``data`` is the dict of device arrays the step reads (``x_train``,
-    ``y_train``, ``x_test``, ``y_test`` and, with a teacher, ``t_train``,
-    ``t_test``); it is an explicit argument of :meth:`advance` so that a sweep
-    can place it on devices once.
+    ``data`` is the dict of device arrays the step reads (``x_/y_`` of
+    ``train``, ``val``, ``test``); ``teacher_inputs`` the teacher's arrays
+    (parameters for a live teacher and its logits on each split; a leading
+    seed axis when per seed). Both are explicit arguments of :meth:`advance`
+    so that a sweep can place them on devices once.
     """
 
-    config: TrainConfig
+    config: RunConfig
     model: FunctionalModel
+    terms: dict[str, Term]
     data: dict
-    has_teacher: bool
+    teacher: Teacher | None
+    teacher_inputs: Any
+    teacher_live: bool
+    mean: Any
+    std: Any
+    num_train: int
+    specs: tuple
+    fingerprint: dict
+
+    # --- static sizes ------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        return self.config.recipe.batch_size
 
     @property
-    def num_train(self) -> int:
-        return int(self.data["x_train"].shape[0])
+    def steps_per_epoch(self) -> int:
+        return self.num_train // self.batch_size
+
+    @property
+    def steps(self) -> int:
+        return self.config.recipe.total_steps(self.steps_per_epoch)
+
+    @property
+    def eval_every(self) -> int:
+        return self.config.eval.every or self.steps_per_epoch
+
+    def hparams(self) -> dict[str, float]:
+        return self.config.hparams()
+
+    def constraints(self) -> dict[str, str]:
+        return self.config.constraints()
+
+    # --- state -------------------------------------------------------------------------------
+    def _decay_mask(self, params):
+        aux = self.config.recipe.decay_aux
+        return {"model": jax.tree.map(lambda _: True, params["model"]),
+                "terms": {n: jax.tree.map(lambda _, t=t: aux and t.decay_aux, p)
+                          for (n, p), t in zip(params["terms"].items(), self.terms.values())}}
+
+    def _tx(self, hp, params):
+        return recipes.make_optimizer(self.config.recipe, hp, self._decay_mask(params))
 
     def init(self, init_key, data_key) -> TrainState:
-        params, rest = self.model.init(init_key)
+        """Initial state; model and term params from ``init_key``, data order and per-step keys from ``data_key``."""
+        model_key, terms_key = jax.random.split(init_key)
+        perm_key, step_key = jax.random.split(data_key)
+        params, rest = self.model.init(model_key)
+        aux, term_state = {}, {}
+        for i, (name, term) in enumerate(self.terms.items()):
+            aux[name], term_state[name] = term.init(jax.random.fold_in(terms_key, i), *self.specs)
+        params = {"model": params, "terms": aux}
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             rest=rest,
-            opt_state=_make_tx(self.config).init(params),
-            data_key=jax.random.key_data(data_key),
+            term_state=term_state,
+            opt_state=self._tx(self.hparams(), params).init(params),
+            perm_key=jax.random.key_data(perm_key),
+            step_key=jax.random.key_data(step_key),
         )
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.num_train // self.config.batch_size
-
-    def epoch_permutations(self, data_key, first_epoch, n_epochs: int):
+    # --- data --------------------------------------------------------------------------------
+    def epoch_permutations(self, perm_key, first_epoch, n_epochs: int):
         """``[n_epochs, N]`` data orders of epochs ``first_epoch, ...``; epoch e uses ``fold_in(key, e)``."""
-        key = jax.random.wrap_key_data(data_key)
+        key = jax.random.wrap_key_data(perm_key)
         epochs = first_epoch + jnp.arange(n_epochs)
         return jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), self.num_train))(epochs)
 
     def batch_indices(self, perms, first_epoch, step):
         """Indices of the batch at ``step`` from precomputed epoch permutations (no replacement)."""
         per_epoch = self.steps_per_epoch
-        start = (step % per_epoch) * self.config.batch_size
-        return jax.lax.dynamic_slice_in_dim(perms[step // per_epoch - first_epoch], start, self.config.batch_size)
+        start = (step % per_epoch) * self.batch_size
+        return jax.lax.dynamic_slice_in_dim(perms[step // per_epoch - first_epoch], start, self.batch_size)
 
-    def learning_rate(self, hparams, step):
-        lr = hparams["learning_rate"]
-        if self.config.schedule == "cosine":
-            frac = jnp.minimum(step.astype(jnp.float32) / self.config.steps, 1.0)
-            lr = lr * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
-        return lr
+    def prepare(self, x):
+        """Stored inputs -> model inputs (uint8 scaled to [0, 1], then the dataset's mean/std)."""
+        return normalize(x, self.mean, self.std)
 
-    def train_step(self, state: TrainState, hparams, data, idx):
+    def train_batch(self, data, idx, key):
+        """The augmented, normalised batch ``{"x", "y", "index"}`` at dataset indices ``idx``."""
+        x = data["x_train"][idx]
+        d = self.config.data
+        if d.augmented:
+            x = augment(key, x, crop_padding=d.crop_padding, flip=d.flip, rotation_degrees=d.rotation)
+        return {"x": self.prepare(x), "y": data["y_train"][idx], "index": idx}
+
+    # --- the step ----------------------------------------------------------------------------
+    def teacher_train_out(self, tin, batch):
+        """The teacher's ``(logits, features)`` on a training batch: live, or cached logits by index."""
+        if self.teacher is None:
+            return None
+        if self.teacher_live:
+            return self.teacher.apply(tin, batch["x"])
+        return tin["logits"]["train"][batch["index"]], {}
+
+    def loss(self, params, state: TrainState, hp, batch, t_out, key):
+        """``(total, (rest, term_state, {term: batch mean}))``: the weighted objective of one batch."""
+        logits, feats, rest = self.model.apply(params["model"], state.rest, batch["x"], train=True)
+        total, means, new_state = 0.0, {}, {}
+        for i, (name, term) in enumerate(self.terms.items()):
+            term_hp = {k: hp[f"{name}.{k}"] for k in term.hparams}
+            values, new_state[name] = term.apply(params["terms"][name], state.term_state[name], (logits, feats),
+                                                 t_out, batch, jax.random.fold_in(key, i), term_hp)
+            means[name] = jnp.mean(values)
+            total = total + hp[f"{name}.weight"] * means[name]
+        return total, (rest, new_state, means)
+
+    def train_step(self, state: TrainState, hp, data, tin, idx):
         """One optimiser step on examples ``idx``; returns ``(state, metrics)`` with per-term losses."""
-        x, y = data["x_train"][idx], data["y_train"][idx]
-        t = data["t_train"][idx] if self.has_teacher else None
-
-        def loss_fn(params):
-            logits, _, rest = self.model.apply(params, state.rest, x, train=True)
-            total, terms = losses.OBJECTIVES[self.config.loss](
-                logits, t, y, alpha=hparams["alpha"], temperature=hparams["temperature"]
-            )
-            return jnp.mean(total), (rest, {k: jnp.mean(v) for k, v in terms.items()})
-
-        (loss, (rest, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = _make_tx(self.config).update(grads, state.opt_state, state.params)
-        lr = self.learning_rate(hparams, state.step)
-        params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
-        metrics = {"train/loss": loss, **{f"train/{k}": v for k, v in terms.items()}}
-        new_state = state._replace(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.step_key), state.step)
+        aug_key, term_key = jax.random.split(step_key)
+        batch = self.train_batch(data, idx, aug_key)
+        t_out = self.teacher_train_out(tin, batch)
+        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+        (loss, (rest, term_state, means)), grads = grad_fn(state.params, state, hp, batch, t_out, term_key)
+        updates, opt_state = self._tx(hp, state.params).update(grads, state.opt_state, state.params)
+        lr = recipes.learning_rate(self.config.recipe, hp, state.step, self.steps_per_epoch)
+        params = recipes.apply_updates(state.params, updates, lr)
+        metrics = {"train/loss": loss, "train/lr": lr, **{f"train/{k}": v for k, v in means.items()}}
+        new_state = state._replace(step=state.step + 1, params=params, rest=rest, term_state=term_state,
+                                   opt_state=opt_state)
         return new_state, metrics
 
-    def evaluate(self, params, rest, data) -> dict[str, jax.Array]:
-        """Test accuracy/loss, train accuracy and, with a teacher, test agreement."""
-        out = {}
-        for split in ("train", "test") if self.config.eval_train else ("test",):
-            logits = self.model.apply(params, rest, data[f"x_{split}"], train=False)[0]
-            out[f"{split}/acc"] = jnp.mean(accuracy(logits, data[f"y_{split}"]))
-            if split == "test":
-                out["test/loss"] = jnp.mean(losses.cross_entropy(logits, data["y_test"]))
-                if self.has_teacher:
-                    out["test/agreement"] = jnp.mean(agreement(logits, data["t_test"]))
-        return out
+    # --- evaluation --------------------------------------------------------------------------
+    def predict_split(self, params, rest, data, split: str):
+        """Eval-mode logits ``[N, C]`` of the student on a whole split, in fixed-size batches."""
+        x = data[f"x_{split}"]
 
-    def advance(self, state: TrainState, hparams, data, num_steps: int):
+        def fn(i):
+            return self.model.apply(params["model"], rest, self.prepare(x[i]), train=False)[0]
+
+        return batched(fn, x.shape[0], self.config.eval.batch_size)
+
+    def evaluate(self, state: TrainState, hp, data, tin):
+        """``(metrics, term_state)``: metrics on each evaluated split; eval-boundary term updates applied."""
+        out, logits = {}, {}
+        for split in self.config.eval.splits:
+            logits[split] = self.predict_split(state.params, state.rest, data, split)
+            t = tin["logits"][split] if self.teacher is not None else None
+            prefix = "train_eval" if split == "train" else split
+            out.update(classification_metrics(logits[split], data[f"y_{split}"], t, prefix=prefix))
+        term_state = dict(state.term_state)
+        for name, term in self.terms.items():
+            if term.eval_update is not None:
+                s = term.eval_split
+                if s not in logits:
+                    logits[s] = self.predict_split(state.params, state.rest, data, s)
+                term_hp = {k: hp[f"{name}.{k}"] for k in term.hparams}
+                term_state[name] = term.eval_update(term_state[name], logits[s], data[f"y_{s}"], term_hp)
+        return out, term_state
+
+    def advance(self, state: TrainState, hparams, data, tin, num_steps: int):
         """Run ``num_steps`` (a multiple of ``eval_every``) steps.
 
         Returns ``(state, history)``, ``history[name]`` of shape
         ``[num_steps // eval_every]``: training terms averaged over each
         interval, evaluation metrics at its end. Memory: the call holds
         ``num_steps / steps_per_epoch + 2`` permutations of the training set,
-        so long runs on large datasets should advance in chunks (``chunk_steps``).
+        so long runs on large datasets should advance in chunks.
         """
-        every = self.config.eval_every
+        every = self.eval_every
         if num_steps % every:
             raise ValueError(f"num_steps={num_steps} is not a multiple of eval_every={every}")
-
-        # One sort per epoch, not per step: the permutations of every epoch this
-        # call touches are drawn up front (same keys as drawing them lazily).
         first_epoch = state.step // self.steps_per_epoch
-        perms = self.epoch_permutations(state.data_key, first_epoch, num_steps // self.steps_per_epoch + 2)
+        perms = self.epoch_permutations(state.perm_key, first_epoch, num_steps // self.steps_per_epoch + 2)
 
         def step_fn(s, _):
-            return self.train_step(s, hparams, data, self.batch_indices(perms, first_epoch, s.step))
+            return self.train_step(s, hparams, data, tin, self.batch_indices(perms, first_epoch, s.step))
 
         def interval(state, _):
             state, metrics = jax.lax.scan(step_fn, state, length=every)
             record = {k: jnp.mean(v) for k, v in metrics.items()}
-            record.update(self.evaluate(state.params, state.rest, data))
-            return state, record
+            evals, term_state = self.evaluate(state, hparams, data, tin)
+            record.update(evals)
+            return state._replace(term_state=term_state), record
 
         return jax.lax.scan(interval, state, length=num_steps // every)
 
-    def run(self, key, hparams=None):
-        """``key -> (final_state, history)``: the whole run, pure and jittable."""
+    def run(self, key, hparams=None, teacher_inputs=None):
+        """``key -> (final_state, history)``: the whole run, pure and jittable.
+
+        A per-seed teacher needs ``teacher_inputs`` (one seed's slice of
+        ``self.teacher_inputs``).
+        """
         init_key, data_key = jax.random.split(key)
-        hparams = self.config.hparams() if hparams is None else hparams
-        return self.advance(self.init(init_key, data_key), hparams, self.data, self.config.steps)
+        hparams = self.hparams() if hparams is None else hparams
+        tin = self.teacher_inputs if teacher_inputs is None else teacher_inputs
+        if self.teacher is not None and self.teacher.per_seed and teacher_inputs is None:
+            raise ConfigError("a per-seed teacher needs teacher_inputs for this run (or use run_sweep)")
+        return self.advance(self.init(init_key, data_key), hparams, self.data, tin, self.steps)
 
 
-def make_train(config: TrainConfig, dataset: Dataset, teacher: Teacher | None = None) -> Trainer:
-    """Build the :class:`Trainer` for ``config`` on ``dataset`` (optionally distilled)."""
-    check(
-        dataset.x_train.shape[0] >= config.batch_size,
-        f"batch_size {config.batch_size} exceeds the {dataset.x_train.shape[0]} training examples",
-    )
-    data = {
-        "x_train": jnp.asarray(dataset.x_train),
-        "y_train": jnp.asarray(dataset.y_train),
-        "x_test": jnp.asarray(dataset.x_test),
-        "y_test": jnp.asarray(dataset.y_test),
-    }
+def _teacher_inputs(teacher: Teacher, live: bool, data: dict, prepare, splits, batch_size: int):
+    """Teacher arrays for the step: parameters if live, and eval-mode logits on ``splits``."""
+
+    def logits_of(inputs):
+        out = {}
+        for split in splits:
+            x = data[f"x_{split}"]
+            out[split] = batched(lambda i, x=x: teacher.apply(inputs, prepare(x[i]))[0], x.shape[0], batch_size)
+        return out
+
+    fn = jax.jit(jax.vmap(logits_of) if teacher.per_seed else logits_of)
+    tin = {"logits": fn(teacher.inputs)}
+    if live:
+        tin.update(teacher.inputs)
+    return tin
+
+
+def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = None) -> Trainer:
+    """Build the :class:`Trainer` for ``config`` on ``dataset`` (optionally distilled from ``teacher``).
+
+    Every inconsistency (a term that needs a teacher without one, a feature
+    the model does not have, class counts that differ, a batch larger than
+    the data, evaluation that does not divide the run) is one ``ConfigError``.
+    """
+    tr, va = split_validation(dataset.y_train, config.data.val_fraction, config.data.split_seed)
+    data_np = {"x_train": dataset.x_train[tr], "y_train": dataset.y_train[tr],
+               "x_val": dataset.x_train[va], "y_val": dataset.y_train[va],
+               "x_test": dataset.x_test, "y_test": dataset.y_test}
+    ev = config.eval
+    needed = set(ev.splits)
+    terms, _ = config.objective.build()
+    needed |= {t.eval_split for t in terms.values() if t.eval_update is not None}
+    if "val" in needed:
+        check(len(va) > 0, "evaluation uses the validation split but data.val_fraction is 0; set it above 0")
+    num_train = len(tr)
+    rc = config.recipe
+    check(num_train >= rc.batch_size, f"batch_size {rc.batch_size} exceeds the {num_train} training examples")
+    steps_per_epoch = num_train // rc.batch_size
+    steps = rc.total_steps(steps_per_epoch)
+    every = ev.every or steps_per_epoch
+    check(steps % every == 0, f"eval.every ({every}) must divide the run's {steps} steps")
+    rc.schedule_fn(steps_per_epoch)  # validates warm-up and milestones against this run
+
+    model = make_model(config.model.name, dataset.in_shape, dataset.num_classes, config.model.widths)
+    mean = None if dataset.mean is None else jnp.asarray(dataset.mean, jnp.float32)
+    std = None if dataset.std is None else jnp.asarray(dataset.std, jnp.float32)
+
+    def prepare(x):
+        return normalize(x, mean, std)
+
+    x_spec = jax.ShapeDtypeStruct((rc.batch_size, *dataset.in_shape), jnp.float32)
+    s_spec = jax.eval_shape(lambda k, x: model.apply(*model.init(k), x, train=True)[:2], jax.random.key(0), x_spec)
+
+    needs_teacher = [n for n, t in terms.items() if t.needs_teacher]
+    if teacher is None:
+        check(not needs_teacher, f"the objective's term(s) {', '.join(needs_teacher)} need a teacher; "
+                                 "pass one (or drop those terms)")
+        t_spec, live, tin = None, False, None
+    else:
+        t_spec = teacher.spec(x_spec)
+        check(t_spec[0].shape[-1] == dataset.num_classes,
+              f"teacher has {t_spec[0].shape[-1]} classes but the student's data has {dataset.num_classes}; "
+              "distil from a teacher trained on the same label set")
+        reads_features = any(t.teacher_features for t in terms.values())
+        mode = config.teacher
+        if mode == "cached":
+            check(not config.data.augmented, "a cached teacher cannot see augmented inputs; use teacher=live")
+            check(not reads_features, "terms that read teacher features need teacher=live")
+        live = mode == "live" or (mode == "auto" and (config.data.augmented or reads_features))
+    # Term init checks feature names and shapes against the specs (one-line errors).
+    for i, term in enumerate(terms.values()):
+        jax.eval_shape(lambda k, t=term: t.init(k, s_spec, t_spec), jax.random.key(i))
+        for f in term.student_features:
+            check(f in s_spec[1], f"the student has no feature {f!r}; it has: {', '.join(sorted(s_spec[1]))}")
+
+    data = {k: jnp.asarray(v) for k, v in data_np.items()}
     if teacher is not None:
-        for split in ("train", "test"):
-            logits = np.asarray(getattr(teacher, f"logits_{split}"))
-            n = getattr(dataset, f"x_{split}").shape[0]
-            if logits.ndim != 2 or logits.shape[0] != n:
-                raise ConfigError(f"teacher {split} logits have shape {logits.shape}; expected ({n}, classes)")
-            if logits.shape[1] != dataset.num_classes:
-                raise ConfigError(
-                    f"teacher has {logits.shape[1]} classes but the student's data has "
-                    f"{dataset.num_classes}; distil from a teacher trained on the same label set"
-                )
-            data[f"t_{split}"] = jnp.asarray(logits)
-    model = make_model(config.model, dataset.in_shape, dataset.num_classes, config.widths)
-    return Trainer(config=config, model=model, data=data, has_teacher=teacher is not None)
+        splits = sorted(set(needed) | ({"train"} if not live else set()))
+        tin = _teacher_inputs(teacher, live, data, prepare, splits, ev.batch_size)
+    fingerprint = {
+        "config": dataclasses.asdict(config),
+        "dataset": {"name": dataset.name, "sizes": {s: int(data_np[f"y_{s}"].shape[0]) for s in SPLITS},
+                    "hash": dataset.content_hash()},
+        "teacher": None if teacher is None else {"model": teacher.model.spec, "per_seed": teacher.per_seed,
+                                                 "live": bool(live), "hash": teacher.content_hash()},
+    }
+    return Trainer(config=config, model=model, terms=terms, data=data, teacher=teacher, teacher_inputs=tin,
+                   teacher_live=bool(live), mean=mean, std=std, num_train=num_train, specs=(s_spec, t_spec),
+                   fingerprint=fingerprint)
+

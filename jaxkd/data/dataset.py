@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
+
+from jaxkd.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +19,9 @@ class Dataset:
       x_train, x_test: float32 inputs ``[N, *in_shape]``.
       y_train, y_test: int32 labels ``[N]``.
       num_classes: number of classes.
+      mean, std: per-channel statistics used to normalise inputs on the fly
+        (None: inputs are used as stored; uint8 inputs are scaled to [0, 1]
+        before normalising).
     """
 
     name: str
@@ -24,14 +30,16 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.shape[0] != y.shape[0]:
-                raise ValueError(f"{self.name}: {split} has {x.shape[0]} inputs but {y.shape[0]} labels")
+                raise ConfigError(f"{self.name}: {split} has {x.shape[0]} inputs but {y.shape[0]} labels")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(f"{self.name}: train and test inputs differ in shape")
+            raise ConfigError(f"{self.name}: train and test inputs differ in shape")
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -51,4 +59,30 @@ class Dataset:
             x_test=self.x_test[te],
             y_test=remap[self.y_test[te]],
             num_classes=len(classes),
+            mean=self.mean,
+            std=self.std,
         )
+
+    def content_hash(self) -> str:
+        """SHA-256 of every array (and the normalisation): the dataset's identity in fingerprints."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+        h.update(repr((self.num_classes, self.mean, self.std)).encode())
+        return h.hexdigest()
+
+
+def split_validation(y, fraction: float, seed: int):
+    """Stratified ``(train_idx, val_idx)`` of a label array; ``fraction = 0`` gives an empty validation set."""
+    idx = np.arange(len(y))
+    if fraction == 0:
+        return idx, idx[:0]
+    from sklearn.model_selection import train_test_split
+
+    try:
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError as err:
+        raise ConfigError(f"cannot carve a stratified validation split of {fraction:g}: {err}") from None
+    return np.sort(tr), np.sort(va)

@@ -41,7 +41,7 @@ def make_model(name: str, in_shape, num_classes: int, widths=None) -> Functional
     def ctor(rngs: nnx.Rngs):
         return cls(in_shape, num_classes, rngs=rngs, **kwargs)
 
-    return FunctionalModel(name=name, ctor=ctor, num_classes=num_classes)
+    return FunctionalModel(name=name, ctor=ctor, num_classes=num_classes, in_shape=in_shape, widths=widths)
 
 
 __all__ = ["MODELS", "FunctionalModel", "make_model", "MLP", "CNN1D", "CNN2D"]

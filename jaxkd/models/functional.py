@@ -9,6 +9,7 @@ graphdefs, so switching mode never mutates anything.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -29,20 +30,24 @@ class FunctionalModel:
     name: str
     ctor: Callable[[nnx.Rngs], nnx.Module]
     num_classes: int
+    in_shape: tuple[int, ...] = ()
+    widths: tuple[int, ...] | None = None
 
-    @property
+    @functools.cached_property
     def _graphdefs(self):
         # Built once per instance from an abstract module: no FLOPs, no RNG.
-        cached = self.__dict__.get("_cached_graphdefs")
-        if cached is None:
-            model = nnx.eval_shape(lambda: self.ctor(nnx.Rngs(0)))
-            model.train()
-            train_def = nnx.split(model, nnx.Param, ...)[0]
-            model.eval()
-            eval_def = nnx.split(model, nnx.Param, ...)[0]
-            cached = (train_def, eval_def)
-            object.__setattr__(self, "_cached_graphdefs", cached)
-        return cached
+        model = nnx.eval_shape(lambda: self.ctor(nnx.Rngs(0)))
+        model.train()
+        train_def = nnx.split(model, nnx.Param, ...)[0]
+        model.eval()
+        eval_def = nnx.split(model, nnx.Param, ...)[0]
+        return train_def, eval_def
+
+    @property
+    def spec(self) -> dict:
+        """What rebuilds this model with :func:`jaxkd.models.make_model` (JSON-serialisable)."""
+        return {"name": self.name, "in_shape": list(self.in_shape), "num_classes": self.num_classes,
+                "widths": None if self.widths is None else list(self.widths)}
 
     def init(self, key) -> tuple[Any, Any]:
         """``key -> (params, rest)``; vmappable over keys."""

@@ -1,0 +1,166 @@
+"""Six distillation methods on one footing: CE, KD, DKD, DIST, FitNet and AT, CNN → CNN on digits.
+
+A CNN teacher is trained with augmentation; then ``n_seeds`` seeds of a
+smaller CNN student are trained under every method in ONE compiled program
+(the methods are grid points of one objective whose inactive terms have
+weight 0). The teacher runs live inside the step on the same randomly
+cropped batch as the student and hands over its logits and its stage
+features (``block0``, ``block1``). Seed s shares its initialisation, data
+order and augmentations across methods, so differences are paired.
+Checkpoints are chosen on a validation split carved from the training data;
+the test set is only measured.
+
+Weights follow the peers (../shared/docs/peers.md): KD is 0.1·CE + 0.9·KD
+(T = 4); DKD is CE + DKD (alpha 1, beta 8, T 4; no warm-up ramp); DIST is
+CE + DIST (beta = gamma = 2, T = 4); FitNet is CE + 100·hint (student
+block1 → teacher block1 through a learned 1x1 conv); AT is CE + 1000·AT
+(p = 2, both stages).
+
+Command::
+
+    jaxkd run digits_methods --preset default --out results/digits_methods/default
+
+Expected runtime on a 2-core CPU: smoke ~1 min, default ~2-3 min (most of it
+XLA compiling the convolutions), paper ~10 min. Output: config.json,
+records.csv, summary.json (mean ± std and 95% CI over seeds at the
+validation-selected and the last evaluation; paired t-tests of each method
+against CE with Holm correction and Cohen's d_z), figure.png, env.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from jaxkd import plotting, results
+from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
+from jaxkd.data import load_dataset
+from jaxkd.errors import check
+from jaxkd.experiment import compare_to_baseline, train_teacher, write_outputs
+from jaxkd.recipes import RecipeConfig
+from jaxkd.sweep import run_sweep
+from jaxkd.train import make_train
+
+METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
+
+_OBJECTIVE = {
+    "ce": {"weight": 1.0},
+    "kd": {"weight": 0.9, "temperature": 4.0},
+    "dkd": {"weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0},
+    "dist": {"weight": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0},
+    "fitnet": {"weight": 100.0, "student": "block1", "teacher": "block1"},
+    "at": {"weight": 1000.0, "student": ("block0", "block1"), "teacher": ("block0", "block1")},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    n_seeds: int = 8
+    seed: int = 0
+    data: DataConfig = DataConfig("digits", crop_padding=1)
+    teacher_model: ModelConfig = ModelConfig("cnn2d", (32, 64))
+    teacher_recipe: RecipeConfig = RecipeConfig(learning_rate=2e-3, steps=600)
+    per_seed_teacher: bool = False  # True: student seed s distils from teacher seed s
+    model: ModelConfig = ModelConfig("cnn2d", (8, 16))
+    recipe: RecipeConfig = RecipeConfig(learning_rate=2e-3, steps=600)
+    # Each method's term with the weight it gets when it is the active method.
+    objective: ObjectiveConfig = ObjectiveConfig(_OBJECTIVE)
+    kd_ce_weight: float = 0.1  # the CE weight in the kd condition (RepDistiller -r 0.1); 1 elsewhere
+    methods: tuple[str, ...] = METHODS
+    eval: EvalConfig = EvalConfig(every=100)
+    chunk_steps: int | None = None
+
+    def __post_init__(self):
+        check(self.n_seeds > 0, f"n_seeds must be positive, got {self.n_seeds}")
+        check(self.methods and self.methods[0] == "ce", "methods must start with the baseline 'ce'")
+        for m in self.methods:
+            check(m in self.objective.terms, f"method {m!r} has no term in the objective; terms: "
+                                             f"{', '.join(self.objective.terms)}")
+        check(len(set(self.methods)) == len(self.methods), f"methods repeat a name: {self.methods}")
+        check(0 <= self.kd_ce_weight, f"kd_ce_weight must be >= 0, got {self.kd_ce_weight}")
+        self.teacher_config(), self.student_config()
+
+    def teacher_config(self) -> RunConfig:
+        return RunConfig(model=self.teacher_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
+
+    def student_config(self) -> RunConfig:
+        return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data,
+                         eval=self.eval)
+
+    def conditions(self) -> dict[str, dict[str, float]]:
+        """Method -> grid point: its own term at its weight (plus CE), every other term at weight 0."""
+        hp = self.objective.build()[1]
+        out = {}
+        for m in self.methods:
+            point = {f"{t}.weight": 0.0 for t in self.objective.terms}
+            point["ce.weight"] = self.kd_ce_weight if m == "kd" else hp["ce.weight"]
+            point[f"{m}.weight"] = hp[f"{m}.weight"] if m != "ce" else hp["ce.weight"]
+            out[m] = point
+        return out
+
+
+PRESETS = {
+    "smoke": Config(n_seeds=2, teacher_model=ModelConfig("cnn2d", (8, 16)), teacher_recipe=RecipeConfig(steps=40),
+                    model=ModelConfig("cnn2d", (4, 8)), recipe=RecipeConfig(steps=40), eval=EvalConfig(every=20)),
+    "default": Config(),
+    "paper": Config(n_seeds=16, per_seed_teacher=True, teacher_recipe=RecipeConfig(learning_rate=2e-3, steps=1500),
+                    recipe=RecipeConfig(learning_rate=2e-3, steps=1500), chunk_steps=500),
+}
+
+
+def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Train the teacher(s) and every method's students; write results to ``out_dir``."""
+    dataset = load_dataset(config.data.dataset)
+    key_teacher, key_students = jax.random.split(jax.random.key(config.seed))
+    ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
+    trainer_cfg = config.student_config()
+    teacher, t_result = train_teacher(config.teacher_config(), dataset, key_teacher,
+                                      n_seeds=config.n_seeds if config.per_seed_teacher else 1,
+                                      per_seed=config.per_seed_teacher, chunk_steps=config.chunk_steps,
+                                      checkpoint_dir=ckpt("teacher"), resume=resume, overwrite=overwrite,
+                                      progress=progress)
+    trainer = make_train(trainer_cfg, dataset, teacher)
+    conds = config.conditions()
+    names = list(conds)
+    grid = {k: [conds[c][k] for c in names] for k in conds[names[0]]}
+    result = run_sweep(trainer, key_students, config.n_seeds, grid, chunk_steps=config.chunk_steps,
+                       checkpoint_dir=ckpt("students"), resume=resume, overwrite=overwrite, progress=progress,
+                       desc="students")
+
+    rows = results.records_from_sweep(t_result, ["teacher"]) + results.records_from_sweep(result, names)
+    summary = {"teacher": results.summarize_sweep(t_result, ["teacher"])["teacher"],
+               "teacher_live": trainer.teacher_live,
+               "conditions": results.summarize_sweep(result, names),
+               "comparisons": compare_to_baseline(result, names, "ce", ("test/acc", "test/agreement")),
+               "legend": {n: {k: v for k, v in conds[n].items() if v} for n in names}}
+    figure = _figure(result, names, summary, dataset, config)
+    write_outputs(out_dir, config=config, rows=rows, summary=summary, figures={"figure.png": figure})
+    return summary
+
+
+def _figure(result, names, summary, dataset, config) -> bytes:
+    fig, axes = plotting.figure(ncols=3, width=3.8)
+    conds = summary["conditions"]
+    teacher_acc = summary["teacher"]["test/acc"]["selected"]["mean"]
+    plotting.bar_with_ci(axes[0, 0], names, [conds[n]["test/acc"]["selected"] for n in names],
+                         ylabel="test accuracy (mean, 95% CI)", reference=teacher_acc, reference_label="teacher")
+    plotting.bar_with_ci(axes[0, 1], names, [conds[n]["test/agreement"]["selected"] for n in names],
+                         ylabel="test agreement with teacher (mean, 95% CI)")
+    ok = ~result.diverged
+    plotting.curves_with_band(axes[0, 2], result.steps,
+                              {n: result.history["val/acc"][ok[:, g], g] for g, n in enumerate(names)},
+                              ylabel="validation accuracy (mean ± std)")
+    t, s = config.teacher_model, config.model
+    fig.suptitle(f"{dataset.name}, {t.name}{list(t.widths or [])} → {s.name}{list(s.widths or [])}, random crop "
+                 f"(pad {config.data.crop_padding}); {result.n_seeds} seeds per method, checkpoint chosen on "
+                 "validation", fontsize=8)
+    return plotting.to_png(fig)
+
+
+def runlocal(config: Config) -> Config:
+    """The same preset shrunk to a short CPU smoke run (small models, 2 evaluations)."""
+    return dataclasses.replace(config, n_seeds=2, teacher_model=ModelConfig("cnn2d", (4, 8)),
+                               teacher_recipe=dataclasses.replace(config.teacher_recipe, steps=4),
+                               model=ModelConfig("cnn2d", (4, 4)), recipe=dataclasses.replace(config.recipe, steps=4),
+                               eval=EvalConfig(every=2), chunk_steps=2 if config.chunk_steps else None)

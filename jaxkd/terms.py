@@ -1,0 +1,309 @@
+"""Distillation terms: the named, weighted pieces an objective is made of.
+
+A :class:`Term` is a pair of pure functions in the spirit of an optax
+transform::
+
+    init(key, student_spec, teacher_spec) -> (aux_params, term_state)
+    apply(aux_params, term_state, student_out, teacher_out, batch, key, hp)
+        -> (values_B, term_state)
+
+``*_spec`` and ``*_out`` are ``(logits, {feature_name: array})`` (specs hold
+``jax.ShapeDtypeStruct`` for one training batch; ``teacher_spec`` is ``None``
+without a teacher). ``batch`` is ``{"x", "y", "index"}`` (augmented,
+normalised inputs; labels; dataset indices). ``hp`` holds the term's float
+hyper-parameters (the ones it declares in ``hparams``), which the trainer may
+sweep without recompiling. ``values_B`` is one value per example; the trainer
+takes the batch mean and multiplies by the term's weight.
+
+Aux params (a FitNet regressor) are trained with the student by the same
+optimiser. State that changes at evaluation boundaries (an EMA confusion
+matrix) is updated by ``eval_update(state, logits_NxC, labels_N, hp)`` from the
+student's predictions on the split ``eval_split``.
+
+Adding a method is adding one factory to :data:`TERMS`; the trainer never
+names a method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxkd import features, losses
+from jaxkd.errors import ConfigError, check, check_value
+
+def _no_params(key, student_spec, teacher_spec):
+    del key, student_spec, teacher_spec
+    return {}, {}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Term:
+    """One distillation term. Build with a factory from :data:`TERMS`.
+
+    Attributes:
+      kind: the factory's name (``"kd"``, ``"fitnet"``, ...).
+      apply: see the module docstring.
+      init: see the module docstring; default: no aux params, no state.
+      hparams: declared float hyper-parameters and their defaults (sweepable).
+      constraints: ``{hparam: "positive" | "nonneg" | "unit" | "unit_open" | "any"}``.
+      needs_teacher: the term reads the teacher's outputs.
+      student_features / teacher_features: feature names the term reads.
+      eval_update: optional ``(state, logits_NxC, labels_N, hp) -> state``.
+      eval_split: split whose predictions feed ``eval_update``.
+      decay_aux: whether weight decay applies to the aux params.
+    """
+
+    kind: str
+    apply: Callable[..., tuple[jax.Array, Any]]
+    init: Callable[..., tuple[Any, Any]] = _no_params
+    hparams: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    constraints: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    needs_teacher: bool = False
+    student_features: tuple[str, ...] = ()
+    teacher_features: tuple[str, ...] = ()
+    eval_update: Callable[..., Any] | None = None
+    eval_split: str = "val"
+    decay_aux: bool = True
+
+
+# --- logit terms ---------------------------------------------------------------------------------
+
+
+def ce(*, label_smoothing: float = 0.0) -> Term:
+    """Cross-entropy with integer labels; ``label_smoothing`` as PyTorch's (eps spread over all C classes)."""
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        return losses.label_smoothing_ce(s_out[0], batch["y"], smoothing=hp["label_smoothing"]), state
+
+    return Term("ce", apply, hparams={"label_smoothing": label_smoothing},
+                constraints={"label_smoothing": "unit_open"})
+
+
+def kd(*, temperature: float = 4.0) -> Term:
+    """Hinton KD, ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` per example (:func:`jaxkd.losses.kd_loss`).
+
+    RepDistiller's ``-r 0.1 -a 0.9`` is ``ce`` weight 0.1 and ``kd`` weight 0.9.
+    """
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        return losses.kd_loss(s_out[0], t_out[0], temperature=hp["temperature"]), state
+
+    return Term("kd", apply, hparams={"temperature": temperature}, constraints={"temperature": "positive"},
+                needs_teacher=True)
+
+
+def dkd(*, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> Term:
+    """Decoupled KD (Zhao et al. 2022): ``alpha·TCKD + beta·NCKD``, both × T² (:func:`jaxkd.losses.dkd_loss`).
+
+    mdistiller's CIFAR-100 setting: alpha 1, beta 8, T 4, with CE weight 1 and
+    the DKD weight ramped over 20 epochs (a schedule jaxkd leaves to the caller).
+    """
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        return losses.dkd_loss(s_out[0], t_out[0], batch["y"], alpha=hp["alpha"], beta=hp["beta"],
+                               temperature=hp["temperature"]), state
+
+    return Term("dkd", apply, hparams={"alpha": alpha, "beta": beta, "temperature": temperature},
+                constraints={"alpha": "nonneg", "beta": "nonneg", "temperature": "positive"}, needs_teacher=True)
+
+
+def dist(*, beta: float = 2.0, gamma: float = 2.0, temperature: float = 4.0) -> Term:
+    """DIST (Huang et al. 2022): inter- and intra-class Pearson relations (:func:`jaxkd.losses.dist_loss`).
+
+    The intra-class part is a batch quantity, broadcast to every example, so
+    the batch mean of the values is the paper's loss.
+    """
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        return losses.dist_loss(s_out[0], t_out[0], beta=hp["beta"], gamma=hp["gamma"],
+                                temperature=hp["temperature"]), state
+
+    return Term("dist", apply, hparams={"beta": beta, "gamma": gamma, "temperature": temperature},
+                constraints={"beta": "nonneg", "gamma": "nonneg", "temperature": "positive"}, needs_teacher=True)
+
+
+def rcd(*, temperature: float = 4.0, scale: float = 1.0, per_example: bool = False) -> Term:
+    """Random-control distillation: KD towards ``softmax(g / T)`` with random logits ``g ~ N(0, scale²)``.
+
+    The teacher is replaced by noise (Mason-Williams et al., arXiv 2510.12615).
+    ``per_example=False`` draws new logits every step from the step key;
+    ``per_example=True`` fixes them per training example (from the term's
+    init key folded with the example's index), so an example always sees
+    the same random target. Needs no teacher.
+    """
+
+    def init(key, s_spec, t_spec):
+        del s_spec, t_spec
+        return {}, {"key": jax.random.key_data(key)}
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        logits = s_out[0]
+        shape = logits.shape[-1:]
+        if per_example:
+            base = jax.random.wrap_key_data(state["key"])
+            keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(batch["index"])
+            noise = jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
+        else:
+            noise = jax.random.normal(key, logits.shape)
+        return losses.kd_loss(logits, hp["scale"] * noise, temperature=hp["temperature"]), state
+
+    return Term("rcd", apply, init=init, hparams={"temperature": temperature, "scale": scale},
+                constraints={"temperature": "positive", "scale": "nonneg"})
+
+
+def confusion(*, temperature: float = 2.0, momentum: float = 0.9, smoothing: float = 0.1,
+              update: str = "eval", split: str = "val") -> Term:
+    """Confusion Distillation (Kang & Kim, arXiv 2606.03052): KD towards a row of an EMA confusion matrix.
+
+    State ``Q`` ([C, C]) starts as the label-smoothing matrix
+    ``(1 - eps) I + eps / C`` (eps = ``smoothing``, fixed at init). Per
+    example the value is ``T² · KL(Q[y] ‖ softmax(z / T))`` (the target is not
+    tempered). ``Q`` is updated as ``Q ← m Q + (1 − m) P`` with ``P`` the
+    row-normalised confusion counts (+1e-8) of the student's argmax:
+    ``update="eval"`` at every evaluation from predictions on ``split``
+    (the validation split by default: the official code uses the test set,
+    which leaks labels); ``update="step"`` from each training batch.
+    Needs no teacher.
+    """
+    check(update in ("eval", "step"), f"confusion update must be 'eval' or 'step', got {update!r}")
+
+    def init(key, s_spec, t_spec):
+        c = s_spec[0].shape[-1]
+        q = (1.0 - smoothing) * jnp.eye(c, dtype=jnp.float32) + smoothing / c
+        return {}, {"Q": q}
+
+    def ema(state, logits, labels, hp):
+        c = logits.shape[-1]
+        counts = jnp.zeros((c, c), jnp.float32).at[labels, jnp.argmax(logits, -1)].add(1.0) + 1e-8
+        p = counts / jnp.sum(counts, axis=1, keepdims=True)
+        return {"Q": hp["momentum"] * state["Q"] + (1.0 - hp["momentum"]) * p}
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        logits = s_out[0]
+        q = state["Q"][batch["y"]]
+        t = hp["temperature"]
+        log_p = jax.nn.log_softmax(logits / t, axis=-1)
+        values = t**2 * jnp.sum(q * (jnp.log(q) - log_p), axis=-1)
+        if update == "step":
+            state = ema(state, jax.lax.stop_gradient(logits), batch["y"], hp)
+        return values, state
+
+    return Term("confusion", apply, init=init, hparams={"temperature": temperature, "momentum": momentum},
+                constraints={"temperature": "positive", "momentum": "unit"},
+                eval_update=ema if update == "eval" else None, eval_split=split)
+
+
+# --- feature terms -------------------------------------------------------------------------------
+
+
+def _feature(spec, name: str, side: str):
+    feats = spec[1]
+    if name not in feats:
+        raise ConfigError(f"the {side} has no feature {name!r}; it has: {', '.join(sorted(feats))}")
+    return feats[name]
+
+
+def fitnet(*, student: str, teacher: str) -> Term:
+    """FitNet hint (Romero et al. 2015): squared error between a learned regressor of a student
+    feature and a teacher feature, per example the mean over the teacher feature's elements.
+
+    The regressor is a 1x1 convolution for spatial features (NHWC / NLC) and a
+    linear map for vectors; it is an aux param trained with the student. The
+    teacher feature is average-pooled to the student's spatial size when they
+    differ. RepDistiller's ``-b 100`` is weight 100 (its ``ConvReg`` adds a
+    BatchNorm after the conv; jaxkd's regressor is the plain conv).
+    """
+
+    def init(key, s_spec, t_spec):
+        fs, ft = _feature(s_spec, student, "student"), _feature(t_spec, teacher, "teacher")
+        check(fs.ndim == ft.ndim, f"fitnet: student feature {student!r} has shape {fs.shape[1:]} and teacher "
+                                  f"feature {teacher!r} {ft.shape[1:]}; pick features of the same rank")
+        kernel = jax.nn.initializers.lecun_normal()(key, (fs.shape[-1], ft.shape[-1]), jnp.float32)
+        return {"kernel": kernel, "bias": jnp.zeros((ft.shape[-1],), jnp.float32)}, {}
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        f = s_out[1][student]
+        bias = aux["bias"].reshape((1,) * (f.ndim - 1) + (-1,))
+        projected = jnp.einsum("...c,cd->...d", f, aux["kernel"]) + bias
+        return features.fitnet_loss(projected, t_out[1][teacher]), state
+
+    return Term("fitnet", apply, init=init, needs_teacher=True, student_features=(student,),
+                teacher_features=(teacher,))
+
+
+def at(*, student: tuple[str, ...], teacher: tuple[str, ...], p: float = 2.0) -> Term:
+    """Attention transfer (Zagoruyko & Komodakis 2017), summed over the paired stages.
+
+    Per pair: the squared difference of L2-normalised spatial maps
+    ``mean_c |f|^p``, averaged over positions (:func:`jaxkd.features.at_loss`);
+    the values of the pairs are summed, as RepDistiller sums its stages.
+    RepDistiller uses p = 2 and weight 1000.
+    """
+    student, teacher = tuple(student), tuple(teacher)
+    check(len(student) == len(teacher) and student,
+          f"at needs as many student features as teacher features, got {student} and {teacher}")
+
+    def init(key, s_spec, t_spec):
+        for a, b in zip(student, teacher):
+            fs, ft = _feature(s_spec, a, "student"), _feature(t_spec, b, "teacher")
+            check(fs.ndim in (3, 4) and ft.ndim == fs.ndim,
+                  f"at: features {a!r} {fs.shape[1:]} and {b!r} {ft.shape[1:]} must both be spatial maps")
+        return {}, {}
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        values = sum(features.at_loss(s_out[1][a], t_out[1][b], p=p) for a, b in zip(student, teacher))
+        return values, state
+
+    return Term("at", apply, init=init, needs_teacher=True, student_features=student, teacher_features=teacher)
+
+
+# Term factories by kind. Float keyword arguments are sweepable hyper-parameters;
+# the others (feature names, flags) are static options.
+TERMS: dict[str, Callable[..., Term]] = {
+    "ce": ce,
+    "kd": kd,
+    "dkd": dkd,
+    "dist": dist,
+    "rcd": rcd,
+    "confusion": confusion,
+    "fitnet": fitnet,
+    "at": at,
+}
+
+
+def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, float]]:
+    """Build the term ``name`` of an objective from its options.
+
+    ``options`` may hold ``kind`` (default: ``name``), ``weight`` and the
+    factory's keyword arguments. Returns the term and its hyper-parameter
+    values ``{"weight": w, **floats}``.
+    """
+    options = dict(options)
+    kind = options.pop("kind", name)
+    if kind not in TERMS:
+        raise ConfigError(f"unknown term {kind!r}; choose one of: {', '.join(sorted(TERMS))}")
+    weight = options.pop("weight", 1.0)
+    factory = TERMS[kind]
+    params = inspect.signature(factory).parameters
+    for key in options:
+        if key not in params:
+            raise ConfigError(f"term {name!r} ({kind}) has no option {key!r}; valid: "
+                              f"{', '.join(['kind', 'weight', *params])}")
+    floats = {k: options.pop(k) for k in list(options) if params[k].annotation in (float, "float")}
+    try:
+        term = factory(**options)
+    except TypeError as err:
+        raise ConfigError(f"term {name!r} ({kind}): {err}") from None
+    values = {"weight": float(weight), **{k: float(v) for k, v in term.hparams.items()},
+              **{k: float(v) for k, v in floats.items()}}
+    check_value(f"{name}.weight", values["weight"], "nonneg")
+    for k, c in term.constraints.items():
+        check_value(f"{name}.{k}", values[k], c)
+    return term, values

@@ -1,0 +1,176 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkd import features
+from tests.conftest import TOL
+
+
+def np_adaptive_pool(x, out):
+    """PyTorch AdaptiveAvgPool2d written out with loops, float64, NHWC."""
+    B, H, W, C = x.shape
+    oh, ow = out
+    y = np.zeros((B, oh, ow, C))
+    for i in range(oh):
+        h0, h1 = int(np.floor(i * H / oh)), int(np.ceil((i + 1) * H / oh))
+        for j in range(ow):
+            w0, w1 = int(np.floor(j * W / ow)), int(np.ceil((j + 1) * W / ow))
+            y[:, i, j, :] = x[:, h0:h1, w0:w1, :].mean(axis=(1, 2))
+    return y
+
+
+def np_attention_map(f, p=2):
+    a = (np.abs(f) ** p).mean(-1).reshape(f.shape[0], -1)
+    return a / np.maximum(np.sqrt((a * a).sum(-1, keepdims=True)), 1e-12)
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------- adaptive pooling
+
+
+@pytest.mark.parametrize(
+    "hw,out", [((7, 7), (3, 3)), ((5, 5), (2, 2)), ((7, 5), (3, 2)), ((8, 6), (4, 3)), ((3, 2), (5, 4))]
+)
+def test_adaptive_pool_matches_numpy_loops(hw, out):
+    x = rand(2, *hw, 3)
+    got = jax.jit(lambda z: features.adaptive_avg_pool(z, out))(x)
+    assert got.shape == (2, *out, 3)
+    np.testing.assert_allclose(got, np_adaptive_pool(x.astype(np.float64), out), rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_pool_bins_written_out():
+    """7 -> 3 pools rows [0, 3), [2, 5), [4, 7); 5 -> 2 pools [0, 3), [2, 5) (PyTorch's overlapping bins)."""
+    x = rand(1, 7, 5, 2)
+    got = np.asarray(features.adaptive_avg_pool(x, (3, 2)))
+    for i, (h0, h1) in enumerate([(0, 3), (2, 5), (4, 7)]):
+        for j, (w0, w1) in enumerate([(0, 3), (2, 5)]):
+            np.testing.assert_allclose(got[0, i, j], x[0, h0:h1, w0:w1].mean((0, 1)), rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_pool_identity_divisible_and_1d():
+    x = rand(2, 8, 8, 3)
+    np.testing.assert_array_equal(features.adaptive_avg_pool(x, 8), x)
+    np.testing.assert_allclose(
+        features.adaptive_avg_pool(x, 4), x.reshape(2, 4, 2, 4, 2, 3).mean((2, 4)), rtol=1e-5, atol=1e-6
+    )
+    x1 = rand(2, 7, 3)
+    np.testing.assert_allclose(
+        features.adaptive_avg_pool(x1, 3), np_adaptive_pool(x1[:, :, None], (3, 1))[:, :, 0], rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="out_hw"):
+        features.adaptive_avg_pool(x, (2, 2, 2))
+
+
+# ---------------------------------------------------------------- attention maps
+
+
+@pytest.mark.parametrize("p", [1, 2, 4])
+def test_attention_map_matches_numpy(p):
+    f = rand(3, 5, 4, 6)
+    got = jax.jit(lambda z: features.attention_map(z, p=p))(f)
+    assert got.shape == (3, 20)
+    np.testing.assert_allclose(got, np_attention_map(f.astype(np.float64), p), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_attention_map_of_zero_feature_is_zero_with_finite_gradient():
+    f = np.zeros((2, 3, 3, 4), np.float32)
+    np.testing.assert_array_equal(features.attention_map(f), 0.0)
+    g = jax.grad(lambda z: jnp.sum(features.attention_map(z)))(f)
+    assert np.all(np.isfinite(g))
+
+
+# ---------------------------------------------------------------- AT
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_at_loss_matches_numpy(p):
+    f_s, f_t = rand(4, 6, 6, 8, seed=1), rand(4, 6, 6, 16, seed=2)  # channel counts may differ
+    a_s, a_t = np_attention_map(f_s.astype(np.float64), p), np_attention_map(f_t.astype(np.float64), p)
+    expected = ((a_s - a_t) ** 2).mean(-1)
+    got = jax.jit(lambda a, b: features.at_loss(a, b, p=p))(f_s, f_t)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+    # RepDistiller's (at(f_s) - at(f_t)).pow(2).mean() is the batch mean.
+    np.testing.assert_allclose(jnp.mean(got), ((a_s - a_t) ** 2).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("s_hw,t_hw", [((8, 8), (4, 4)), ((3, 3), (7, 7)), ((5, 5), (2, 2))])
+def test_at_loss_pools_the_larger_map(s_hw, t_hw):
+    f_s, f_t = rand(2, *s_hw, 4, seed=3), rand(2, *t_hw, 4, seed=4)
+    common = tuple(min(a, b) for a, b in zip(s_hw, t_hw))
+    a_s = np_attention_map(np_adaptive_pool(f_s.astype(np.float64), common))
+    a_t = np_attention_map(np_adaptive_pool(f_t.astype(np.float64), common))
+    got = jax.jit(features.at_loss)(f_s, f_t)
+    np.testing.assert_allclose(got, ((a_s - a_t) ** 2).mean(-1), rtol=1e-5, atol=1e-8)
+
+
+def test_at_loss_on_1d_features_and_rank_errors():
+    f_s, f_t = rand(3, 9, 4, seed=5), rand(3, 9, 2, seed=6)
+    a_s, a_t = np_attention_map(f_s.astype(np.float64)), np_attention_map(f_t.astype(np.float64))
+    np.testing.assert_allclose(features.at_loss(f_s, f_t), ((a_s - a_t) ** 2).mean(-1), rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="at_loss"):
+        features.at_loss(rand(3, 4), rand(3, 4))
+    with pytest.raises(ValueError, match="batch"):
+        features.at_loss(rand(3, 4, 4, 2), rand(2, 4, 4, 2))
+
+
+def test_at_loss_zero_for_equal_and_scaled_features():
+    f = rand(2, 4, 4, 3)
+    np.testing.assert_allclose(features.at_loss(f, 3.0 * f), 0.0, atol=1e-10)  # the map is normalised
+
+
+# ---------------------------------------------------------------- FitNet
+
+
+def test_fitnet_loss_matches_numpy_mse():
+    s, t = rand(4, 5, 5, 6, seed=7), rand(4, 5, 5, 6, seed=8)
+    expected = ((s.astype(np.float64) - t) ** 2).reshape(4, -1).mean(-1)
+    got = jax.jit(features.fitnet_loss)(s, t)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    # RepDistiller's HintLoss (nn.MSELoss, mean over every element) is the batch mean.
+    np.testing.assert_allclose(jnp.mean(got), ((s.astype(np.float64) - t) ** 2).mean(), rtol=1e-5)
+    v_s, v_t = rand(4, 10, seed=9), rand(4, 10, seed=10)
+    rtol, atol = TOL["float32"]
+    np.testing.assert_allclose(
+        features.fitnet_loss(v_s, v_t), ((v_s.astype(np.float64) - v_t) ** 2).mean(-1), rtol=rtol, atol=atol
+    )
+
+
+def test_fitnet_loss_pools_a_larger_teacher_and_rejects_mismatches():
+    s, t = rand(2, 3, 3, 4, seed=11), rand(2, 7, 7, 4, seed=12)
+    t_pooled = np_adaptive_pool(t.astype(np.float64), (3, 3))
+    expected = ((s - t_pooled) ** 2).reshape(2, -1).mean(-1)
+    np.testing.assert_allclose(jax.jit(features.fitnet_loss)(s, t), expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="channel"):
+        features.fitnet_loss(rand(2, 3, 3, 4), rand(2, 3, 3, 5))
+    with pytest.raises(ValueError, match="smaller"):
+        features.fitnet_loss(rand(2, 4, 4, 4), rand(2, 3, 3, 4))
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("name", ["at", "fitnet"])
+def test_feature_losses_differentiate_student_only(name):
+    fn = {"at": features.at_loss, "fitnet": features.fitnet_loss}[name]
+    s, t = rand(2, 6, 6, 4, seed=13), rand(2, 6, 6, 4, seed=14)
+    g_s, g_t = jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b)), argnums=(0, 1)))(s, t)
+    np.testing.assert_array_equal(g_t, 0.0)
+    assert np.all(np.isfinite(g_s)) and np.all(np.abs(g_s).reshape(2, -1).sum(-1) > 1e-6)
+
+
+def test_at_loss_gradient_matches_finite_differences():
+    s, t = rand(2, 4, 3, 2, seed=15).astype(np.float64), rand(2, 4, 3, 5, seed=16).astype(np.float64)
+    with jax.enable_x64(True):
+        f = lambda z: jnp.sum(features.at_loss(z, jnp.asarray(t)))
+        g = np.asarray(jax.grad(f)(jnp.asarray(s)))
+        fd = np.zeros_like(s)
+        for idx in np.ndindex(*s.shape):
+            e = np.zeros_like(s)
+            e[idx] = 1e-6
+            fd[idx] = (f(jnp.asarray(s + e)) - f(jnp.asarray(s - e))) / 2e-6
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-9)
