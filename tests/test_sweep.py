@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import shutil
@@ -8,17 +9,30 @@ import jax
 import numpy as np
 import pytest
 
+from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.errors import ConfigError
+from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import grid_product, run_sweep
-from jaxkd.train import TrainConfig, make_train
+from jaxkd.teacher import Teacher
+from jaxkd.train import make_train
 
-CFG = TrainConfig(widths=(16,), steps=60, eval_every=20, batch_size=32)
+CFG = RunConfig(model=ModelConfig("mlp", (16,)), recipe=RecipeConfig(steps=60, batch_size=32),
+                eval=EvalConfig(every=20))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def trainer(digits):
     return make_train(CFG, digits)
+
+
+@pytest.fixture(scope="module")
+def teachers(digits):
+    """Three small MLP teachers (a per-seed stack) from one sweep."""
+    t = make_train(dataclasses.replace(CFG, model=ModelConfig("mlp", (24,))), digits)
+    res = run_sweep(t, jax.random.key(9), 3, progress=False)
+    take = lambda tree: jax.tree.map(lambda x: x[:, 0], tree)  # noqa: E731
+    return Teacher(t.model, take(res.states.params["model"]), take(res.states.rest), per_seed=True)
 
 
 def test_sweep_matches_single_runs(trainer):
@@ -30,17 +44,43 @@ def test_sweep_matches_single_runs(trainer):
     seed_keys = jax.random.split(jax.random.key(0), 3)
     for s in (0, 2):
         for g, lr in enumerate(grid["learning_rate"]):
-            _, h = run(seed_keys[s], {**CFG.hparams(), "learning_rate": np.float32(lr)})
+            _, h = run(seed_keys[s], {**trainer.hparams(), "learning_rate": np.float32(lr)})
             np.testing.assert_allclose(res.history["train/loss"][s, g], h["train/loss"], rtol=1e-4, atol=1e-5)
 
 
-def test_resume_after_interruption_gives_the_same_result(trainer, tmp_path):
+def test_per_seed_teacher_pairs_student_s_with_teacher_s(digits, teachers):
+    cfg = dataclasses.replace(CFG, objective=ObjectiveConfig({"ce": {"weight": 0.1}, "kd": {"weight": 0.9}}),
+                              recipe=RecipeConfig(steps=40, batch_size=32))
+    trainer = make_train(cfg, digits, teachers)
+    res = run_sweep(trainer, jax.random.key(4), 3, progress=False)
+    run = jax.jit(trainer.run)
+    keys = jax.random.split(jax.random.key(4), 3)
+    for s in range(3):
+        tin = jax.tree.map(lambda x, s=s: x[s], trainer.teacher_inputs)
+        _, h = run(keys[s], None, tin)
+        np.testing.assert_allclose(res.history["test/agreement"][s, 0], h["test/agreement"], atol=1e-6)
+        np.testing.assert_allclose(res.history["train/kd"][s, 0], h["train/kd"], rtol=1e-4, atol=1e-5)
+    # Student 0 paired with teacher 1 gives other numbers: the pairing matters.
+    _, other = run(keys[0], None, jax.tree.map(lambda x: x[1], trainer.teacher_inputs))
+    assert not np.allclose(other["train/kd"], res.history["train/kd"][0, 0], rtol=1e-3)
+    with pytest.raises(ConfigError, match="per-seed teacher has 3 members but the sweep has 2"):
+        run_sweep(trainer, jax.random.key(4), 2, progress=False)
+
+
+def test_resume_with_augmentation_and_random_terms_is_bitwise(digits, teachers, tmp_path):
+    one = Teacher(teachers.model, *jax.tree.map(lambda x: x[0], (teachers.params, teachers.rest)))
+    cfg = RunConfig(model=ModelConfig("cnn2d", (4, 4)),
+                    objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.3},
+                                               "rcd": {"weight": 0.2}}),
+                    recipe=RecipeConfig(steps=60, batch_size=32), data=DataConfig(crop_padding=1, flip=True),
+                    eval=EvalConfig(every=20))
+    trainer = make_train(cfg, digits, one)
+    assert trainer.teacher_live
     ckpt = str(tmp_path / "ck")
     full = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, progress=False)
-    # Simulate a kill after the second chunk: drop the last checkpoint.
     steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
     assert steps == [40, 60]
-    shutil.rmtree(os.path.join(ckpt, "60"))
+    shutil.rmtree(os.path.join(ckpt, "60"))  # a kill after the second chunk
     resumed = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True,
                         progress=False)
     for a, b in zip(jax.tree.leaves(full.states), jax.tree.leaves(resumed.states)):
@@ -49,24 +89,79 @@ def test_resume_after_interruption_gives_the_same_result(trainer, tmp_path):
         np.testing.assert_array_equal(full.history[k], resumed.history[k])
 
 
-def test_resume_refuses_other_config_and_corrupt_checkpoint(trainer, tmp_path):
+def test_resume_refuses_a_different_key_dataset_teacher_or_config(digits, trainer, teachers, tmp_path):
     ckpt = str(tmp_path / "ck")
     run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, progress=False)
-    with pytest.raises(ConfigError, match="different configuration"):
-        run_sweep(trainer, jax.random.key(1), 4, chunk_steps=20, checkpoint_dir=ckpt, resume=True, progress=False)
-    for root, _, files in os.walk(os.path.join(ckpt, "60")):
-        for f in files:
-            with open(os.path.join(root, f), "wb") as fh:
-                fh.write(b"garbage")
-    with pytest.raises(ConfigError, match="unreadable"):
+    kw = dict(chunk_steps=20, checkpoint_dir=ckpt, resume=True, progress=False)
+    with pytest.raises(ConfigError, match=r"\(key differs\)"):
+        run_sweep(trainer, jax.random.key(2), 2, **kw)
+    with pytest.raises(ConfigError, match=r"\(n_seeds differs\)"):
+        run_sweep(trainer, jax.random.key(1), 4, **kw)
+    other_data = dataclasses.replace(digits, x_train=digits.x_train[::-1].copy(), y_train=digits.y_train[::-1].copy())
+    with pytest.raises(ConfigError, match=r"\(dataset.hash differs\)"):
+        run_sweep(make_train(CFG, other_data), jax.random.key(1), 2, **kw)
+    with pytest.raises(ConfigError, match=r"\(config.recipe.learning_rate differs\)"):
+        run_sweep(make_train(dataclasses.replace(CFG, recipe=RecipeConfig(steps=60, batch_size=32,
+                                                                            learning_rate=5e-3)), digits),
+                  jax.random.key(1), 2, **kw)
+    # Two teachers that differ only in their parameters.
+    kd = dataclasses.replace(CFG, objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.5}}))
+    pick = lambda i: Teacher(teachers.model, *jax.tree.map(lambda x: x[i], (teachers.params, teachers.rest)))  # noqa
+    ckpt2 = str(tmp_path / "ck2")
+    run_sweep(make_train(kd, digits, pick(0)), jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt2,
+              progress=False)
+    with pytest.raises(ConfigError, match=r"\(teacher.hash differs\)"):
+        run_sweep(make_train(kd, digits, pick(1)), jax.random.key(1), 2, **{**kw, "checkpoint_dir": ckpt2})
+
+
+def test_checkpointer_never_deletes_what_it_did_not_write(trainer, tmp_path):
+    user_dir = tmp_path / "mine"
+    user_dir.mkdir()
+    (user_dir / "notes.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="not empty and holds no jaxkd checkpoint"):
+        run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=str(user_dir), progress=False)
+    assert (user_dir / "notes.txt").read_text() == "precious"
+    ckpt = tmp_path / "ck"
+    run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=str(ckpt), progress=False)
+    (ckpt / "keep.txt").write_text("mine too")
+    with pytest.raises(ConfigError, match="--resume to continue it or --overwrite"):
+        run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=str(ckpt), progress=False)
+    assert sorted(d for d in os.listdir(ckpt) if d.isdigit()) == ["40", "60"]
+    run_sweep(trainer, jax.random.key(3), 2, chunk_steps=60, checkpoint_dir=str(ckpt), overwrite=True,
+              progress=False)
+    assert (ckpt / "keep.txt").read_text() == "mine too"
+    assert json.loads((ckpt / "fingerprint.json").read_text())["chunk_steps"] == 60
+    assert sorted(d for d in os.listdir(ckpt) if d.isdigit()) == ["60"]
+
+
+def test_damaged_checkpoint_falls_back_then_refuses(trainer, tmp_path):
+    ckpt = str(tmp_path / "ck")
+    full = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, progress=False)
+    # Flip a byte inside the newest step's largest array-data file (ocdbt ``d/`` chunks), as a disk error would.
+    data_files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ckpt, "60")) if os.path.basename(r) == "d"
+                  for f in fs]
+    target = max(data_files, key=os.path.getsize)
+    data = bytearray(open(target, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(target, "wb").write(bytes(data))
+    with pytest.warns(RuntimeWarning, match="resuming from step 40"):
+        resumed = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True,
+                            progress=False)
+    for k in full.history:
+        np.testing.assert_array_equal(full.history[k], resumed.history[k])
+    for step in ("40", "60"):
+        for root, _, files in os.walk(os.path.join(ckpt, step)):
+            for f in files:
+                open(os.path.join(root, f), "wb").write(b"garbage")
+    with pytest.raises(ConfigError, match="unreadable or damaged"):
         run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True, progress=False)
 
 
-def test_diverging_point_is_flagged_and_isolated(digits, capsys):
-    sgd = make_train(TrainConfig(widths=(16,), steps=60, eval_every=20, batch_size=32, optimizer="sgd"), digits)
-    res = run_sweep(sgd, jax.random.key(2), 2, {"learning_rate": [0.05, 1e30]}, progress=False)
+def test_diverging_point_is_flagged_and_isolated(digits):
+    sgd = make_train(dataclasses.replace(CFG, recipe=RecipeConfig(optimizer="sgd", steps=60, batch_size=32)), digits)
+    with pytest.warns(RuntimeWarning, match="seed 0 at grid point 1, seed 1 at grid point 1"):
+        res = run_sweep(sgd, jax.random.key(2), 2, {"learning_rate": [0.05, 1e30]}, progress=False)
     assert res.diverged[:, 1].all() and not res.diverged[:, 0].any()
-    assert "seed 0 at grid point 1, seed 1 at grid point 1" in capsys.readouterr().err
     assert np.isfinite(res.history["train/loss"][:, 0]).all()
     from jaxkd.results import summarize_sweep
 
@@ -76,41 +171,49 @@ def test_diverging_point_is_flagged_and_isolated(digits, capsys):
 
 
 def test_grid_product_and_bad_grids(trainer):
-    g = grid_product(alpha=[0.0, 0.5], temperature=[1.0, 2.0, 4.0])
-    assert len(g["alpha"]) == 6 and sorted(set(g["temperature"])) == [1.0, 2.0, 4.0]
-    with pytest.raises(ConfigError, match="alpha must lie"):
-        run_sweep(trainer, jax.random.key(0), 2, {"alpha": [0.5, 1.5]}, progress=False)
+    g = grid_product(**{"learning_rate": [1e-3, 2e-3], "ce.weight": [1.0, 2.0, 4.0]})
+    assert len(g["learning_rate"]) == 6 and sorted(set(g["ce.weight"])) == [1.0, 2.0, 4.0]
+    with pytest.raises(ConfigError, match="ce.label_smoothing must lie in"):
+        run_sweep(trainer, jax.random.key(0), 2, {"ce.label_smoothing": [0.5, 1.5]}, progress=False)
+    with pytest.raises(ConfigError, match="unknown hyper-parameter 'kd.weight'; sweepable: ce.label_smoothing"):
+        run_sweep(trainer, jax.random.key(0), 2, {"kd.weight": [0.5]}, progress=False)
     with pytest.raises(ConfigError, match="different lengths"):
-        run_sweep(trainer, jax.random.key(0), 2, {"alpha": [0.5], "temperature": [1.0, 2.0]}, progress=False)
+        run_sweep(trainer, jax.random.key(0), 2, {"learning_rate": [0.5], "ce.weight": [1.0, 2.0]}, progress=False)
     with pytest.raises(ConfigError, match="positive integer"):
         run_sweep(trainer, jax.random.key(0), -1, progress=False)
 
 
 SHARDED = r"""
-import json, os, sys
+import json, sys
 import jax, numpy as np
+from jaxkd.config import EvalConfig, ModelConfig, RunConfig
 from jaxkd.data import load_digits
-from jaxkd.sweep import run_sweep, seed_mesh
-from jaxkd.train import TrainConfig, make_train
+from jaxkd.recipes import RecipeConfig
+from jaxkd.sweep import run_sweep
+from jaxkd.train import make_train
 assert jax.device_count() == int(sys.argv[1]), jax.devices()
-trainer = make_train(TrainConfig(widths=(16,), steps=40, eval_every=20, batch_size=32), load_digits())
-res = run_sweep(trainer, jax.random.key(0), 4, {"learning_rate": [1e-3, 3e-3]}, progress=False)
+cfg = RunConfig(model=ModelConfig("mlp", (16,)), recipe=RecipeConfig(steps=40, batch_size=32), eval=EvalConfig(every=20))
+res = run_sweep(make_train(cfg, load_digits()), jax.random.key(0), int(sys.argv[2]),
+                {"learning_rate": [1e-3, 3e-3]}, progress=False)
 leaf = jax.tree.leaves(res.states.params)[0]
-print(json.dumps({"sharded": seed_mesh(4) is not None, "n_shards": len(leaf.sharding.device_set),
+print(json.dumps({"n_shards": len(leaf.sharding.device_set), "shape": list(leaf.shape),
                   "loss": res.history["train/loss"].tolist(), "w": np.asarray(leaf).ravel()[:50].tolist()}))
 """
 
 
-def _run_devices(n):
+def _run_devices(n, seeds):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", SHARDED, str(n)], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", SHARDED, str(n), str(seeds)], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_sharded_sweep_agrees_with_unsharded():
-    one, two = _run_devices(1), _run_devices(2)
-    assert not one["sharded"] and two["sharded"] and two["n_shards"] == 2
+def test_sharded_sweep_agrees_with_unsharded_and_pads_odd_seed_counts():
+    one, two, odd = _run_devices(1, 4), _run_devices(2, 4), _run_devices(2, 3)
+    assert one["n_shards"] == 1 and two["n_shards"] == 2
     np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(two["w"], one["w"], rtol=1e-5, atol=1e-6)
+    # 3 seeds on 2 devices: padded to 4 inside, the first 3 returned, equal to the unpadded runs.
+    assert odd["shape"][:2] == [3, 2]
+    np.testing.assert_allclose(odd["loss"], np.asarray(one["loss"])[:3], rtol=1e-5, atol=1e-6)
