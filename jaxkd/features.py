@@ -76,7 +76,7 @@ def attention_map(f_BxHxWxC, *, p=2):
 
     References: Zagoruyko & Komodakis 2017 (arXiv 1612.03928), eq. 2 and section 3.
     """
-    a_BxHxW = jnp.mean(f_BxHxWxC ** p, axis=-1)
+    a_BxHxW = jnp.mean(jnp.abs(f_BxHxWxC) ** p, axis=-1)
     a_BxN = a_BxHxW.reshape(a_BxHxW.shape[0], -1)
     # max(‖a‖², eps²) under the sqrt equals max(‖a‖, eps) and keeps the gradient finite at a = 0.
     sq_norm_Bx1 = jnp.sum(a_BxN * a_BxN, axis=-1, keepdims=True)
