@@ -38,9 +38,10 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, R
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
 from jaxkd.experiment import compare_to_baseline, train_teacher, write_outputs
+from jaxkd.models import make_model
 from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import run_sweep
-from jaxkd.train import make_train
+from jaxkd.train import check_objective, make_train
 
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
 
@@ -115,6 +116,9 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     key_teacher, key_students = jax.random.split(jax.random.key(config.seed))
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
     trainer_cfg = config.student_config()
+    # Feature names and shapes are checked before the teacher trains (no FLOPs).
+    check_objective(trainer_cfg, *(make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths)
+                                   for m in (config.model, config.teacher_model)))
     teacher, t_result = train_teacher(config.teacher_config(), dataset, key_teacher,
                                       n_seeds=config.n_seeds if config.per_seed_teacher else 1,
                                       per_seed=config.per_seed_teacher, chunk_steps=config.chunk_steps,

@@ -92,10 +92,8 @@ def _set(obj, path: list[str], text: str, full: str):
                 raise ConfigError(f"--set {full}={text}: cannot read {text!r} as {_describe(hint)}") from None
         return dataclasses.replace(obj, **{head: value})
     if isinstance(obj, Mapping):
-        if rest:
-            if head not in obj:
-                raise ConfigError(f"unknown config key {full!r}; this level has: {', '.join(sorted(obj))}")
-            return {**obj, head: _set(obj[head], rest, text, full)}
+        if rest:  # a new name adds an entry (a new objective term), validated with the rest
+            return {**obj, head: _set(obj.get(head, {}), rest, text, full)}
         return {**obj, head: _parse_like(obj.get(head), text, full)}
     raise ConfigError(f"unknown config key {full!r}: {'.'.join(path)} is below a plain value")
 

@@ -8,15 +8,16 @@ Conventions (shared by every function here):
 * KL terms are forward KL(target ‖ student), **summed over classes**, and
   multiplied by T² so that the gradient scale does not depend on T
   (Hinton et al. 2015, arXiv 1503.02531).
-* In :func:`kd_objective`, ``alpha`` weights the KD term:
-  ``(1 - alpha) * CE + alpha * T² * KL``.
+* Weights live in the objective (:mod:`jaxkd.terms`): the classic mixture
+  ``(1 - alpha) * CE + alpha * T² * KL`` is ``ce`` weight ``1 - alpha`` and
+  ``kd`` weight ``alpha``.
 
 Mapping to other codebases: torchdistill's ``KDLoss`` and RepDistiller's
 ``DistillKL`` compute ``kl_div(log_softmax(s/T), softmax(t/T),
 reduction='batchmean') * T²``, i.e. the batch mean of :func:`kd_loss`.
-RepDistiller's ``-r`` (CE weight) and ``-a`` (KD weight) are ``1 - alpha``
-and ``alpha`` here; torchdistill's ``alpha`` multiplies the soft term as
-here.
+RepDistiller's ``-r`` (CE weight) and ``-a`` (KD weight) are the ``ce`` and
+``kd`` term weights; torchdistill's ``alpha`` multiplies the soft term as
+the ``kd`` weight does.
 
 :func:`dkd_loss` and :func:`dist_loss` follow the same conventions; their
 docstrings give the mapping to mdistiller's ``DKD`` and DIST's official code.
@@ -176,45 +177,3 @@ def dist_loss(student_logits_BxC, teacher_logits_BxC, *, beta, gamma, temperatur
     inter_B = 1.0 - _pearson(p_s_BxC, p_t_BxC, axis=1)
     intra = 1.0 - jnp.mean(_pearson(p_s_BxC, p_t_BxC, axis=0))
     return temperature**2 * (beta * inter_B + gamma * intra)
-
-
-def kd_objective(student_logits, teacher_logits, labels, *, alpha, temperature, axis=-1):
-    """The CE/KD mixture ``(1 - alpha) * CE + alpha * T² * KL``, per example.
-
-    Args:
-      student_logits: ``[..., C]``.
-      teacher_logits: ``[..., C]`` or ``None`` (then only CE is used and
-        ``alpha`` must be 0 for the objective to make sense).
-      labels: integer labels ``[...]``.
-      alpha: weight of the KD term, in [0, 1]; ``alpha = 0`` is plain CE,
-        ``alpha = 1`` is pure distillation.
-      temperature: T > 0, applied to both student and teacher in the KD term
-        only (the CE term uses T = 1).
-
-    Returns:
-      ``(total, terms)`` where ``terms = {"ce": ..., "kd": ...}`` holds the
-      unweighted per-example terms (so each can be logged) and ``total`` is
-      their weighted sum.
-    """
-    ce = cross_entropy(student_logits, labels, axis=axis)
-    if teacher_logits is None:
-        kd = jnp.zeros_like(ce)
-    else:
-        kd = kd_loss(student_logits, teacher_logits, temperature=temperature, axis=axis)
-    total = (1.0 - alpha) * ce + alpha * kd
-    return total, {"ce": ce, "kd": kd}
-
-
-def ce_objective(student_logits, teacher_logits, labels, *, alpha, temperature, axis=-1):
-    """Plain cross-entropy with the objective signature; teacher, alpha and T are ignored.
-
-    Returns ``(ce, {"ce": ce})``, per example.
-    """
-    del teacher_logits, alpha, temperature
-    ce = cross_entropy(student_logits, labels, axis=axis)
-    return ce, {"ce": ce}
-
-
-# Training objectives by name: ``fn(student_logits, teacher_logits, labels, *, alpha, temperature)
-# -> (total, {term: value})``, all per example.
-OBJECTIVES = {"kd": kd_objective, "ce": ce_objective}

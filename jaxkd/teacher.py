@@ -47,12 +47,6 @@ class Teacher:
         logits, feats, _ = self.model.apply(params, rest, x, train=False)
         return logits, feats
 
-    def spec(self, x_spec):
-        """Shapes of ``(logits, features)`` for an input spec (one model, no seed axis)."""
-        one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), self.inputs) if self.per_seed \
-            else self.inputs
-        return jax.eval_shape(self.apply, one, x_spec)
-
     def content_hash(self) -> str:
         """SHA-256 of the parameters and state: the teacher's identity in fingerprints."""
         h = hashlib.sha256(f"{self.model.name}:{self.per_seed}".encode())

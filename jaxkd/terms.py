@@ -33,10 +33,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxkd import features, losses
 from jaxkd.errors import ConfigError, check, check_value
+
 
 def _no_params(key, student_spec, teacher_spec):
     del key, student_spec, teacher_spec

@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxkd import recipes
 from jaxkd.config import RunConfig
@@ -278,6 +277,41 @@ class Trainer:
         return self.advance(self.init(init_key, data_key), hparams, self.data, tin, self.steps)
 
 
+def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: FunctionalModel | None):
+    """Check the objective against the student and teacher models before any work; returns their specs.
+
+    One ``ConfigError`` for a term that needs a teacher without one, a
+    feature name a model does not have, feature shapes a term cannot pair,
+    or teacher and student class counts that differ. Costs no FLOPs
+    (``eval_shape``).
+    """
+    terms, _ = config.objective.build()
+    x_spec = jax.ShapeDtypeStruct((config.recipe.batch_size, *model.in_shape), jnp.float32)
+
+    def spec_of(m):
+        return jax.eval_shape(lambda k, x: m.apply(*m.init(k), x, train=False)[:2], jax.random.key(0), x_spec)
+
+    s_spec = spec_of(model)
+    needs_teacher = [n for n, t in terms.items() if t.needs_teacher]
+    t_spec = None
+    if teacher_model is None:
+        check(not needs_teacher, f"the objective's term(s) {', '.join(needs_teacher)} need a teacher; "
+                                 "pass one (or drop those terms)")
+    else:
+        t_spec = spec_of(teacher_model)
+        check(t_spec[0].shape[-1] == s_spec[0].shape[-1],
+              f"teacher has {t_spec[0].shape[-1]} classes but the student's data has {s_spec[0].shape[-1]}; "
+              "distil from a teacher trained on the same label set")
+    for i, term in enumerate(terms.values()):
+        for f in term.student_features:
+            check(f in s_spec[1], f"the student has no feature {f!r}; it has: {', '.join(sorted(s_spec[1]))}")
+        if t_spec is not None:
+            for f in term.teacher_features:
+                check(f in t_spec[1], f"the teacher has no feature {f!r}; it has: {', '.join(sorted(t_spec[1]))}")
+        jax.eval_shape(lambda k, t=term: t.init(k, s_spec, t_spec), jax.random.key(i))
+    return s_spec, t_spec
+
+
 def _teacher_inputs(teacher: Teacher, live: bool, data: dict, prepare, splits, batch_size: int):
     """Teacher arrays for the step: parameters if live, and eval-mode logits on ``splits``."""
 
@@ -328,31 +362,16 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     def prepare(x):
         return normalize(x, mean, std)
 
-    x_spec = jax.ShapeDtypeStruct((rc.batch_size, *dataset.in_shape), jnp.float32)
-    s_spec = jax.eval_shape(lambda k, x: model.apply(*model.init(k), x, train=True)[:2], jax.random.key(0), x_spec)
-
-    needs_teacher = [n for n, t in terms.items() if t.needs_teacher]
+    s_spec, t_spec = check_objective(config, model, teacher.model if teacher is not None else None)
     if teacher is None:
-        check(not needs_teacher, f"the objective's term(s) {', '.join(needs_teacher)} need a teacher; "
-                                 "pass one (or drop those terms)")
-        t_spec, live, tin = None, False, None
+        live, tin = False, None
     else:
-        t_spec = teacher.spec(x_spec)
-        check(t_spec[0].shape[-1] == dataset.num_classes,
-              f"teacher has {t_spec[0].shape[-1]} classes but the student's data has {dataset.num_classes}; "
-              "distil from a teacher trained on the same label set")
         reads_features = any(t.teacher_features for t in terms.values())
         mode = config.teacher
         if mode == "cached":
             check(not config.data.augmented, "a cached teacher cannot see augmented inputs; use teacher=live")
             check(not reads_features, "terms that read teacher features need teacher=live")
         live = mode == "live" or (mode == "auto" and (config.data.augmented or reads_features))
-    # Term init checks feature names and shapes against the specs (one-line errors).
-    for i, term in enumerate(terms.values()):
-        jax.eval_shape(lambda k, t=term: t.init(k, s_spec, t_spec), jax.random.key(i))
-        for f in term.student_features:
-            check(f in s_spec[1], f"the student has no feature {f!r}; it has: {', '.join(sorted(s_spec[1]))}")
-
     data = {k: jnp.asarray(v) for k, v in data_np.items()}
     if teacher is not None:
         splits = sorted(set(needed) | ({"train"} if not live else set()))

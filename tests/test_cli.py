@@ -17,16 +17,24 @@ def _err(capsys):
     "argv,match",
     [
         (["run", "nope"], "unknown experiment 'nope'"),
-        (["run", "digits_kd", "--set", "alpha=1.5"], "alpha must lie in [0, 1]"),
-        (["run", "digits_kd", "--set", "temperature=0"], "temperature must be positive"),
-        (["run", "digits_kd", "--set", "temperature_grid=2,-1"], "temperature must be positive"),
+        (["run", "digits_kd", "--set", "objective.kd.weight=-1"], "kd.weight must be >= 0"),
+        (["run", "digits_kd", "--set", "objective.kd.temperature=0"], "kd.temperature must be positive"),
+        (["run", "digits_kd", "--set", "objective.terms.kd.temperature=0"], "kd.temperature must be positive"),
+        (["run", "digits_kd", "--set", "temperature_grid=2,-1"], "kd.temperature must be positive"),
+        (["run", "digits_kd", "--set", "temperature_grid=4"], "repeats a temperature"),
+        (["run", "digits_kd", "--set", "temperature_grid="], "cannot read ''"),
         (["run", "digits_kd", "--seeds", "-2"], "--seeds must be a positive integer"),
         (["run", "digits_kd", "--seeds", "0"], "--seeds must be a positive integer"),
-        (["run", "digits_kd", "--set", "student_model=resnet"], "unknown model 'resnet'"),
-        (["run", "digits_kd", "--set", "dataset=imagenet"], "unknown dataset 'imagenet'"),
+        (["run", "digits_kd", "--set", "model.name=resnet"], "unknown model 'resnet'"),
+        (["run", "digits_kd", "--set", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),
         (["run", "digits_kd", "--set", "nokey=1"], "unknown config key 'nokey'"),
-        (["run", "digits_kd", "--set", "loss=dkd9"], "unknown loss 'dkd9'"),
-        (["run", "digits_kd", "--set", "steps=abc"], "cannot read 'abc'"),
+        (["run", "digits_kd", "--set", "recipe.lr=1"], "unknown config key 'recipe.lr'; valid keys: recipe.batch_size"),
+        (["run", "digits_kd", "--set", "objective.kd.temp=1"], "has no option 'temp'"),
+        (["run", "digits_methods", "--set", "objective.nope.weight=1"], "unknown term 'nope'"),
+        (["run", "digits_methods", "--set", "objective.fitnet.student=block9"], "student has no feature 'block9'"),
+        (["run", "digits_methods", "--set", "objective.at.teacher=block0,pooled"], "must both be spatial maps"),
+        (["run", "digits_kd", "--set", "recipe.steps=abc"], "cannot read 'abc' as an integer or none"),
+        (["run", "digits_kd", "--set", "recipe.optimizer=lion9"], "unknown optimizer 'lion9'"),
         (["run", "digits_kd", "--preset", "huge"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -60,8 +68,12 @@ def test_run_writes_results_and_a_failed_resume_keeps_them(tmp_path, capsys):
             if f != "fingerprint.json":
                 (tmp_path / root / f).write_bytes(b"junk")
     assert main([*args, "--resume"]) == 2
-    assert "unreadable" in _err(capsys)
+    assert "unreadable or damaged" in _err(capsys)
     assert (out / "summary.json").read_text() == summary
+    # Without --resume or --overwrite the earlier checkpoints are not replaced.
+    assert main(args) == 2
+    assert "--resume to continue it or --overwrite" in _err(capsys)
+    assert main([*args, "--overwrite"]) == 0
 
 
 def test_list_and_help(capsys):

@@ -43,8 +43,7 @@ def test_predict_matches_each_member_and_the_sweeps_evaluation(sweep, digits):
     assert out["logits"].shape == (4, n, 10) and out["features"]["block0"].shape == (4, n, 8, 8, 4)
     for m, member in enumerate(ens.members):
         s, g = member["seed"], member["grid_point"]
-        params = jax.tree.map(lambda a: a[s, g], result.states.params["model"])
-        rest = jax.tree.map(lambda a: a[s, g], result.states.rest)
+        params, rest = jax.tree.map(lambda a, s=s, g=g: a[s, g], (result.states.params["model"], result.states.rest))
         ref = trainer.model.apply(params, rest, digits.x_test, train=False)[0]
         np.testing.assert_allclose(out["logits"][m], ref, rtol=1e-5, atol=1e-5)
         acc = np.mean(np.argmax(out["logits"][m], -1) == digits.y_test)

@@ -192,7 +192,8 @@ from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import run_sweep
 from jaxkd.train import make_train
 assert jax.device_count() == int(sys.argv[1]), jax.devices()
-cfg = RunConfig(model=ModelConfig("mlp", (16,)), recipe=RecipeConfig(steps=40, batch_size=32), eval=EvalConfig(every=20))
+cfg = RunConfig(model=ModelConfig("mlp", (16,)), recipe=RecipeConfig(steps=40, batch_size=32),
+                eval=EvalConfig(every=20))
 res = run_sweep(make_train(cfg, load_digits()), jax.random.key(0), int(sys.argv[2]),
                 {"learning_rate": [1e-3, 3e-3]}, progress=False)
 leaf = jax.tree.leaves(res.states.params)[0]
