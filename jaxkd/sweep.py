@@ -16,6 +16,7 @@ same state; per-step randomness comes from ``fold_in``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import sys
 import warnings
@@ -95,6 +96,10 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(flags), axis=0)
 
 
+def _default_width():
+    return 1 if jax.default_backend() == "cpu" else None
+
+
 def _pad_seeds(tree, n: int):
     """Repeat the last entry of the leading axis up to length ``n``."""
     return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n - a.shape[0], axis=0)]), tree)
@@ -108,9 +113,19 @@ class SweepProgram:
     sharded and the data and grid are replicated. When the seed count does
     not divide over the devices, the seed axis is padded (``S'`` ≥ ``S``,
     copies of the last seed) and the padding is dropped from results.
+
+    Each device advances its own block of seeds (``shard_map``); within a
+    device the runs are vectorised ``vmap_width`` at a time: ``None`` vmaps
+    all of them at once, ``1`` runs them one after another inside the same
+    program (``lax.map``), ``k`` in groups of k. ``"auto"`` is ``None`` on
+    accelerators and ``1`` on CPU, where vmapped convolutions become grouped
+    convolutions that XLA's CPU backend runs about 1.7x slower than a loop
+    (benchmarks/RESULTS.md). Every choice gives the same numbers up to float
+    round-off.
     """
 
-    def __init__(self, trainer: Trainer, n_seeds: int, grid: dict | None = None, *, shard: bool = True):
+    def __init__(self, trainer: Trainer, n_seeds: int, grid: dict | None = None, *, shard: bool = True,
+                 vmap_width: int | None | str = "auto"):
         self.trainer, self.n_seeds = trainer, int(n_seeds)
         self.grid = _full_grid(trainer, grid)
         self.grid_size = g = len(next(iter(self.grid.values())))
@@ -144,11 +159,40 @@ class SweepProgram:
             return jax.tree.map(lambda x: jnp.broadcast_to(x, (g, *x.shape)), state)
 
         self.init_fn = jax.jit(jax.vmap(init_one), out_shardings=seed_sharding)
-        advance_grid = jax.vmap(trainer.advance, in_axes=(0, 0, None, None, None))
-        self.advance_fn = jax.jit(
-            jax.vmap(advance_grid, in_axes=(0, None, None, 0 if per_seed else None, None)),
-            static_argnums=4, donate_argnums=0,
-        )
+        self.per_seed = per_seed
+        self.vmap_width = _default_width() if vmap_width == "auto" else vmap_width
+        self._advance_fns = {}
+
+    def _local_advance(self, states, hp, data, tin, num_steps: int):
+        """Advance one device's block of runs (leaves ``[S_local, G, ...]``)."""
+        trainer, g, per_seed, width = self.trainer, self.grid_size, self.per_seed, self.vmap_width
+        if width is None:  # one vmap over seeds and grid points
+            adv_g = jax.vmap(trainer.advance, in_axes=(0, 0, None, None, None))
+            adv = jax.vmap(adv_g, in_axes=(0, None, None, 0 if per_seed else None, None))
+            return adv(states, hp, data, tin, num_steps)
+        s_local = jax.tree.leaves(states)[0].shape[0]
+        flat = jax.tree.map(lambda a: a.reshape(s_local * g, *a.shape[2:]), states)
+
+        def one(args):
+            state, i = args
+            h = jax.tree.map(lambda v: v[i % g], hp)
+            t = jax.tree.map(lambda v: v[i // g], tin) if per_seed else tin
+            return trainer.advance(state, h, data, t, num_steps)
+
+        new, hist = jax.lax.map(one, (flat, jnp.arange(s_local * g)), batch_size=width if width > 1 else None)
+        unflat = lambda a: a.reshape(s_local, g, *a.shape[1:])  # noqa: E731
+        return jax.tree.map(unflat, new), jax.tree.map(unflat, hist)
+
+    def _advance_fn(self, num_steps: int):
+        fn = self._advance_fns.get(num_steps)
+        if fn is None:
+            local = functools.partial(self._local_advance, num_steps=num_steps)
+            if self.mesh is not None:  # each device advances its own seeds; nothing is gathered
+                local = jax.shard_map(local, mesh=self.mesh, check_vma=False,
+                                      in_specs=(P("seed"), P(), P(), P("seed") if self.per_seed else P()),
+                                      out_specs=(P("seed"), P("seed")))
+            fn = self._advance_fns[num_steps] = jax.jit(local, donate_argnums=0)
+        return fn
 
     def seed_keys(self, key):
         """The sweep's per-seed keys ``split(key, S)``, padded for sharding."""
@@ -161,7 +205,7 @@ class SweepProgram:
 
     def advance(self, states: TrainState, num_steps: int):
         """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``)."""
-        return self.advance_fn(states, self.hparams, self.data, self.teacher_inputs, num_steps)
+        return self._advance_fn(num_steps)(states, self.hparams, self.data, self.teacher_inputs)
 
 
 def run_sweep(
@@ -176,6 +220,7 @@ def run_sweep(
     overwrite: bool = False,
     fingerprint: dict | None = None,
     shard: bool = True,
+    vmap_width: int | None | str = "auto",
     progress: bool = True,
     desc: str = "sweep",
 ) -> SweepResult:
@@ -194,6 +239,7 @@ def run_sweep(
       overwrite: replace the checkpoints of an earlier sweep in ``checkpoint_dir``.
       fingerprint: extra description stored with the checkpoints.
       shard: shard the seed axis over devices when more than one is present.
+      vmap_width: how many runs one device vectorises at a time (see :class:`SweepProgram`).
     """
     check(isinstance(n_seeds, (int, np.integer)) and n_seeds > 0, f"--seeds must be a positive integer, got {n_seeds}")
     total, every = trainer.steps, trainer.eval_every
@@ -205,7 +251,7 @@ def run_sweep(
     )
     if resume and checkpoint_dir is None:
         raise ConfigError("--resume needs a checkpoint directory")
-    program = SweepProgram(trainer, n_seeds, grid, shard=shard)
+    program = SweepProgram(trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width)
     s_pad = program.padded_seeds
     full_fingerprint = {
         **trainer.fingerprint, "key": np.asarray(jax.random.key_data(key)).tolist(), "n_seeds": int(n_seeds),
