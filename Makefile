@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/jaxkd run digits_kd --preset default --out results/digits_kd
+	$(BIN)/jaxkd run digits_methods --preset default --out results/digits_methods
 	$(BIN)/jaxkd run spectral_kd --preset default --out results/spectral_kd
 	$(BIN)/jaxkd run spectral_w2s --preset default --out results/spectral_w2s
 
@@ -25,6 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py --out benchmarks/results/sweep.json
+	$(BIN)/python benchmarks/engine.py --out benchmarks/results/engine.json
 	$(BIN)/python benchmarks/theory.py --out benchmarks/results/theory.json
 
 clean:

@@ -44,7 +44,7 @@ def _cmd_run(args) -> int:
     if args.seeds is not None and args.seeds <= 0:
         raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}")
     config = apply_overrides(mod.PRESETS[args.preset], args.set or [], n_seeds=args.seeds)
-    out = args.out or os.path.join("results", args.experiment)
+    out = args.out or os.path.join("results", args.experiment, args.preset)
     check_writable(out)
     start = time.perf_counter()
     mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="name from `jaxkd list`")
     p.add_argument("--preset", choices=PRESET_NAMES, default="default")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the preset)")
-    p.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT)")
+    p.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT/PRESET)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run in --out")

@@ -277,3 +277,18 @@ def test_bad_config_parts(part, kwargs, match):
 def test_eval_interval_must_divide_the_run(digits):
     with pytest.raises(ConfigError, match="must divide the run's 40 steps"):
         make_train(dataclasses.replace(CE, eval=EvalConfig(every=7)), digits)
+
+
+def test_uint8_images_are_normalised_on_device(digits):
+    from jaxkd.data import Dataset
+
+    to8 = lambda x: np.round(x * 255).astype(np.uint8)  # noqa: E731
+    ds = Dataset("digits", to8(digits.x_train)[..., None], digits.y_train, to8(digits.x_test)[..., None],
+                 digits.y_test, num_classes=10, mean=(0.3,), std=(0.4,))
+    trainer = make_train(dataclasses.replace(CE, model=ModelConfig("cnn2d", (4, 4))), ds)
+    assert trainer.data["x_train"].dtype == jnp.uint8
+    batch = trainer.train_batch(trainer.data, jnp.arange(5), jax.random.key(0))
+    raw = np.asarray(trainer.data["x_train"][:5], np.float64)
+    np.testing.assert_allclose(batch["x"], (raw / 255 - 0.3) / 0.4, rtol=1e-5, atol=1e-6)
+    _, hist = jax.jit(trainer.run)(jax.random.key(0))
+    assert np.isfinite(hist["test/loss"]).all()

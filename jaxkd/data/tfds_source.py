@@ -29,7 +29,9 @@ def _find_version_dir(name: str, data_dir: str) -> str | None:
 def load_tfds(name: str, *, data_dir: str | None = None, train_split="train", test_split="test") -> Dataset:
     """Load a prepared array_record tfds dataset fully into host memory.
 
-    Images are scaled to [0, 1] float32 when stored as uint8.
+    uint8 images stay uint8 (4x less memory on device); the trainer scales
+    them to [0, 1] and normalises them on the fly with the per-channel mean
+    and std of the training split, which are recorded on the Dataset.
 
     Raises:
       ConfigError: the dataset is not prepared under ``data_dir`` or is not in
@@ -60,12 +62,15 @@ def load_tfds(name: str, *, data_dir: str | None = None, train_split="train", te
         records = src.__getitems__(list(range(len(src))))
         x = np.stack([np.asarray(r[image_key]) for r in records])
         y = np.asarray([r[label_key] for r in records], np.int32)
-        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-        return x, y
+        return (x if x.dtype == np.uint8 else x.astype(np.float32)), y
 
     x_tr, y_tr = read(train_split)
     x_te, y_te = read(test_split)
-    return Dataset(f"tfds:{name}", x_tr, y_tr, x_te, y_te, num_classes=num_classes)
+    mean = std = None
+    if x_tr.dtype == np.uint8:
+        scaled = x_tr.reshape(-1, x_tr.shape[-1]).astype(np.float64) / 255.0
+        mean, std = tuple(scaled.mean(0).tolist()), tuple(scaled.std(0).tolist())
+    return Dataset(f"tfds:{name}", x_tr, y_tr, x_te, y_te, num_classes=num_classes, mean=mean, std=std)
 
 
 def prepare(name: str, *, data_dir: str | None = None) -> str:
