@@ -39,10 +39,11 @@ def to_png(fig) -> bytes:
 def bar_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_label=None):
     """Bars at the seed mean with 95% CI error bars; ``summaries`` from :func:`jaxkd.stats.summarize`."""
     mean = np.array([s["mean"] for s in summaries])
-    lo = mean - np.array([s["ci_low"] for s in summaries])
-    hi = np.array([s["ci_high"] for s in summaries]) - mean
+    # With one seed the CI is undefined (NaN): draw the bar without an error bar.
+    lo = np.nan_to_num(mean - np.array([s["ci_low"] for s in summaries], float))
+    hi = np.nan_to_num(np.array([s["ci_high"] for s in summaries], float) - mean)
     x = np.arange(len(labels))
-    ax.bar(x, mean, yerr=np.nan_to_num(np.stack([lo, hi])), capsize=3, color="C0", alpha=0.8)
+    ax.bar(x, mean, yerr=np.stack([lo, hi]), capsize=3, color="C0", alpha=0.8)
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     if reference is not None:

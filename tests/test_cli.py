@@ -76,6 +76,15 @@ def test_run_writes_results_and_a_failed_resume_keeps_them(tmp_path, capsys):
     assert main([*args, "--overwrite"]) == 0
 
 
+def test_one_seed_runs_and_reports_no_ci(tmp_path, capsys):
+    out = tmp_path / "one"
+    assert main(["run", "digits_kd", "--preset", "smoke", "--seeds", "1", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    acc = summary["conditions"]["kd"]["test/acc"]["selected"]
+    assert acc["n"] == 1 and acc["ci_low"] is None and acc["std"] is None and 0 <= acc["mean"] <= 1
+    assert "NaN" not in (out / "summary.json").read_text()
+
+
 def test_list_and_help(capsys):
     assert main(["list"]) == 0
     assert "digits_kd" in capsys.readouterr().out
