@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/jaxkd run digits_kd --preset default --out results/digits_kd
-	$(BIN)/jaxkd run digits_methods --preset default --out results/digits_methods
-	$(BIN)/jaxkd run spectral_kd --preset default --out results/spectral_kd
-	$(BIN)/jaxkd run spectral_w2s --preset default --out results/spectral_w2s
+	$(BIN)/jaxkd run digits_kd --preset default --out results/digits_kd --overwrite
+	$(BIN)/jaxkd run digits_methods --preset default --out results/digits_methods --overwrite
+	$(BIN)/jaxkd run spectral_kd --preset default --out results/spectral_kd --overwrite
+	$(BIN)/jaxkd run spectral_w2s --preset default --out results/spectral_w2s --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -46,6 +46,9 @@ def _cmd_run(args) -> int:
     config = apply_overrides(mod.PRESETS[args.preset], args.set or [], n_seeds=args.seeds)
     out = args.out or os.path.join("results", args.experiment, args.preset)
     check_writable(out)
+    if os.path.exists(os.path.join(out, "summary.json")) and not (args.overwrite or args.resume):
+        raise ConfigError(f"{os.path.abspath(out)} already holds complete results; pass --overwrite to replace "
+                          "them or choose another --out")
     start = time.perf_counter()
     mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"jaxkd: {args.experiment} ({args.preset}) finished in {time.perf_counter() - start:.1f} s; "
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT/PRESET)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the results and checkpoints of an earlier run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_run)
 

@@ -70,9 +70,9 @@ def test_run_writes_results_and_a_failed_resume_keeps_them(tmp_path, capsys):
     assert main([*args, "--resume"]) == 2
     assert "unreadable or damaged" in _err(capsys)
     assert (out / "summary.json").read_text() == summary
-    # Without --resume or --overwrite the earlier checkpoints are not replaced.
+    # Without --resume or --overwrite complete results are not replaced.
     assert main(args) == 2
-    assert "--resume to continue it or --overwrite" in _err(capsys)
+    assert "already holds complete results; pass --overwrite" in _err(capsys)
     assert main([*args, "--overwrite"]) == 0
 
 
