@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT/PRESET)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the results and checkpoints of an earlier run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results and checkpoints of an earlier run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_run)
 
