@@ -58,6 +58,9 @@ class Term:
       eval_update: optional ``(state, logits_NxC, labels_N, hp) -> state``.
       eval_split: split whose predictions feed ``eval_update``.
       decay_aux: whether weight decay applies to the aux params.
+      ramp_steps: the weight grows linearly from 0 to its value over this many
+        steps (``min(step / ramp_steps, 1)``; mdistiller's DKD warm-up is 20
+        epochs); 0 = constant weight. Set with the option ``ramp_steps``.
     """
 
     kind: str
@@ -71,6 +74,7 @@ class Term:
     eval_update: Callable[..., Any] | None = None
     eval_split: str = "val"
     decay_aux: bool = True
+    ramp_steps: int = 0
 
 
 # --- logit terms ---------------------------------------------------------------------------------
@@ -290,15 +294,17 @@ def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, f
     if kind not in TERMS:
         raise ConfigError(f"unknown term {kind!r}; choose one of: {', '.join(sorted(TERMS))}")
     weight = options.pop("weight", 1.0)
+    ramp = options.pop("ramp_steps", 0)
+    check(float(ramp) == int(ramp) and int(ramp) >= 0, f"{name}.ramp_steps must be a non-negative integer, got {ramp}")
     factory = TERMS[kind]
     params = inspect.signature(factory).parameters
     for key in options:
         if key not in params:
             raise ConfigError(f"term {name!r} ({kind}) has no option {key!r}; valid: "
-                              f"{', '.join(['kind', 'weight', *params])}")
+                              f"{', '.join(['kind', 'weight', 'ramp_steps', *params])}")
     floats = {k: options.pop(k) for k in list(options) if params[k].annotation in (float, "float")}
     try:
-        term = factory(**options)
+        term = dataclasses.replace(factory(**options), ramp_steps=int(ramp))
     except TypeError as err:
         raise ConfigError(f"term {name!r} ({kind}): {err}") from None
     values = {"weight": float(weight), **{k: float(v) for k, v in term.hparams.items()},

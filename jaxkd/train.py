@@ -189,7 +189,10 @@ class Trainer:
             values, new_state[name] = term.apply(params["terms"][name], state.term_state[name], (logits, feats),
                                                  t_out, batch, jax.random.fold_in(key, i), term_hp)
             means[name] = jnp.mean(values)
-            total = total + hp[f"{name}.weight"] * means[name]
+            weight = hp[f"{name}.weight"]
+            if term.ramp_steps:
+                weight = weight * jnp.minimum(state.step.astype(jnp.float32) / term.ramp_steps, 1.0)
+            total = total + weight * means[name]
         return total, (rest, new_state, means)
 
     def train_step(self, state: TrainState, hp, data, tin, idx):

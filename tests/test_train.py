@@ -292,3 +292,17 @@ def test_uint8_images_are_normalised_on_device(digits):
     np.testing.assert_allclose(batch["x"], (raw / 255 - 0.3) / 0.4, rtol=1e-5, atol=1e-6)
     _, hist = jax.jit(trainer.run)(jax.random.key(0))
     assert np.isfinite(hist["test/loss"]).all()
+
+
+def test_term_weight_ramp(digits, teacher):
+    obj = ObjectiveConfig({"ce": {"weight": 1.0}, "kd": {"weight": 2.0, "ramp_steps": 10}})
+    trainer = make_train(dataclasses.replace(CFG, objective=obj), digits, teacher)
+    state = trainer.init(jax.random.key(0), jax.random.key(1))
+    batch = trainer.train_batch(trainer.data, jnp.arange(32), jax.random.key(0))
+    t_out = trainer.teacher_train_out(trainer.teacher_inputs, batch)
+    for step, factor in ((0, 0.0), (4, 0.4), (10, 1.0), (25, 1.0)):
+        s = state._replace(step=jnp.int32(step))
+        total, (_, _, means) = trainer.loss(s.params, s, trainer.hparams(), batch, t_out, jax.random.key(0))
+        np.testing.assert_allclose(total, means["ce"] + 2.0 * factor * means["kd"], rtol=1e-6)
+    with pytest.raises(ConfigError, match="ramp_steps must be a non-negative integer"):
+        ObjectiveConfig({"kd": {"ramp_steps": -3}})
