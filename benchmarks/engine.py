@@ -35,22 +35,23 @@ FLOP counts (XLA ``cost_analysis()``): XLA counts the body of a loop
 ``advance`` therefore counts one training step, one evaluation and the epoch
 permutations (drawn before the loop) of each run it *vectorises*: all of a
 device's runs under vmap, one under lax.map, not ``--steps`` steps.
-``lowered_cost`` is the whole program before XLA optimises it (all devices);
-``compiled_cost`` is what one device runs after optimisation and partitioning
-(dead code removed). Per-step costs come from one run's compiled
-``jit(trainer.train_step)`` (``one_run_costs``, with ``evaluate`` and
-``epoch_permutations``); ``compiled_flops_expected`` = vectorised runs ×
-(step + evaluation + permutations) is what a device's program should count
-if nothing is duplicated across devices, and
+``lowered_cost`` is XLA's count before optimisation (under ``shard_map``
+already one device's share); ``compiled_cost`` is what one device runs after
+optimisation (dead code removed: a live teacher whose outputs no term reads
+costs nothing). Per-step costs come from one run's compiled
+``jit(trainer.train_step)`` (``step_costs``). The sharded ``@map`` program
+counts exactly one run (step + evaluation + permutations), so
+``compiled_flops_expected`` = vectorised runs × that count is what a device's
+program should count if nothing is duplicated across devices, and
 ``sharded_per_device_over_unsharded_flops`` should be 1/devices (the old
 GSPMD path gave 0.61 for the vmapped CNN: its convolutions ran on both devices).
 
-Usage::
+Usage (the recorded run; the default ``--steps 50`` takes about 9 minutes)::
 
-    python benchmarks/engine.py --out benchmarks/results/engine.json
-    python benchmarks/engine.py --seeds 2 --steps 10 --repeats 1 --teacher-steps 10 --no-context   # smoke
+    python benchmarks/engine.py --steps 20 --out benchmarks/results/engine.json
 
-Expected runtime on an idle 2-core CPU: about 7 minutes (most of it compiling 25 programs).
+Expected runtime on an idle 2-core CPU: about 7.5 minutes, two thirds of it
+building trainers and compiling the 25 programs, which no flag shrinks much.
 """
 
 from __future__ import annotations
@@ -126,17 +127,13 @@ def _memory(compiled):
     return {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp")}
 
 
-def one_run_costs(trainer) -> dict:
-    """Compiled costs of one run's pieces: a training step, an evaluation, the permutations of one advance."""
+def step_cost(trainer) -> dict:
+    """Compiled cost of one run's training step, ``jit(trainer.train_step)`` (per step, no loop)."""
     state = trainer.init(*jax.random.split(jax.random.key(0)))
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in trainer.hparams().items()}
     idx = jnp.arange(trainer.batch_size, dtype=jnp.int32)
     step = jax.jit(trainer.train_step).lower(state, hp, trainer.data, trainer.teacher_inputs, idx).compile()
-    ev = jax.jit(trainer.evaluate).lower(state, hp, trainer.data, trainer.teacher_inputs).compile()
-    n_perms = ARGS.steps // trainer.steps_per_epoch + 2  # what Trainer.advance draws
-    perms = jax.jit(trainer.epoch_permutations, static_argnums=2).lower(state.perm_key, 0, n_perms).compile()
-    return {"train_step": {**_cost(step.cost_analysis()), "memory": _memory(step)},
-            "evaluate": _cost(ev.cost_analysis()), "epoch_permutations": _cost(perms.cost_analysis())}
+    return {**_cost(step.cost_analysis()), "memory": _memory(step)}
 
 
 class Program:
@@ -164,8 +161,8 @@ class Program:
             self.args = (self.prog.hparams, self.prog.data, self.prog.teacher_inputs)
             self.states = self.prog.init(key)
             # The program prog.advance(states, n) runs, compiled ahead of time so that its cost can be read and
-            # the timed calls run exactly it (SweepProgram has no public handle on it: _advance_fn).
-            lower = lambda: self.prog._advance_fn(n).lower(self.states, *self.args)  # noqa: E731
+            # the timed calls run exactly it (SweepProgram.advance_program).
+            lower = lambda: self.prog.advance_program(n).lower(self.states, *self.args)  # noqa: E731
             self.vectorised_runs = 1 if vmap_width == 1 else self.runs // self.devices
         t = time.perf_counter()
         lowered = lower()
@@ -191,21 +188,16 @@ class Program:
             jax.block_until_ready(self.states)
         return time.perf_counter() - t
 
-    def result(self, one_run) -> dict:
+    def result(self) -> dict:
         med = statistics.median(self.times)
         per_step = med / ARGS.steps
-        piece = sum(one_run[k]["flops"] for k in ("train_step", "evaluate", "epoch_permutations"))
-        expected = self.vectorised_runs * piece
-        compiled = (self.compiled_cost or {}).get("flops")
         return {"seconds_per_advance": med, "seconds_all": self.times, "seconds_per_step": per_step,
                 "seconds_per_run_step": per_step / self.runs, "runs": self.runs, "grid_points": self.grid_size,
                 "devices": self.devices, "vmap_width": self.vmap_width, "vectorised_runs": self.vectorised_runs,
                 "sharded": self.sharded, "loop": self.loop, "teacher_live": self.trainer.teacher_live,
                 "augmented": self.trainer.config.data.augmented, "terms": list(self.trainer.terms),
                 "lower_s": self.lower_s, "compile_s": self.compile_s, "first_call_s": self.first_call_s,
-                "lowered_cost": self.lowered_cost, "compiled_cost": self.compiled_cost, "memory": self.memory,
-                "compiled_flops_expected": expected,
-                "compiled_flops_over_expected": compiled / expected if compiled else None}
+                "lowered_cost": self.lowered_cost, "compiled_cost": self.compiled_cost, "memory": self.memory}
 
 
 def student(objective, *, teacher="live", crop_padding=0) -> RunConfig:
@@ -277,11 +269,11 @@ def main():
     log(f"training the teacher ({ARGS.teacher_steps} steps)")
     teacher, teacher_acc = train_teacher(ds)
     bases, specs, method_names = build()
-    trainers, one_run = {}, {}
+    trainers, step = {}, {}
     for base, (cfg, _) in bases.items():
-        log(f"one-run costs of {base}")
+        log(f"building {base} and compiling one step")
         trainers[base] = make_train(cfg, ds, teacher)
-        one_run[base] = one_run_costs(trainers[base])
+        step[base] = step_cost(trainers[base])
     programs = {}
     for name, (base, opts) in specs.items():
         log(f"compiling {name}")
@@ -290,7 +282,13 @@ def main():
         log(f"repeat {r + 1}/{ARGS.repeats}")
         for p in programs.values():
             p.times.append(p.call())
-    m = {name: p.result(one_run[specs[name][0]]) for name, p in programs.items()}
+    m = {name: p.result() for name, p in programs.items()}
+    for name, v in m.items():
+        # The sharded lax.map program counts one run (its loop body once): one step, one evaluation, the
+        # permutations. A program that vectorises k runs per device should count k times that, no more.
+        one = m[f"{specs[name][0]}@map"]["compiled_cost"]["flops"]
+        v["compiled_flops_expected"] = v["vectorised_runs"] * one
+        v["compiled_flops_over_expected"] = ratio(v["compiled_cost"]["flops"], v["compiled_flops_expected"])
 
     ratios = {w: width_ratios(m, w, method_names) for w in WIDTHS}
     pairs = {name.removesuffix("@map"): (v, m[name.replace("@map", "@vmap")]) for name, v in m.items()
@@ -298,7 +296,6 @@ def main():
     ratios["map_over_vmap_per_run_step"] = {
         b: ratio(a["seconds_per_run_step"], v["seconds_per_run_step"]) for b, (a, v) in pairs.items()}
     ratios["map_over_vmap_compile"] = {b: ratio(a["compile_s"], v["compile_s"]) for b, (a, v) in pairs.items()}
-    step = {b: c["train_step"] for b, c in one_run.items()}
     ratios["step_flops_over_kd_live"] = {b: ratio(c["flops"], step["kd_live"]["flops"]) for b, c in step.items()}
     ratios["step_bytes_over_kd_live"] = {b: ratio(c["bytes accessed"], step["kd_live"]["bytes accessed"])
                                          for b, c in step.items()}
@@ -332,10 +329,10 @@ def main():
                                     for base, (cfg, grid) in bases.items()},
                      "programs": {name: {"objective": base, **opts} for name, (base, opts) in specs.items()},
                      "six_in_one_grid_points": method_names},
-        "one_run_costs": one_run, "measurements": m, "ratios": ratios,
+        "step_costs": step, "measurements": m, "ratios": ratios,
         "total_seconds": time.perf_counter() - t_start,
     }
-    print(table(m, ratios, one_run, method_names))
+    print(table(m, ratios, step, method_names))
     text = json.dumps(result, indent=2, default=str)
     if ARGS.out:
         os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
@@ -346,7 +343,7 @@ def main():
     return 0
 
 
-def table(m, ratios, one_run, method_names) -> str:
+def table(m, ratios, step, method_names) -> str:
     f = lambda x: "   n/a" if x is None else f"{x:6.2f}"  # noqa: E731
     rows = [f"digits cnn2d(8,16) <- cnn2d(32,64), batch {BATCH}, {ARGS.seeds} seeds x G grid points, "
             f"{ARGS.steps} steps per advance, median of {ARGS.repeats}, {jax.device_count()} host devices",
@@ -364,8 +361,7 @@ def table(m, ratios, one_run, method_names) -> str:
                         f"{v['compile_s']:>11.1f}{(cf or float('nan')) / 1e9:>11.3f}"
                         f"{f(v['compiled_flops_over_expected']):>11}{(temp or 0) / 2**20:>10.1f}")
     rows += ["", f"{'one run, one step':<26}{'MFLOP':>9}{'/kd_live':>10}{'MB accessed':>13}{'/kd_live':>10}"]
-    for b, c in one_run.items():
-        s = c["train_step"]
+    for b, s in step.items():
         rows.append(f"{b:<26}{s['flops'] / 1e6:>9.2f}{ratios['step_flops_over_kd_live'][b]:>10.2f}"
                     f"{s['bytes accessed'] / 1e6:>13.2f}{ratios['step_bytes_over_kd_live'][b]:>10.2f}")
     rows += ["", f"ratios (per run-step unless stated){'':<14}{'vmap':>8}{'map':>8}"]

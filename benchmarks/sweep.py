@@ -34,7 +34,8 @@ seeds per device under vmap, 1 under lax.map, whose loop body XLA also counts
 once), as a check of the multiplication and of work duplicated across
 devices. Achieved FLOP/s is the sweep FLOPs over the fastest of (i), (ii), (vi).
 
-Usage (about 5-6 minutes on an idle 2-core CPU, a third of it compiling)::
+Usage (about 9.5 minutes on an idle 2-core CPU, 2.7 of them PyTorch; ``--torch-repeats 1`` or
+``--workloads small,medium`` shorten it)::
 
     python benchmarks/sweep.py --out benchmarks/results/sweep.json
     python benchmarks/sweep.py --smoke        # 4 seeds, 30 steps, 1 repeat, no torch: a correctness check
@@ -214,8 +215,8 @@ def measure(ds, teacher, peak, name, widths, batch, steps):
     for label, opts in programs.items():
         prog = SweepProgram(trainer, seeds, **opts)
         # The program prog.advance(states, steps) runs, compiled ahead of time so that its per-device cost can be
-        # read and the timed calls run exactly it (SweepProgram has no public handle on it: _advance_fn).
-        adv = prog._advance_fn(steps).lower(prog.init(key), prog.hparams, prog.data, prog.teacher_inputs).compile()
+        # read and the timed calls run exactly it (SweepProgram.advance_program).
+        adv = prog.advance_program(steps).lower(prog.init(key), prog.hparams, prog.data, prog.teacher_inputs).compile()
         n_dev = 1 if prog.mesh is None else jax.device_count()
         program_costs[label] = {**cost(adv), "devices": n_dev,
                                 "vectorised_runs": 1 if opts["vmap_width"] == 1 else prog.padded_seeds // n_dev}

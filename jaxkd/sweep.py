@@ -183,7 +183,8 @@ class SweepProgram:
         unflat = lambda a: a.reshape(s_local, g, *a.shape[1:])  # noqa: E731
         return jax.tree.map(unflat, new), jax.tree.map(unflat, hist)
 
-    def _advance_fn(self, num_steps: int):
+    def advance_program(self, num_steps: int):
+        """The jitted ``(states, hparams, data, teacher_inputs) -> (states, history)`` for ``num_steps`` (cached)."""
         fn = self._advance_fns.get(num_steps)
         if fn is None:
             local = functools.partial(self._local_advance, num_steps=num_steps)
@@ -205,7 +206,7 @@ class SweepProgram:
 
     def advance(self, states: TrainState, num_steps: int):
         """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``)."""
-        return self._advance_fn(num_steps)(states, self.hparams, self.data, self.teacher_inputs)
+        return self.advance_program(num_steps)(states, self.hparams, self.data, self.teacher_inputs)
 
 
 def run_sweep(
