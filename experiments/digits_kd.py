@@ -31,17 +31,17 @@ import jax
 import numpy as np
 
 from jaxkd import plotting, results
-from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
+from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import compare_to_baseline, train_teacher, write_outputs
+from jaxkd.experiment import TeacherStudentRuns, compare_to_baseline, train_teacher, write_outputs
 from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import run_sweep
 from jaxkd.train import make_train
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(TeacherStudentRuns):
     n_seeds: int = 16
     seed: int = 0
     data: DataConfig = DataConfig("digits")
@@ -66,13 +66,6 @@ class Config:
         for t in self.temperature_grid:
             check(t > 0 and np.isfinite(t), f"kd.temperature must be positive, got {t:g}")
         self.teacher_config(), self.student_config()
-
-    def teacher_config(self) -> RunConfig:
-        return RunConfig(model=self.teacher_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
-
-    def student_config(self) -> RunConfig:
-        return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data,
-                         eval=self.eval)
 
     def conditions(self) -> dict[str, dict[str, float]]:
         """Condition name -> the grid point it trains with."""

@@ -47,10 +47,10 @@ import dataclasses
 import jax
 
 from jaxkd import plotting, results
-from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
+from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import compare_to_baseline, train_teacher, write_outputs
+from jaxkd.experiment import TeacherStudentRuns, compare_to_baseline, train_teacher, write_outputs
 from jaxkd.models import make_model
 from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import run_sweep
@@ -69,7 +69,7 @@ _OBJECTIVE = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(TeacherStudentRuns):
     n_seeds: int = 8
     seed: int = 0
     data: DataConfig = DataConfig("digits", crop_padding=1)
@@ -94,13 +94,6 @@ class Config:
         check(len(set(self.methods)) == len(self.methods), f"methods repeat a name: {self.methods}")
         check(0 <= self.kd_ce_weight, f"kd_ce_weight must be >= 0, got {self.kd_ce_weight}")
         self.teacher_config(), self.student_config()
-
-    def teacher_config(self) -> RunConfig:
-        return RunConfig(model=self.teacher_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
-
-    def student_config(self) -> RunConfig:
-        return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data,
-                         eval=self.eval)
 
     def conditions(self) -> dict[str, dict[str, float]]:
         """Method -> grid point: its own term at its weight (plus CE), every other term at weight 0."""

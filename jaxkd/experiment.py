@@ -138,6 +138,18 @@ def _objective_depth(config, path) -> int:
     return -1
 
 
+class TeacherStudentRuns:
+    """Mixin for experiment configs with ``teacher_model``, ``teacher_recipe``, ``model``, ``objective``,
+    ``recipe``, ``data`` and ``eval`` fields: the teacher's and the student's :class:`RunConfig`."""
+
+    def teacher_config(self) -> RunConfig:
+        return RunConfig(model=self.teacher_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
+
+    def student_config(self) -> RunConfig:
+        return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data,
+                         eval=self.eval)
+
+
 def train_teacher(config: RunConfig, dataset, key, *, n_seeds=1, per_seed=False, checkpoint_dir=None, resume=False,
                   overwrite=False, progress=True, chunk_steps=None):
     """Train a teacher sweep; returns ``(Teacher, SweepResult)``.
