@@ -123,7 +123,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
     trainer_cfg = config.student_config()
     # Feature names and shapes are checked before the teacher trains (no FLOPs).
-    check_objective(trainer_cfg, *(make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths)
+    check_objective(trainer_cfg, *(make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
                                    for m in (config.model, config.teacher_model)))
     teacher, t_result = train_teacher(config.teacher_config(), dataset, key_teacher,
                                       n_seeds=config.n_seeds if config.per_seed_teacher else 1,

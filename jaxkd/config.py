@@ -24,15 +24,17 @@ TEACHER_MODES = ("auto", "live", "cached")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """A registry model (``jaxkd.models.MODELS``) and its layer sizes (None: the model's default)."""
+    """A registry model (``jaxkd.models.MODELS``), its layer sizes (None: the model's own) and compute dtype."""
 
     name: str = "mlp"
     widths: tuple[int, ...] | None = None
+    dtype: str = "float32"
 
     def __post_init__(self):
-        from jaxkd.models import MODELS
+        from jaxkd.models import DTYPES, MODELS
 
         check_name("model", self.name, MODELS)
+        check_name("model dtype", self.dtype, DTYPES)
         check(self.widths is None or (len(self.widths) > 0 and min(self.widths) > 0),
               f"model widths must be positive integers, got {self.widths}")
 

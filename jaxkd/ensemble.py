@@ -98,7 +98,8 @@ def load_ensemble(path: str) -> Ensemble:
     except (OSError, ValueError):
         raise ConfigError(f"{path} holds no readable jaxkd ensemble ({META} missing or damaged)") from None
     spec = meta["model"]
-    model = make_model(spec["name"], spec["in_shape"], spec["num_classes"], spec["widths"])
+    model = make_model(spec["name"], spec["in_shape"], spec["num_classes"], spec["widths"],
+                       spec.get("dtype", "float32"))
     m = len(meta["members"])
     one = jax.eval_shape(model.init, jax.random.key(0))
     target = {"params": one[0], "rest": one[1]}

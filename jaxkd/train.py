@@ -358,7 +358,8 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     check(steps % every == 0, f"eval.every ({every}) must divide the run's {steps} steps")
     rc.schedule_fn(steps_per_epoch)  # validates warm-up and milestones against this run
 
-    model = make_model(config.model.name, dataset.in_shape, dataset.num_classes, config.model.widths)
+    model = make_model(config.model.name, dataset.in_shape, dataset.num_classes, config.model.widths,
+                       config.model.dtype)
     mean = None if dataset.mean is None else jnp.asarray(dataset.mean, jnp.float32)
     std = None if dataset.std is None else jnp.asarray(dataset.std, jnp.float32)
 

@@ -32,6 +32,7 @@ class FunctionalModel:
     num_classes: int
     in_shape: tuple[int, ...] = ()
     widths: tuple[int, ...] | None = None
+    dtype: str = "float32"
 
     @functools.cached_property
     def _graphdefs(self):
@@ -47,13 +48,22 @@ class FunctionalModel:
     def spec(self) -> dict:
         """What rebuilds this model with :func:`jaxkd.models.make_model` (JSON-serialisable)."""
         return {"name": self.name, "in_shape": list(self.in_shape), "num_classes": self.num_classes,
-                "widths": None if self.widths is None else list(self.widths)}
+                "widths": None if self.widths is None else list(self.widths), "dtype": self.dtype}
 
     def init(self, key) -> tuple[Any, Any]:
         """``key -> (params, rest)``; vmappable over keys."""
-        model = self.ctor(nnx.Rngs(params=key))
-        _, params, rest = nnx.split(model, nnx.Param, ...)
-        return params, rest
+        return self._init_jit(key)
+
+    @functools.cached_property
+    def _init_jit(self):
+        # Compiled: built eagerly (and worse, under an eager vmap) a deep net's
+        # initialisers run op by op, tens of seconds for a ResNet.
+        def init(key):
+            model = self.ctor(nnx.Rngs(params=key))
+            _, params, rest = nnx.split(model, nnx.Param, ...)
+            return params, rest
+
+        return jax.jit(init)
 
     def apply(self, params, rest, x, *, train: bool):
         """Returns ``(logits, features, new_rest)``; pure."""

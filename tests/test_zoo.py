@@ -1,0 +1,105 @@
+"""The CIFAR model zoo: parameter counts against the reference implementations, features, BN under vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkd.errors import ConfigError
+from jaxkd.models import FunctionalModel, ViT, WideResNet, make_model
+
+# Published counts for 100 classes: RepDistiller's README/tables and pytorch-cifar100's README (millions).
+REFERENCE_PARAMS = {"resnet8x4": 1.23, "resnet32x4": 7.43, "wrn_40_2": 2.26, "wrn_16_2": 0.70, "wrn_40_1": 0.57,
+                    "resnet56": 0.86, "resnet20": 0.28, "resnet110": 1.74, "vgg8": 3.96, "vgg13": 9.46,
+                    "resnet18": 11.22, "resnet34": 21.33, "resnet50": 23.71}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_parameter_count_matches_reference(name):
+    count = make_model(name, (32, 32, 3), 100).num_params()
+    assert count / 1e6 == pytest.approx(REFERENCE_PARAMS[name], abs=0.006)  # published to 2 decimals
+
+
+# (model, expected feature shapes at 32x32 without the batch axis)
+FEATURES = {
+    "resnet8x4": {"stem": (32, 32, 32), "stage1": (32, 32, 64), "stage2": (16, 16, 128), "stage3": (8, 8, 256),
+                  "stage3_pre": (8, 8, 256), "pooled": (256,)},
+    "wrn_16_2": {"stem": (32, 32, 16), "stage1": (32, 32, 32), "stage2": (16, 16, 64), "stage3": (8, 8, 128),
+                 "stage1_pre": (32, 32, 32), "pooled": (128,)},
+    "vgg13": {"stage0": (32, 32, 64), "stage1": (16, 16, 128), "stage2": (8, 8, 256), "stage3": (4, 4, 512),
+              "stage4": (4, 4, 512), "stage4_pre": (4, 4, 512), "pooled": (512,)},
+    "resnet50": {"stem": (32, 32, 64), "stage1": (32, 32, 256), "stage4": (4, 4, 2048), "pooled": (2048,)},
+    "vit_tiny": {"block0": (8, 8, 192), "block5": (8, 8, 192), "stage3": (8, 8, 192), "pooled": (192,)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FEATURES))
+def test_feature_shapes(name):
+    model = make_model(name, (32, 32, 3), 100)
+    params, rest = jax.eval_shape(model.init, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    logits, feats, _ = jax.eval_shape(lambda p, r, x: model.apply(p, r, x, train=True), params, rest, x)
+    assert logits.shape == (2, 100) and logits.dtype == jnp.float32
+    for key, shape in FEATURES[name].items():
+        assert feats[key].shape == (2, *shape), key
+
+
+def _small(name, shape, num_classes, dtype="float32"):
+    """One small member of every family (compiles fast); same code paths as the zoo's sizes."""
+    if name == "wrn_10_1":  # WRN-10-1: one pre-activation block per group
+        return FunctionalModel("wrn_10_1", lambda rngs: WideResNet(shape, num_classes, depth=10, widen=1, rngs=rngs),
+                               num_classes, shape)
+    if name == "vit_micro":
+        dt = None if dtype == "float32" else dtype
+        return FunctionalModel("vit_micro", lambda rngs: ViT(shape, num_classes, patch=4, dim=16, depth=2, heads=2,
+                                                             dtype=dt, rngs=rngs), num_classes, shape)
+    widths = {"resnet8": (2, 2, 4, 4), "vgg8": (2, 2, 4, 4, 4), "resnet18": (2, 2, 4, 4, 4),
+              "resnet50": (2, 2, 2, 2, 4)}[name]
+    return make_model(name, shape, num_classes, widths=widths, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "wrn_10_1", "vgg8", "resnet50", "vit_micro"])  # one per family
+def test_batchnorm_under_vmap_matches_each_seed(name):
+    model = _small(name, (8, 8, 3), 5)
+    keys = jax.random.split(jax.random.key(0), 2)
+    params, rest = jax.vmap(model.init)(keys)
+    x = jax.random.normal(jax.random.key(1), (2, 4, 8, 8, 3)) * 2 + 1  # a different batch per seed
+    apply = jax.jit(lambda p, r, x: model.apply(p, r, x, train=True))
+    logits, _, new_rest = jax.vmap(apply)(params, rest, x)
+    for s in range(2):
+        one = jax.tree.map(lambda a: a[s], (params, rest))
+        ref_logits, _, ref_rest = apply(*one, x[s])
+        np.testing.assert_allclose(logits[s], ref_logits, rtol=1e-3, atol=2e-4)  # BN over 4 examples amplifies round-off
+        for a, b in zip(jax.tree.leaves(new_rest), jax.tree.leaves(ref_rest)):
+            np.testing.assert_allclose(a[s], b, rtol=2e-4, atol=2e-6)
+    # The seeds really differ and train mode really moved the running statistics.
+    assert not np.allclose(logits[0], logits[1])
+    if jax.tree.leaves(rest):
+        assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(new_rest)))
+
+
+@pytest.mark.parametrize("name", ["resnet8", "vit_micro"])
+def test_bfloat16_compute_is_close_to_float32(name):
+    f32, bf16 = _small(name, (8, 8, 3), 10), _small(name, (8, 8, 3), 10, dtype="bfloat16")
+    params, rest = f32.init(jax.random.key(0))
+    params16, _ = bf16.init(jax.random.key(0))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params16))  # parameters stay float32
+    x = jax.random.normal(jax.random.key(1), (16, 8, 8, 3))
+    ref, _, _ = jax.jit(lambda p, r, x: f32.apply(p, r, x, train=False))(params, rest, x)
+    out, feats, _ = jax.jit(lambda p, r, x: bf16.apply(p, r, x, train=False))(params, rest, x)
+    assert out.dtype == jnp.float32
+    err = np.max(np.abs(np.asarray(out) - np.asarray(ref))) / np.max(np.abs(np.asarray(ref)))
+    assert 0 < err < 0.05  # bfloat16 has 8 mantissa bits: close, but not bitwise
+
+
+def test_zoo_bad_inputs():
+    with pytest.raises(ConfigError, match="fixed widths"):
+        make_model("wrn_40_2", (32, 32, 3), 100, widths=(8, 8))
+    with pytest.raises(ConfigError, match=r"\[H, W, C\]"):
+        make_model("resnet20", (8, 8), 10)
+    with pytest.raises(ConfigError, match="dtype"):
+        make_model("resnet20", (8, 8, 3), 10, dtype="float16")
+    with pytest.raises(ConfigError, match="resnet20"):
+        make_model("resnet20", (8, 8, 3), 10, widths=(4, 4)).init(jax.random.key(0))
+    with pytest.raises(ConfigError, match="patch"):
+        make_model("vit_tiny", (10, 10, 3), 10).init(jax.random.key(0))
