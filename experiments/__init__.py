@@ -11,6 +11,7 @@ import importlib
 from jaxkd.errors import check_name
 
 EXPERIMENTS = {
+    "cifar_kd": "experiments.cifar_kd",
     "digits_kd": "experiments.digits_kd",
     "digits_methods": "experiments.digits_methods",
     "spectral_kd": "experiments.spectral_kd",

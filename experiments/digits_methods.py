@@ -46,14 +46,13 @@ import dataclasses
 
 import jax
 
-from jaxkd import plotting, results
+from jaxkd import plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import TeacherStudentRuns, compare_to_baseline, train_teacher, write_outputs
+from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher, write_outputs
 from jaxkd.models import make_model
 from jaxkd.recipes import RecipeConfig
-from jaxkd.sweep import run_sweep
 from jaxkd.train import check_objective, make_train
 
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
@@ -97,14 +96,7 @@ class Config(TeacherStudentRuns):
 
     def conditions(self) -> dict[str, dict[str, float]]:
         """Method -> grid point: its own term at its weight (plus CE), every other term at weight 0."""
-        hp = self.objective.build()[1]
-        out = {}
-        for m in self.methods:
-            point = {f"{t}.weight": 0.0 for t in self.objective.terms}
-            point["ce.weight"] = self.kd_ce_weight if m == "kd" else hp["ce.weight"]
-            point[f"{m}.weight"] = hp[f"{m}.weight"] if m != "ce" else hp["ce.weight"]
-            out[m] = point
-        return out
+        return method_conditions(self.objective, self.methods, kd_ce_weight=self.kd_ce_weight)
 
 
 PRESETS = {
@@ -131,19 +123,10 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
                                       checkpoint_dir=ckpt("teacher"), resume=resume, overwrite=overwrite,
                                       progress=progress)
     trainer = make_train(trainer_cfg, dataset, teacher)
-    conds = config.conditions()
-    names = list(conds)
-    grid = {k: [conds[c][k] for c in names] for k in conds[names[0]]}
-    result = run_sweep(trainer, key_students, config.n_seeds, grid, chunk_steps=config.chunk_steps,
-                       checkpoint_dir=ckpt("students"), resume=resume, overwrite=overwrite, progress=progress,
-                       desc="students")
-
-    rows = results.records_from_sweep(t_result, ["teacher"]) + results.records_from_sweep(result, names)
-    summary = {"teacher": results.summarize_sweep(t_result, ["teacher"])["teacher"],
-               "teacher_live": trainer.teacher_live,
-               "conditions": results.summarize_sweep(result, names),
-               "comparisons": compare_to_baseline(result, names, "ce", ("test/acc", "test/agreement")),
-               "legend": {n: {k: v for k, v in conds[n].items() if v} for n in names}}
+    names = list(config.methods)
+    result, rows, summary = run_methods(trainer, key_students, config.n_seeds, config.conditions(), t_result,
+                                        chunk_steps=config.chunk_steps, checkpoint_dir=ckpt("students"),
+                                        resume=resume, overwrite=overwrite, progress=progress, desc="students")
     figure = _figure(result, names, summary, dataset, config)
     write_outputs(out_dir, config=config, rows=rows, summary=summary, figures={"figure.png": figure})
     return summary

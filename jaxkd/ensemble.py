@@ -13,6 +13,7 @@ metrics, the interaction tensor, attributions) read models through it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
@@ -83,7 +84,7 @@ def save_ensemble(path: str, ensemble: Ensemble) -> str:
         ckptr.save(os.path.join(path, "arrays"), {"params": ensemble.params, "rest": ensemble.rest})
         ckptr.wait_until_finished()
     meta = {"model": ensemble.model.spec, "members": ensemble.members, "mean": ensemble.mean, "std": ensemble.std,
-            "fingerprint": ensemble.fingerprint}
+            "fingerprint": ensemble.fingerprint, "content_hash": content_hash(ensemble)}
     with open(os.path.join(path, META), "w") as f:
         json.dump(meta, f, indent=1)
     return path
@@ -110,8 +111,22 @@ def load_ensemble(path: str) -> Ensemble:
         except Exception as err:
             raise ConfigError(f"the arrays of ensemble {path} are unreadable ({str(err)[:100]})") from None
     tup = lambda v: None if v is None else tuple(v)  # noqa: E731
-    return Ensemble(model=model, params=arrays["params"], rest=arrays["rest"], members=meta["members"],
-                    mean=tup(meta["mean"]), std=tup(meta["std"]), fingerprint=meta["fingerprint"])
+    ensemble = Ensemble(model=model, params=arrays["params"], rest=arrays["rest"], members=meta["members"],
+                        mean=tup(meta["mean"]), std=tup(meta["std"]), fingerprint=meta["fingerprint"])
+    if meta.get("content_hash") != content_hash(ensemble):
+        raise ConfigError(f"the arrays of ensemble {path} do not match the content hash recorded in {META} "
+                          "(changed or damaged since it was saved); save the model again")
+    return ensemble
+
+
+def content_hash(ensemble: Ensemble) -> str:
+    """SHA-256 of the model spec, the normalisation and every array: what ``load_ensemble`` verifies."""
+    h = hashlib.sha256(json.dumps([ensemble.model.spec, ensemble.mean, ensemble.std]).encode())
+    for leaf in jax.tree.leaves((ensemble.params, ensemble.rest)):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def predict(ensemble: Ensemble, x, *, features=(), batch_size: int = 512) -> dict:

@@ -25,6 +25,7 @@ from jaxkd.teacher import Teacher
 from jaxkd.train import make_train
 
 _TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+_PLURALS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
 
 
 def _describe(hint) -> str:
@@ -32,7 +33,7 @@ def _describe(hint) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join("none" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
-        return f"a comma-separated list of {_describe(args[0])} values"
+        return f"a comma-separated list of {_PLURALS.get(args[0], _describe(args[0]))}"
     return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
@@ -51,9 +52,7 @@ def _parse(hint, text: str):
         return hint(text)
     if origin is tuple:
         items = [v.strip() for v in text.strip("()[] ").split(",") if v.strip()]
-        if not items:
-            raise ValueError(text)
-        return tuple(_parse(args[0], v) for v in items)
+        return tuple(_parse(args[0], v) for v in items)  # "" or "()": the empty list, validated by the config
     raise ValueError(text)
 
 
@@ -86,6 +85,11 @@ def _set(obj, path: list[str], text: str, full: str):
             value = _set(getattr(obj, head), rest, text, full)
         else:
             hint = typing.get_type_hints(type(obj))[head]
+            sub = getattr(obj, head)
+            if dataclasses.is_dataclass(sub) or isinstance(sub, Mapping):
+                keys = [f.name for f in dataclasses.fields(sub)] if dataclasses.is_dataclass(sub) else list(sub)
+                raise ConfigError(f"{full} is a group of settings, not a value; set one of its keys, e.g. "
+                                  f"{', '.join(f'{full}.{k}=...' for k in keys[:4])}")
             try:
                 value = _parse(hint, text)
             except (ValueError, TypeError):
@@ -94,6 +98,9 @@ def _set(obj, path: list[str], text: str, full: str):
     if isinstance(obj, Mapping):
         if rest:  # a new name adds an entry (a new objective term), validated with the rest
             return {**obj, head: _set(obj.get(head, {}), rest, text, full)}
+        if isinstance(obj.get(head), Mapping):
+            raise ConfigError(f"{full} is a group of settings, not a value; set one of its keys, e.g. "
+                              f"{', '.join(f'{full}.{k}=...' for k in list(obj[head])[:4])}")
         return {**obj, head: _parse_like(obj.get(head), text, full)}
     raise ConfigError(f"unknown config key {full!r}: {'.'.join(path)} is below a plain value")
 
@@ -169,6 +176,44 @@ def train_teacher(config: RunConfig, dataset, key, *, n_seeds=1, per_seed=False,
     else:
         take = lambda t: jax.tree.map(lambda x: x[0, 0], t)  # noqa: E731
     return Teacher(trainer.model, take(params), take(rest), per_seed=per_seed), result
+
+
+def method_conditions(objective, methods, *, kd_ce_weight: float | None = None) -> dict[str, dict[str, float]]:
+    """Method -> grid point: its own term at its weight plus CE, every other term at weight 0.
+
+    ``methods[0]`` is the baseline (``ce``: CE alone). ``kd_ce_weight``
+    replaces CE's weight in the ``kd`` condition (RepDistiller's ``-r 0.1``).
+    """
+    hp = objective.build()[1]
+    out = {}
+    for m in methods:
+        point = {f"{t}.weight": 0.0 for t in objective.terms}
+        point["ce.weight"] = kd_ce_weight if (m == "kd" and kd_ce_weight is not None) else hp["ce.weight"]
+        point[f"{m}.weight"] = hp[f"{m}.weight"] if m != "ce" else hp["ce.weight"]
+        out[m] = point
+    return out
+
+
+def run_methods(trainer, key, n_seeds: int, conditions: dict, teacher_result, **sweep_kwargs):
+    """Every condition as one grid point of one sweep (seeds paired); returns ``(result, rows, summary)``.
+
+    ``summary`` holds the teacher's and each condition's summaries, paired
+    t-tests of every condition against the first (Holm-corrected, Cohen's
+    d_z) on test accuracy and agreement with the teacher, and a legend of
+    each condition's non-zero weights.
+    """
+    names = list(conditions)
+    grid = {k: [conditions[c][k] for c in names] for k in conditions[names[0]]}
+    result = run_sweep(trainer, key, n_seeds, grid, **sweep_kwargs)
+    rows = results.records_from_sweep(result, names)
+    summary = {"conditions": results.summarize_sweep(result, names),
+               "comparisons": compare_to_baseline(result, names, names[0], ("test/acc", "test/agreement")),
+               "legend": {n: {k: v for k, v in conditions[n].items() if v} for n in names},
+               "teacher_live": trainer.teacher_live}
+    if teacher_result is not None:
+        rows = results.records_from_sweep(teacher_result, ["teacher"]) + rows
+        summary = {"teacher": results.summarize_sweep(teacher_result, ["teacher"])["teacher"], **summary}
+    return result, rows, summary
 
 
 def compare_to_baseline(result, names: list[str], baseline: str, metrics, *, select: str = "val/acc") -> dict:

@@ -113,8 +113,10 @@ def env_stamp() -> dict:
 
 
 def records_csv(rows: list[dict]) -> str:
+    """CSV of record rows; columns an experiment adds (e.g. ``pair``) come first."""
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in RECORD_FIELDS))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RECORD_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=extra + list(RECORD_FIELDS))
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()

@@ -47,6 +47,18 @@ class Teacher:
         logits, feats, _ = self.model.apply(params, rest, x, train=False)
         return logits, feats
 
+    @classmethod
+    def from_ensemble(cls, ensemble, *, per_seed: bool = False) -> Teacher:
+        """A saved ensemble as a teacher: its only member, or (``per_seed``) all members, one per student seed."""
+        from jaxkd.errors import check
+
+        if not per_seed:
+            check(len(ensemble) == 1, f"a shared teacher is one model, but the ensemble holds {len(ensemble)}; "
+                                      "set per_seed_teacher=true to pair member s with student seed s")
+            take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
+            return cls(ensemble.model, take(ensemble.params), take(ensemble.rest))
+        return cls(ensemble.model, ensemble.params, ensemble.rest, per_seed=True)
+
     def content_hash(self) -> str:
         """SHA-256 of the parameters and state: the teacher's identity in fingerprints."""
         h = hashlib.sha256(f"{self.model.name}:{self.per_seed}".encode())

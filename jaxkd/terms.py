@@ -289,6 +289,8 @@ def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, f
     factory's keyword arguments. Returns the term and its hyper-parameter
     values ``{"weight": w, **floats}``.
     """
+    check(isinstance(options, Mapping), f"objective term {name!r} needs a group of options (weight, ...), "
+                                        f"got {options!r}; set e.g. objective.{name}.weight=1")
     options = dict(options)
     kind = options.pop("kind", name)
     if kind not in TERMS:

@@ -95,7 +95,7 @@ class _StagedResNet(nnx.Module):
         h = nnx.relu(self.stem_bn(self.stem_conv(x_BxHxWxC)))
         features = {"stem": h}
         for i, blocks in enumerate(self.stages, start=1):
-            for j, blk in enumerate(blocks):
+            for blk in blocks:
                 pre = blk(h)
                 h = nnx.relu(pre)
             features[f"stage{i}_pre"], features[f"stage{i}"] = pre, h

@@ -55,7 +55,7 @@ class VGG(nnx.Module):
     def __call__(self, x_BxHxWxC):
         h, features = x_BxHxWxC, {}
         for i, block in enumerate(self.blocks):
-            for j, layer in enumerate(block):
+            for layer in block:
                 pre = layer(h)
                 h = nnx.relu(pre)
             features[f"stage{i}_pre"], features[f"stage{i}"] = pre, h

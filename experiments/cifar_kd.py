@@ -1,0 +1,279 @@
+"""The CIFAR KD table: CE, KD, DKD, DIST, FitNet and AT for teacher → student pairs of the model zoo.
+
+For each architecture pair a teacher is trained (or loaded by path from a
+saved ensemble, whose content hash is checked), then ``n_seeds`` students are
+trained under every method as grid points of ONE compiled program: seed s
+shares its initialisation, data order and augmentations across methods, so
+the comparisons are paired (t-tests against CE, Holm-corrected, Cohen's
+d_z). The teacher runs live inside the step on the same augmented batch and
+hands over its logits and stage features. Checkpoints are selected on a
+validation split carved from the training data; the test set is only
+measured. Each trained teacher is saved under ``OUT/teachers/<pair>`` for
+reuse (``--set teacher_paths=OUT/teachers/<pair>``).
+
+Weights follow the peers (see ``docs/cifar.md`` and ``../shared`` peers):
+KD 0.1·CE + 0.9·KD (T 4); DKD CE + DKD (alpha 1, beta 8, T 4, weight ramped
+over the first 1/12 of training as mdistiller's 20 of 240 epochs); DIST CE +
+DIST (beta = gamma = 2, T 4); FitNet CE + 100·hint (the middle stage through
+a learned 1x1 conv); AT CE + 1000·AT (p 2, every stage). AT's weight is
+scaled by (H/32)² for smaller images, whose normalised maps have fewer
+positions and so larger per-position values.
+
+Presets:
+
+- ``smoke``: seconds; the default pair shrunk, a few steps.
+- ``default``: offline on a 2-core CPU, on the procedural CIFAR-shaped task
+  at 16x16 (``procedural16``, docs/procedural.md): resnet20 → resnet8 with
+  halved widths, 4 seeds, measured ~12 min end to end.
+- ``paper``: CIFAR-100 (``jaxkd data prepare cifar100`` first), the RepDistiller
+  recipe (240 epochs, SGD 0.05, momentum 0.9, wd 5e-4, x0.1 at 150/180/210,
+  batch 64, crop 4 + flip) for resnet32x4 → resnet8x4, wrn_40_2 → wrn_16_2 and
+  vgg13 → vgg8; for an accelerator (about 3 GPU-hours per pair for 5 seeds,
+  a projection from XLA's FLOP count: benchmarks/RESULTS.md).
+
+Command::
+
+    jaxkd run cifar_kd --preset default
+
+Output: config.json, records.csv (one row per seed, method and evaluation),
+summary.json (per pair: teacher, each method's mean ± std and 95% CI at the
+validation-selected and the last evaluation, paired tests), figure.png,
+env.json, teachers/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import jax
+
+from jaxkd import plotting
+from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
+from jaxkd.data import load_dataset
+from jaxkd.ensemble import Ensemble, load_ensemble, save_ensemble
+from jaxkd.errors import ConfigError, check
+from jaxkd.experiment import method_conditions, run_methods, train_teacher, write_outputs
+from jaxkd.models import MODELS, make_model
+from jaxkd.recipes import RecipeConfig, recipe
+from jaxkd.teacher import Teacher
+from jaxkd.train import check_objective, make_train
+
+METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
+
+# Feature names ("auto") are filled in per pair: the hint is the middle stage, AT reads every stage.
+_OBJECTIVE = {
+    "ce": {"weight": 1.0},
+    "kd": {"weight": 0.9, "temperature": 4.0},
+    "dkd": {"weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0},
+    "dist": {"weight": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0},
+    "fitnet": {"weight": 100.0, "student": "auto", "teacher": "auto"},
+    "at": {"weight": 1000.0, "student": "auto", "teacher": "auto"},
+}
+
+_RD = recipe("repdistiller_cifar")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    n_seeds: int = 4
+    seed: int = 0
+    data: DataConfig = DataConfig("procedural16", crop_padding=2, flip=True)
+    # "teacher:student" registry names; one program per pair.
+    pairs: tuple[str, ...] = ("resnet20:resnet8",)
+    teacher_widths: tuple[int, ...] | None = (8, 8, 16, 32)
+    student_widths: tuple[int, ...] | None = (4, 4, 8, 16)
+    dtype: str = "float32"
+    # Saved teachers (one ensemble directory per pair, from an earlier run's OUT/teachers/<pair>); empty: train.
+    teacher_paths: tuple[str, ...] = ()
+    teacher_recipe: RecipeConfig = RecipeConfig(optimizer="momentum", learning_rate=0.05, momentum=0.9,
+                                                weight_decay=5e-4, schedule="cosine", batch_size=64, steps=1200)
+    recipe: RecipeConfig = RecipeConfig(optimizer="momentum", learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
+                                        schedule="cosine", batch_size=64, steps=600)
+    objective: ObjectiveConfig = ObjectiveConfig(_OBJECTIVE)
+    kd_ce_weight: float = 0.1  # CE's weight in the kd condition (RepDistiller -r 0.1); 1 elsewhere
+    dkd_ramp_fraction: float = 1 / 12  # mdistiller: 20 of 240 epochs
+    methods: tuple[str, ...] = METHODS
+    eval: EvalConfig = EvalConfig(every=200)
+    chunk_steps: int | None = None
+
+    def __post_init__(self):
+        check(self.n_seeds > 1, f"n_seeds must be at least 2 for paired tests, got {self.n_seeds}")
+        check(self.pairs, "pairs must name at least one teacher:student pair")
+        for pair in self.pairs:
+            check(pair.count(":") == 1, f"pair {pair!r} must read 'teacher:student', e.g. 'resnet32x4:resnet8x4'")
+            for name in pair.split(":"):
+                check(name in MODELS, f"pair {pair!r}: unknown model {name!r}")
+        check(len(set(self.pairs)) == len(self.pairs), f"pairs repeat: {self.pairs}")
+        check(not self.teacher_paths or len(self.teacher_paths) == len(self.pairs),
+              f"teacher_paths must be empty or give one path per pair ({len(self.pairs)})")
+        check(self.methods and self.methods[0] == "ce", "methods must start with the baseline 'ce'")
+        check(len(set(self.methods)) == len(self.methods), f"methods repeat a name: {self.methods}")
+        for m in self.methods:
+            check(m in self.objective.terms, f"method {m!r} has no term in the objective")
+        check(0 <= self.dkd_ramp_fraction <= 1, f"dkd_ramp_fraction must lie in [0, 1], got {self.dkd_ramp_fraction}")
+        check(self.kd_ce_weight >= 0, f"kd_ce_weight must be >= 0, got {self.kd_ce_weight}")
+        for r in (self.recipe, self.teacher_recipe):
+            if self.chunk_steps and r.steps:
+                check(r.steps % self.chunk_steps == 0, f"chunk_steps {self.chunk_steps} must divide {r.steps}")
+        if self.chunk_steps:
+            check(self.chunk_steps % (self.eval.every or 1) == 0, "chunk_steps must be a multiple of eval.every")
+        for pair in self.pairs:
+            self.run_configs(pair, steps_per_epoch=1)
+
+    def models(self, pair: str) -> tuple[ModelConfig, ModelConfig]:
+        t, s = pair.split(":")
+        return (ModelConfig(t, self.teacher_widths, self.dtype), ModelConfig(s, self.student_widths, self.dtype))
+
+    def run_configs(self, pair: str, *, steps_per_epoch: int, image_size: int = 32) -> tuple[RunConfig, RunConfig]:
+        """The teacher's and the students' RunConfig for ``pair``, feature names and DKD ramp resolved."""
+        t_model, s_model = self.models(pair)
+        terms = {k: dict(v) for k, v in self.objective.terms.items()}
+        for name, opts in terms.items():
+            kind = opts.get("kind", name)
+            if kind == "fitnet":
+                for side, model in (("student", s_model.name), ("teacher", t_model.name)):
+                    if opts.get(side) == "auto":
+                        opts[side] = _hint_stage(model)
+            if kind == "at":
+                for side, model in (("student", s_model.name), ("teacher", t_model.name)):
+                    if opts.get(side) == "auto":
+                        opts[side] = _at_stages(model)
+                if opts.get("student") and len(opts["student"]) != len(opts["teacher"]):
+                    n = min(len(opts["student"]), len(opts["teacher"]))  # deepest stages of each
+                    opts["student"], opts["teacher"] = opts["student"][-n:], opts["teacher"][-n:]
+                opts["weight"] = opts.get("weight", 1.0) * (image_size / 32) ** 2
+            if kind == "dkd" and "ramp_steps" not in opts:
+                total = self.recipe.total_steps(steps_per_epoch)
+                opts["ramp_steps"] = int(round(self.dkd_ramp_fraction * total))
+        teacher = RunConfig(model=t_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
+        student = RunConfig(model=s_model, objective=ObjectiveConfig(terms), recipe=self.recipe, data=self.data,
+                            eval=self.eval, teacher="live")
+        return teacher, student
+
+
+def _family(name: str) -> str:
+    return "vgg" if name.startswith("vgg") else "vit" if name.startswith("vit") else "resnet"
+
+
+def _hint_stage(name: str) -> str:
+    return "stage2"  # the middle of three (ResNets, WRNs), of stage0..4 (VGG), of a ViT's thirds
+
+
+def _at_stages(name: str) -> tuple[str, ...]:
+    if _family(name) == "vgg":
+        return ("stage1", "stage2", "stage3", "stage4")  # RepDistiller: feat[1:-1]
+    if name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        return ("stage1", "stage2", "stage3", "stage4")
+    return ("stage1", "stage2", "stage3")
+
+
+_p = dict(pairs=("resnet32x4:resnet8x4", "wrn_40_2:wrn_16_2", "vgg13:vgg8"), teacher_widths=None,
+          student_widths=None, n_seeds=5, data=DataConfig("tfds:cifar100", crop_padding=4, flip=True),
+          teacher_recipe=_RD, recipe=_RD, dkd_ramp_fraction=20 / 240, eval=EvalConfig(every=None))
+
+PRESETS = {
+    "smoke": Config(n_seeds=2, teacher_widths=(4, 4, 4, 8), student_widths=(2, 2, 4, 4),
+                    teacher_recipe=RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=32, steps=6),
+                    recipe=RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=32, steps=6),
+                    eval=EvalConfig(every=3)),
+    "default": Config(),
+    "paper": Config(**_p),
+}
+
+
+def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Every pair: teacher (trained or loaded), then every method's students; writes results to ``out_dir``."""
+    dataset = load_dataset(config.data.dataset)
+    check(len(dataset.in_shape) == 3, f"cifar_kd needs [H, W, C] images; {dataset.name} has {dataset.in_shape}")
+    n_train = round(len(dataset.y_train) * (1 - config.data.val_fraction))
+    steps_per_epoch = -(-n_train // config.recipe.batch_size)
+    plans = {}
+    for i, pair in enumerate(config.pairs):  # every check before any training
+        t_cfg, s_cfg = config.run_configs(pair, steps_per_epoch=steps_per_epoch, image_size=dataset.in_shape[0])
+        t_model, s_model = (make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
+                            for m in (t_cfg.model, s_cfg.model))
+        check_objective(s_cfg, s_model, t_model)
+        loaded = _load_teacher(config.teacher_paths[i], t_model, dataset) if config.teacher_paths else None
+        plans[pair] = (t_cfg, s_cfg, loaded)
+
+    summary, rows = {"pairs": {}}, []
+    key = jax.random.key(config.seed)
+    for pair, (t_cfg, s_cfg, loaded) in plans.items():
+        key, key_teacher, key_students = jax.random.split(key, 3)
+        tag = pair.replace(":", "-")
+        ckpt = (lambda name: f"{out_dir}/checkpoints/{tag}/{name}") if config.chunk_steps else (lambda name: None)  # noqa: B023
+        if loaded is None:
+            teacher, t_result = train_teacher(t_cfg, dataset, key_teacher, chunk_steps=config.chunk_steps,
+                                              checkpoint_dir=ckpt("teacher"), resume=resume, overwrite=overwrite,
+                                              progress=progress)
+            _save_teacher(os.path.join(out_dir, "teachers", tag), teacher, dataset, t_result.fingerprint)
+        else:
+            teacher, t_result = loaded, None
+        trainer = make_train(s_cfg, dataset, teacher)
+        conds = method_conditions(s_cfg.objective, config.methods, kd_ce_weight=config.kd_ce_weight)
+        _, pair_rows, pair_summary = run_methods(
+            trainer, key_students, config.n_seeds, conds, t_result, chunk_steps=config.chunk_steps,
+            checkpoint_dir=ckpt("students"), resume=resume, overwrite=overwrite, progress=progress,
+            desc=f"{pair} students")
+        if loaded is not None:
+            pair_summary["teacher_path"] = config.teacher_paths[config.pairs.index(pair)]
+        rows += [{"pair": pair, **r} for r in pair_rows]
+        summary["pairs"][pair] = pair_summary
+    figure = _figure(summary, dataset, config)
+    write_outputs(out_dir, config=config, rows=rows, summary=summary, figures={"figure.png": figure})
+    return summary
+
+
+def _save_teacher(path: str, teacher: Teacher, dataset, fingerprint=None) -> None:
+    """Save a teacher as a one-member ensemble (replacing only a saved ensemble, never other files)."""
+    if os.path.exists(os.path.join(path, "ensemble.json")):
+        shutil.rmtree(path)  # a teacher an earlier run of this experiment saved here
+    elif os.path.exists(path) and os.listdir(path):
+        raise ConfigError(f"{path} exists and is not a saved teacher; move it or choose another --out")
+    expand = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
+    tup = lambda v: None if v is None else tuple(float(x) for x in v)  # noqa: E731
+    ens = Ensemble(teacher.model, expand(teacher.params), expand(teacher.rest),
+                   members=[{"seed": 0, "condition": "teacher"}], mean=tup(dataset.mean), std=tup(dataset.std),
+                   fingerprint=fingerprint)
+    save_ensemble(path, ens)
+
+
+def _load_teacher(path: str, model, dataset) -> Teacher:
+    ens = load_ensemble(path)
+    check(ens.model.spec == model.spec, f"the teacher saved in {path} is {ens.model.spec['name']} "
+                                        f"{ens.model.spec['in_shape']}, not the pair's {model.name} {model.in_shape}")
+    want = None if dataset.mean is None else tuple(float(v) for v in dataset.mean)  # as _save_teacher stores it
+    check(ens.mean == want, f"the teacher saved in {path} normalises inputs differently from {dataset.name}; "
+                            "it was trained on other data")
+    return Teacher.from_ensemble(ens)
+
+
+def _figure(summary, dataset, config) -> bytes:
+    pairs = list(summary["pairs"])
+    fig, axes = plotting.figure(ncols=len(pairs), width=4.2)
+    for ax, pair in zip(axes[0], pairs):
+        s = summary["pairs"][pair]
+        names = list(s["conditions"])
+        ref = s["teacher"]["test/acc"]["selected"]["mean"] if "teacher" in s else None
+        plotting.bar_with_ci(ax, names, [s["conditions"][n]["test/acc"]["selected"] for n in names],
+                             ylabel="test accuracy (mean, 95% CI over seeds)", reference=ref,
+                             reference_label="teacher")
+        ax.set_title(pair.replace(":", " → "), fontsize=9)
+    fig.suptitle(f"{dataset.name} {'x'.join(map(str, dataset.in_shape))}, {config.n_seeds} paired seeds per method; "
+                 "checkpoint chosen on validation", fontsize=8)
+    return plotting.to_png(fig)
+
+
+def runlocal(config: Config) -> Config:
+    """Any preset shrunk to a CPU smoke run: the default pair at tiny widths on procedural16, a few steps.
+
+    The paper pairs' feature wiring is checked without training by
+    ``Config.run_configs`` + ``check_objective`` (tests/test_cifar_kd.py).
+    """
+    small = RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=16, steps=4)
+    return dataclasses.replace(config, n_seeds=2, pairs=("resnet20:resnet8",), teacher_widths=(4, 4, 4, 8),
+                               student_widths=(2, 2, 4, 4), data=DataConfig("procedural16", crop_padding=2, flip=True),
+                               teacher_recipe=small, recipe=small, eval=EvalConfig(every=2), teacher_paths=(),
+                               chunk_steps=2 if config.chunk_steps else None)
