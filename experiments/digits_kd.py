@@ -57,15 +57,37 @@ class Config(TeacherStudentRuns):
 
     def __post_init__(self):
         check(self.n_seeds > 0, f"n_seeds must be positive, got {self.n_seeds}")
-        check(set(self.objective.terms) == {"ce", "kd"},
-              f"digits_kd's objective has exactly the terms ce and kd, got {', '.join(self.objective.terms)}")
+        check(
+            set(self.objective.terms) == {"ce", "kd"},
+            f"digits_kd's objective has exactly the terms ce and kd, got {', '.join(self.objective.terms)}",
+        )
         t0 = self.objective.build()[1]["kd.temperature"]
         temps = [t0, *self.temperature_grid]
-        check(len(set(temps)) == len(temps),
-              f"temperature_grid {self.temperature_grid} repeats a temperature (the kd condition uses T={t0:g})")
+        check(
+            len(set(temps)) == len(temps),
+            f"temperature_grid {self.temperature_grid} repeats a temperature (the kd condition uses T={t0:g})",
+        )
         for t in self.temperature_grid:
             check(t > 0 and np.isfinite(t), f"kd.temperature must be positive, got {t:g}")
         self.teacher_config(), self.student_config()
+        self._check_chunks()
+
+    def _check_chunks(self):
+        # Checked here, before the teacher trains, for runs whose length is given in steps; epoch-based
+        # lengths depend on the dataset's size and are checked when each sweep starts.
+        if self.chunk_steps is None:
+            return
+        c = self.chunk_steps
+        check(c > 0, f"chunk_steps must be positive, got {c}")
+        check(
+            self.eval.every is None or c % self.eval.every == 0,
+            f"chunk_steps ({c}) must be a multiple of the evaluation interval (eval.every = {self.eval.every})",
+        )
+        for who, recipe in (("teacher", self.teacher_recipe), ("student", self.recipe)):
+            check(
+                recipe.steps is None or recipe.steps % c == 0,
+                f"chunk_steps ({c}) must divide the {who}'s {recipe.steps} steps",
+            )
 
     def conditions(self) -> dict[str, dict[str, float]]:
         """Condition name -> the grid point it trains with."""
@@ -78,12 +100,22 @@ class Config(TeacherStudentRuns):
 
 
 PRESETS = {
-    "smoke": Config(n_seeds=2, teacher_model=ModelConfig("mlp", (32,)), teacher_recipe=RecipeConfig(steps=40),
-                    recipe=RecipeConfig(steps=40), eval=EvalConfig(every=20), temperature_grid=(2.0,)),
+    "smoke": Config(
+        n_seeds=2,
+        teacher_model=ModelConfig("mlp", (32,)),
+        teacher_recipe=RecipeConfig(steps=40),
+        recipe=RecipeConfig(steps=40),
+        eval=EvalConfig(every=20),
+        temperature_grid=(2.0,),
+    ),
     "default": Config(),
-    "paper": Config(n_seeds=32, teacher_recipe=RecipeConfig(learning_rate=2e-3, steps=3000),
-                    recipe=RecipeConfig(learning_rate=2e-3, steps=3000), chunk_steps=1000,
-                    temperature_grid=(1.0, 2.0, 8.0, 16.0)),
+    "paper": Config(
+        n_seeds=32,
+        teacher_recipe=RecipeConfig(learning_rate=2e-3, steps=3000),
+        recipe=RecipeConfig(learning_rate=2e-3, steps=3000),
+        chunk_steps=1000,
+        temperature_grid=(1.0, 2.0, 8.0, 16.0),
+    ),
 }
 
 
@@ -93,22 +125,40 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     key_teacher, key_students = jax.random.split(jax.random.key(config.seed))
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
     student_cfg = config.student_config()
-    teacher, t_result = train_teacher(config.teacher_config(), dataset, key_teacher, chunk_steps=config.chunk_steps,
-                                      checkpoint_dir=ckpt("teacher"), resume=resume, overwrite=overwrite,
-                                      progress=progress)
+    teacher, t_result = train_teacher(
+        config.teacher_config(),
+        dataset,
+        key_teacher,
+        chunk_steps=config.chunk_steps,
+        checkpoint_dir=ckpt("teacher"),
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+    )
     trainer = make_train(student_cfg, dataset, teacher)
     conds = config.conditions()
     names = list(conds)
     grid = {k: [conds[c][k] for c in names] for k in conds["ce"]}
-    result = run_sweep(trainer, key_students, config.n_seeds, grid, chunk_steps=config.chunk_steps,
-                       checkpoint_dir=ckpt("students"), resume=resume, overwrite=overwrite, progress=progress,
-                       desc="students")
+    result = run_sweep(
+        trainer,
+        key_students,
+        config.n_seeds,
+        grid,
+        chunk_steps=config.chunk_steps,
+        checkpoint_dir=ckpt("students"),
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        desc="students",
+    )
 
     rows = results.records_from_sweep(t_result, ["teacher"]) + results.records_from_sweep(result, names)
-    summary = {"teacher": results.summarize_sweep(t_result, ["teacher"])["teacher"],
-               "conditions": results.summarize_sweep(result, names),
-               "comparisons": compare_to_baseline(result, names, "ce", ("test/acc", "test/agreement")),
-               "legend": {n: _label(conds[n]) for n in names}}
+    summary = {
+        "teacher": results.summarize_sweep(t_result, ["teacher"])["teacher"],
+        "conditions": results.summarize_sweep(result, names),
+        "comparisons": compare_to_baseline(result, names, "ce", ("test/acc", "test/agreement")),
+        "legend": {n: _label(conds[n]) for n in names},
+    }
     teacher_acc = summary["teacher"]["test/acc"]["selected"]["mean"]
     figure = _figure(result, names, summary, teacher_acc, dataset)
     write_outputs(out_dir, config=config, rows=rows, summary=summary, figures={"figure.png": figure})
@@ -124,23 +174,43 @@ def _label(point: dict) -> str:
 def _figure(result, names, summary, teacher_acc, dataset) -> bytes:
     fig, axes = plotting.figure(ncols=3, width=3.8)
     conds = summary["conditions"]
-    plotting.bar_with_ci(axes[0, 0], names, [conds[n]["test/acc"]["selected"] for n in names],
-                         ylabel="test accuracy (mean, 95% CI)", reference=teacher_acc, reference_label="teacher")
-    plotting.bar_with_ci(axes[0, 1], names, [conds[n]["test/agreement"]["selected"] for n in names],
-                         ylabel="test agreement with teacher (mean, 95% CI)")
+    plotting.bar_with_ci(
+        axes[0, 0],
+        names,
+        [conds[n]["test/acc"]["selected"] for n in names],
+        ylabel="test accuracy (mean, 95% CI)",
+        reference=teacher_acc,
+        reference_label="teacher",
+    )
+    plotting.bar_with_ci(
+        axes[0, 1],
+        names,
+        [conds[n]["test/agreement"]["selected"] for n in names],
+        ylabel="test agreement with teacher (mean, 95% CI)",
+    )
     ok = ~result.diverged
     plotting.curves_with_band(
-        axes[0, 2], result.steps,
+        axes[0, 2],
+        result.steps,
         {n: result.history["test/acc"][ok[:, g], g] for g, n in enumerate(names) if n in ("ce", "kd")},
-        ylabel="test accuracy (mean ± std over seeds)")
-    fig.suptitle(f"{dataset.name}: {result.n_seeds} seeds per condition, checkpoint chosen on validation; "
-                 f"kd = {summary['legend'].get('kd', '')}", fontsize=8)
+        ylabel="test accuracy (mean ± std over seeds)",
+    )
+    fig.suptitle(
+        f"{dataset.name}: {result.n_seeds} seeds per condition, checkpoint chosen on validation; "
+        f"kd = {summary['legend'].get('kd', '')}",
+        fontsize=8,
+    )
     return plotting.to_png(fig)
 
 
 def runlocal(config: Config) -> Config:
     """The same preset shrunk to a seconds-long CPU smoke run (1–2 evaluations)."""
-    return dataclasses.replace(config, n_seeds=2, teacher_model=ModelConfig("mlp", (8,)),
-                               teacher_recipe=dataclasses.replace(config.teacher_recipe, steps=4),
-                               recipe=dataclasses.replace(config.recipe, steps=4), eval=EvalConfig(every=2),
-                               chunk_steps=2 if config.chunk_steps else None)
+    return dataclasses.replace(
+        config,
+        n_seeds=2,
+        teacher_model=ModelConfig("mlp", (8,)),
+        teacher_recipe=dataclasses.replace(config.teacher_recipe, steps=4),
+        recipe=dataclasses.replace(config.recipe, steps=4),
+        eval=EvalConfig(every=2),
+        chunk_steps=2 if config.chunk_steps else None,
+    )

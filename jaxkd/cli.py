@@ -1,17 +1,21 @@
-"""The ``jaxkd`` command: ``list``, ``run``, ``data prepare``, ``theory``.
+"""The ``jaxkd`` command: ``list``, ``show``, ``run``, ``data prepare``, ``theory``.
 
 User mistakes print one line, ``jaxkd: error: ...``, and exit with status 2
-before any expensive work; results already on disk are never half-replaced.
+before any expensive work; results already on disk are never half-replaced,
+and a run that fails leaves no empty ``--out`` directory behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 
 from jaxkd.errors import ConfigError
 
@@ -35,24 +39,152 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _cmd_run(args) -> int:
+def _resolve(args):
+    """The experiment module and its preset with ``--seeds`` and ``--set`` applied (validated)."""
     import experiments
     from jaxkd.experiment import apply_overrides
-    from jaxkd.results import check_writable
 
     mod = experiments.get(args.experiment)
     if args.seeds is not None and args.seeds <= 0:
         raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}")
-    config = apply_overrides(mod.PRESETS[args.preset], args.set or [], n_seeds=args.seeds)
+    return mod, apply_overrides(mod.PRESETS[args.preset], args.set or [], n_seeds=args.seeds)
+
+
+def _format_value(value) -> str:
+    """A value as ``--set`` reads it back."""
+    import numpy as np
+
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, (tuple, list)):
+        return ",".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def config_lines(config, prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, value)`` for every leaf of ``config``; each pair is a valid ``--set key=value``."""
+    if dataclasses.is_dataclass(config):
+        items = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)]
+    elif isinstance(config, Mapping):
+        items = list(config.items())
+    else:
+        return [(prefix, _format_value(config))]
+    return [line for name, value in items for line in config_lines(value, f"{prefix}{name}.")] if items else []
+
+
+def _cmd_show(args) -> int:
+    from jaxkd.results import to_json
+
+    _, config = _resolve(args)
+    if args.json:
+        print(to_json(dataclasses.asdict(config)))
+        return 0
+    lines = [(key[:-1], value) for key, value in config_lines(config)]
+    width = max(len(key) for key, _ in lines)
+    print(f"# {args.experiment}, preset {args.preset}; each line works as --set KEY=VALUE")
+    for key, value in lines:
+        print(f"{key:<{width}} = {value}")
+    return 0
+
+
+def _first_missing_dir(path: str) -> str | None:
+    """The outermost directory on ``path`` that does not exist yet (None: ``path`` exists)."""
+    path, first = os.path.abspath(path), None
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path, first = os.path.dirname(path), path
+    return first
+
+
+def _remove_if_empty(out: str, made: str | None) -> None:
+    """Remove ``out`` and its parents up to ``made`` while they are empty: only what this command created."""
+    if made is None:
+        return
+    path = os.path.abspath(out)
+    while True:
+        try:
+            os.rmdir(path)  # fails on a non-empty directory, which is then kept
+        except OSError:
+            return
+        if path == made:
+            return
+        path = os.path.dirname(path)
+
+
+@contextlib.contextmanager
+def _data_dir(data_dir: str | None):
+    """Point the tfds reader at ``data_dir`` for the duration of a run (``$JAXKD_DATA_DIR``)."""
+    if data_dir is None:
+        yield
+        return
+    old = os.environ.get("JAXKD_DATA_DIR")
+    os.environ["JAXKD_DATA_DIR"] = os.path.abspath(os.path.expanduser(data_dir))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("JAXKD_DATA_DIR", None)
+        else:
+            os.environ["JAXKD_DATA_DIR"] = old
+
+
+def _checkpoints(args, config) -> str | None:
+    """Why this run cannot be resumed, or None when it writes checkpoints."""
+    if not hasattr(config, "chunk_steps"):
+        return f"{args.experiment} writes no checkpoints"
+    if not config.chunk_steps:
+        return (
+            f"preset {args.preset!r} of {args.experiment} writes no checkpoints (chunk_steps is none; "
+            "add --set chunk_steps=N, a multiple of eval.every that divides the steps, to make a new run "
+            "resumable)"
+        )
+    return None
+
+
+def _cmd_run(args) -> int:
+    from jaxkd.results import check_writable
+
+    mod, config = _resolve(args)
+    no_checkpoints = _checkpoints(args, config)
+    if args.resume and no_checkpoints:
+        raise ConfigError(f"--resume needs checkpoints, but {no_checkpoints}; drop --resume")
+    dataset = getattr(getattr(config, "data", None), "dataset", None)
+    if args.data_dir is not None and not (dataset or "").startswith("tfds:"):
+        warnings.warn(
+            f"--data-dir is read only for tfds: datasets; this run uses {dataset or 'no dataset'}", stacklevel=1
+        )
     out = args.out or os.path.join("results", args.experiment, args.preset)
-    check_writable(out)
     if os.path.exists(os.path.join(out, "summary.json")) and not (args.overwrite or args.resume):
-        raise ConfigError(f"{os.path.abspath(out)} already holds complete results; pass --overwrite to replace "
-                          "them or choose another --out")
+        raise ConfigError(
+            f"{os.path.abspath(out)} already holds complete results; pass --overwrite to replace "
+            "them or choose another --out"
+        )
+    made = _first_missing_dir(out)
+    check_writable(out)
     start = time.perf_counter()
-    mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"jaxkd: {args.experiment} ({args.preset}) finished in {time.perf_counter() - start:.1f} s; "
-          f"results in {os.path.abspath(out)}")
+    try:
+        with _data_dir(args.data_dir):
+            mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        _remove_if_empty(out, made)
+        if no_checkpoints:
+            how = f"{no_checkpoints}, so rerun the same command to start again"
+        else:
+            how = f"rerun the same command with --resume to continue from the last checkpoint in {out}"
+        print(f"jaxkd: interrupted; {how}", file=sys.stderr)
+        return 130
+    except BaseException:
+        _remove_if_empty(out, made)
+        raise
+    print(
+        f"jaxkd: {args.experiment} ({args.preset}) finished in {time.perf_counter() - start:.1f} s; "
+        f"results in {os.path.abspath(out)}"
+    )
     return 0
 
 
@@ -70,40 +202,89 @@ def _cmd_theory_risk(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxkd")
+    except PackageNotFoundError:  # a source tree that was never installed
+        from jaxkd import __version__
+
+        return __version__
+
+
+def _add_config_arguments(p) -> None:
+    p.add_argument("experiment", help="name from `jaxkd list`")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="default")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the preset)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from jaxkd.data.tfds_source import PREPARE_INSTALL
+
     parser = _Parser(prog="jaxkd", description="Knowledge-distillation experiments in JAX.")
+    parser.add_argument("--version", action="version", version=f"jaxkd {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="list the registered experiments")
     p.set_defaults(fn=_cmd_list)
 
+    p = sub.add_parser(
+        "show",
+        help="print an experiment's resolved configuration",
+        description="Print the configuration `jaxkd run` would use: the preset with --seeds and "
+        "--set applied and validated, one `key = value` line per field (each line "
+        "works as --set KEY=VALUE), or JSON.",
+    )
+    _add_config_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of key = value lines")
+    p.set_defaults(fn=_cmd_show)
+
     p = sub.add_parser("run", help="run an experiment preset", description="Run an experiment preset.")
-    p.add_argument("experiment", help="name from `jaxkd list`")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="default")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the preset)")
+    _add_config_arguments(p)
     p.add_argument("--out", default=None, help="output directory (default results/EXPERIMENT/PRESET)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
-    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the results and checkpoints of an earlier run in --out")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="where prepared tfds datasets are read (default $JAXKD_DATA_DIR, else $TFDS_DATA_DIR, "
+        "else ~/tensorflow_datasets)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last complete checkpoint in --out (presets with chunk_steps)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the results and checkpoints of an earlier run in --out"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    q = dsub.add_parser("prepare", help="download and prepare a tfds dataset as array_record (needs network)",
-                        description="Prepare an official tfds dataset as array_record. Needs the network and "
-                                    "`pip install 'jaxkd[prepare]'` (TensorFlow).")
+    q = dsub.add_parser(
+        "prepare",
+        help="download and prepare a tfds dataset as array_record (needs network)",
+        description="Prepare an official tfds dataset as array_record. Needs the network and "
+        f"TensorFlow: `{PREPARE_INSTALL}`.",
+    )
     q.add_argument("name", help="tfds dataset name, e.g. cifar10")
-    q.add_argument("--data-dir", default=None,
-                   help="tfds data directory (default $JAXKD_DATA_DIR or ~/tensorflow_datasets)")
+    q.add_argument(
+        "--data-dir",
+        default=None,
+        help="tfds data directory (default $JAXKD_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets)",
+    )
     q.set_defaults(fn=_cmd_data_prepare)
 
     p = sub.add_parser("theory", help="spectral theory of SGD knowledge transfer")
     tsub = p.add_subparsers(dest="theory_command", required=True, parser_class=_Parser)
-    q = tsub.add_parser("risk", help="exact expected excess risks for one configuration (JSON in, JSON out)",
-                        description="Print the exact expected excess risks (no 1/2 factor) of the teacher, the "
-                                    "direct student and the distilled student for CONFIG.json.")
+    q = tsub.add_parser(
+        "risk",
+        help="exact expected excess risks for one configuration (JSON in, JSON out)",
+        description="Print the exact expected excess risks (no 1/2 factor) of the teacher, the "
+        "direct student and the distilled student for CONFIG.json.",
+    )
     q.add_argument("config", help="path to a JSON configuration")
     q.set_defaults(fn=_cmd_theory_risk)
     return parser
@@ -138,8 +319,11 @@ def main(argv=None) -> int:
         print(f"jaxkd: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxkd: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print("jaxkd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout piped into a reader that stopped early (`jaxkd show ... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
+import importlib.metadata
 import json
 import os
+import re
 
+import numpy as np
 import pytest
 
+import experiments
 from jaxkd.cli import main
+from jaxkd.data.tfds_source import PREPARE_INSTALL
+from jaxkd.experiment import apply_overrides
 
 
 def _err(capsys):
@@ -36,6 +42,14 @@ def _err(capsys):
         (["run", "digits_kd", "--set", "recipe.steps=abc"], "cannot read 'abc' as an integer or none"),
         (["run", "digits_kd", "--set", "recipe.optimizer=lion9"], "unknown optimizer 'lion9'"),
         (["run", "digits_kd", "--preset", "huge"], "invalid choice"),
+        (["run", "digits_kd", "--set", "chunk_steps=0"], "chunk_steps must be positive"),
+        (["run", "digits_kd", "--set", "chunk_steps=50"], "multiple of the evaluation interval (eval.every = 100)"),
+        (
+            ["run", "digits_kd", "--set", "chunk_steps=500", "--set", "recipe.steps=1200"],
+            "must divide the student's 1200 steps",
+        ),
+        (["run", "digits_kd", "--resume"], "--resume needs checkpoints, but preset 'default' of digits_kd writes no"),
+        (["run", "spectral_kd", "--resume"], "--resume needs checkpoints, but spectral_kd writes no checkpoints"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -93,3 +107,191 @@ def test_list_and_help(capsys):
             main(argv)
         assert exc.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Replace digits_kd's ``run`` by a recorder: the CLI's checks are tested without any training."""
+    calls = []
+
+    def record(config, out_dir, **kwargs):
+        calls.append((config, out_dir))
+
+    monkeypatch.setattr(experiments.get("digits_kd"), "run", record)
+    return calls
+
+
+def test_config_errors_come_before_any_work(no_training, tmp_path, capsys):
+    # The teacher's 1500 steps are a multiple of chunk_steps, the student's 1200 are not: refused before the
+    # teacher trains, not after.
+    args = ["run", "digits_kd", "--set", "chunk_steps=500", "--set", "recipe.steps=1200", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "chunk_steps (500) must divide the student's 1200 steps" in _err(capsys)
+    assert no_training == [] and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "n_seeds=abc",
+        "seed=1.5",
+        "model.widths=a",
+        "objective=1",
+        "eval=3",
+        "objective.terms=1",
+        "objective.kd=3",
+    ],
+)
+def test_errors_name_no_python_types(setting, capsys):
+    assert main(["run", "digits_kd", "--set", setting]) == 2
+    line = _err(capsys)
+    assert not re.search(r"<class|NoneType|[a-z]Config\b|Mapping", line), line
+
+
+def _shown(capsys, argv):
+    assert main(["show", *argv]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l and not l.startswith("#")]
+    return [tuple(part.strip() for part in l.split(" = ", 1)) for l in lines]
+
+
+@pytest.mark.parametrize(
+    "experiment,preset,onto", [("digits_kd", "smoke", "default"), ("spectral_kd", "paper", "smoke")]
+)
+def test_show_prints_every_field_as_a_working_set_line(experiment, preset, onto, capsys):
+    overrides = ["--set", "seed=3"] if experiment == "spectral_kd" else ["--set", "objective.kd.temperature=2.5"]
+    pairs = _shown(capsys, [experiment, "--preset", preset, *overrides])
+    mod = experiments.get(experiment)
+    expected = apply_overrides(mod.PRESETS[preset], [overrides[1]])
+    # Applying every shown line to another preset reproduces the shown configuration exactly.
+    # (An empty tuple cannot be given with --set; those fields are the same in both presets.)
+    rebuilt = apply_overrides(mod.PRESETS[onto], [f"{k}={v}" for k, v in pairs if v != ""])
+    assert rebuilt == expected
+    shown = dict(pairs)
+    assert all("np." not in v and "(" not in v for v in shown.values()), shown
+    if experiment == "digits_kd":
+        assert shown["objective.terms.kd.temperature"] == "2.5" and shown["n_seeds"] == "2"
+        assert shown["chunk_steps"] == "none" and shown["data.flip"] == "false"
+    else:
+        assert shown["delta_alphas"] == "0.0,0.125,0.25,0.375,0.5,0.625,0.75,0.875,1.0" and shown["seed"] == "3"
+
+
+def test_show_json_and_bad_input(capsys):
+    assert main(["show", "digits_kd", "--preset", "paper", "--seeds", "5", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["n_seeds"] == 5 and shown["chunk_steps"] == 1000
+    assert shown["objective"]["terms"]["kd"] == {"weight": 0.9, "temperature": 4.0}
+    assert main(["show", "digits_kd", "--set", "nokey=1"]) == 2
+    assert "unknown config key 'nokey'" in _err(capsys)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxkd {importlib.metadata.version('jaxkd')}"
+
+
+def _interrupted(config, out_dir, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_interrupt_without_checkpoints_says_to_start_again(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(experiments.get("digits_kd"), "run", _interrupted)
+    out = tmp_path / "new" / "out"
+    assert main(["run", "digits_kd", "--out", str(out)]) == 130
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("jaxkd: interrupted; preset 'default' of digits_kd writes no checkpoints")
+    assert "rerun the same command to start again" in line and "with --resume" not in line
+    assert not (tmp_path / "new").exists()  # the directories the CLI made for --out, still empty, are gone
+
+
+def test_interrupt_with_checkpoints_says_resume_and_keeps_them(monkeypatch, tmp_path, capsys):
+    def interrupted_after_a_checkpoint(config, out_dir, **kwargs):
+        os.makedirs(os.path.join(out_dir, "checkpoints"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments.get("digits_kd"), "run", interrupted_after_a_checkpoint)
+    out = tmp_path / "out"
+    assert main(["run", "digits_kd", "--preset", "paper", "--out", str(out)]) == 130
+    line = capsys.readouterr().err.strip()
+    assert (
+        line
+        == f"jaxkd: interrupted; rerun the same command with --resume to continue from the last checkpoint in {out}"
+    )
+    assert (out / "checkpoints").is_dir()
+
+
+def _tiny_tfds(data_dir):
+    from jaxkd.data.array_builder import write_arrays
+
+    rng = np.random.default_rng(0)
+    split = lambda n: (rng.random((n, 8, 8)).astype(np.float32), np.arange(n) % 3)  # noqa: E731
+    write_arrays(data_dir, {"train": split(30), "test": split(9)}, num_classes=3)
+
+
+@pytest.mark.parametrize("route", ["--data-dir", "TFDS_DATA_DIR", "JAXKD_DATA_DIR"])
+def test_run_reads_tfds_data_from_data_dir(route, monkeypatch, tmp_path, capsys):
+    from jaxkd.data import load_dataset
+
+    loaded = []
+    monkeypatch.setattr(
+        experiments.get("digits_kd"),
+        "run",
+        lambda config, out_dir, **kw: loaded.append(load_dataset(config.data.dataset)),
+    )
+    for var in ("JAXKD_DATA_DIR", "TFDS_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    _tiny_tfds(tmp_path / "data")
+    args = [
+        "run",
+        "digits_kd",
+        "--preset",
+        "smoke",
+        "--set",
+        "data.dataset=tfds:jaxkd_arrays",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    if route == "--data-dir":
+        args += ["--data-dir", str(tmp_path / "data")]
+        monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "elsewhere"))  # --data-dir wins
+    else:
+        monkeypatch.setenv(route, str(tmp_path / "data"))
+    assert main(args) == 0
+    assert loaded[0].name == "tfds:jaxkd_arrays" and loaded[0].num_classes == 3
+    assert loaded[0].x_train.shape[0] + loaded[0].x_test.shape[0] == 39
+    assert os.environ.get("JAXKD_DATA_DIR") == (str(tmp_path / "data") if route == "JAXKD_DATA_DIR" else None)
+
+
+def test_missing_dataset_is_one_line_and_leaves_no_out_directory(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("JAXKD_DATA_DIR", raising=False)
+    data = tmp_path / "data"
+    for out, made_here in ((tmp_path / "a" / "b", False), (tmp_path / "mine", True)):
+        if made_here:
+            out.mkdir()
+        argv = [
+            "run",
+            "digits_kd",
+            "--preset",
+            "smoke",
+            "--set",
+            "data.dataset=tfds:cifar10",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+        ]
+        assert main(argv) == 2
+        line = _err(capsys)
+        assert (
+            f"dataset 'cifar10' is not prepared in {data}; run `jaxkd data prepare cifar10 --data-dir {data}`" in line
+        )
+        assert f"`{PREPARE_INSTALL}`" in line
+        assert out.exists() == made_here  # a directory the user made is kept, even empty
+    assert not (tmp_path / "a").exists() and "JAXKD_DATA_DIR" not in os.environ
+
+
+def test_data_dir_with_an_offline_dataset_warns(no_training, tmp_path):
+    with pytest.warns(UserWarning, match="--data-dir is read only for tfds: datasets; this run uses digits"):
+        assert main(["run", "digits_kd", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
+    assert len(no_training) == 1
