@@ -54,7 +54,7 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, R
 from jaxkd.data import load_dataset
 from jaxkd.ensemble import Ensemble, load_ensemble, save_ensemble
 from jaxkd.errors import ConfigError, check
-from jaxkd.experiment import method_conditions, run_methods, train_teacher, write_outputs
+from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher, write_outputs
 from jaxkd.models import MODELS, make_model
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.teacher import Teacher
@@ -76,7 +76,7 @@ _RD = recipe("repdistiller_cifar")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(TeacherStudentRuns):
     n_seeds: int = 4
     seed: int = 0
     data: DataConfig = DataConfig("procedural16", crop_padding=2, flip=True)
@@ -114,11 +114,7 @@ class Config:
             check(m in self.objective.terms, f"method {m!r} has no term in the objective")
         check(0 <= self.dkd_ramp_fraction <= 1, f"dkd_ramp_fraction must lie in [0, 1], got {self.dkd_ramp_fraction}")
         check(self.kd_ce_weight >= 0, f"kd_ce_weight must be >= 0, got {self.kd_ce_weight}")
-        for r in (self.recipe, self.teacher_recipe):
-            if self.chunk_steps and r.steps:
-                check(r.steps % self.chunk_steps == 0, f"chunk_steps {self.chunk_steps} must divide {r.steps}")
-        if self.chunk_steps:
-            check(self.chunk_steps % (self.eval.every or 1) == 0, "chunk_steps must be a multiple of eval.every")
+        self.check_chunks()
         for pair in self.pairs:
             self.run_configs(pair, steps_per_epoch=1)
 

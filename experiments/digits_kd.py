@@ -70,24 +70,7 @@ class Config(TeacherStudentRuns):
         for t in self.temperature_grid:
             check(t > 0 and np.isfinite(t), f"kd.temperature must be positive, got {t:g}")
         self.teacher_config(), self.student_config()
-        self._check_chunks()
-
-    def _check_chunks(self):
-        # Checked here, before the teacher trains, for runs whose length is given in steps; epoch-based
-        # lengths depend on the dataset's size and are checked when each sweep starts.
-        if self.chunk_steps is None:
-            return
-        c = self.chunk_steps
-        check(c > 0, f"chunk_steps must be positive, got {c}")
-        check(
-            self.eval.every is None or c % self.eval.every == 0,
-            f"chunk_steps ({c}) must be a multiple of the evaluation interval (eval.every = {self.eval.every})",
-        )
-        for who, recipe in (("teacher", self.teacher_recipe), ("student", self.recipe)):
-            check(
-                recipe.steps is None or recipe.steps % c == 0,
-                f"chunk_steps ({c}) must divide the {who}'s {recipe.steps} steps",
-            )
+        self.check_chunks()
 
     def conditions(self) -> dict[str, dict[str, float]]:
         """Condition name -> the grid point it trains with."""

@@ -93,6 +93,7 @@ class Config(TeacherStudentRuns):
         check(len(set(self.methods)) == len(self.methods), f"methods repeat a name: {self.methods}")
         check(0 <= self.kd_ce_weight, f"kd_ce_weight must be >= 0, got {self.kd_ce_weight}")
         self.teacher_config(), self.student_config()
+        self.check_chunks()
 
     def conditions(self) -> dict[str, dict[str, float]]:
         """Method -> grid point: its own term at its weight (plus CE), every other term at weight 0."""

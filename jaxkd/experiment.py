@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxkd import results, stats
 from jaxkd.config import RunConfig
-from jaxkd.errors import ConfigError
+from jaxkd.errors import ConfigError, check
 from jaxkd.sweep import run_sweep
 from jaxkd.teacher import Teacher
 from jaxkd.train import make_train
@@ -151,6 +151,21 @@ class TeacherStudentRuns:
 
     def teacher_config(self) -> RunConfig:
         return RunConfig(model=self.teacher_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
+
+    def check_chunks(self) -> None:
+        """Check ``chunk_steps`` before any work, for runs whose length is given in steps.
+
+        Epoch-based lengths depend on the dataset's size and are checked when each sweep starts.
+        """
+        c = getattr(self, "chunk_steps", None)
+        if c is None:
+            return
+        check(c > 0, f"chunk_steps must be positive, got {c}")
+        check(self.eval.every is None or c % self.eval.every == 0,
+              f"chunk_steps ({c}) must be a multiple of the evaluation interval (eval.every = {self.eval.every})")
+        for who, recipe in (("teacher", self.teacher_recipe), ("student", self.recipe)):
+            check(recipe.steps is None or recipe.steps % c == 0,
+                  f"chunk_steps ({c}) must divide the {who}'s {recipe.steps} steps")
 
     def student_config(self) -> RunConfig:
         return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data,
