@@ -11,13 +11,14 @@ from jaxkd.models import FunctionalModel, ViT, WideResNet, make_model
 # Published counts for 100 classes: RepDistiller's README/tables and pytorch-cifar100's README (millions).
 REFERENCE_PARAMS = {"resnet8x4": 1.23, "resnet32x4": 7.43, "wrn_40_2": 2.26, "wrn_16_2": 0.70, "wrn_40_1": 0.57,
                     "resnet56": 0.86, "resnet20": 0.28, "resnet110": 1.74, "vgg8": 3.96, "vgg13": 9.46,
-                    "resnet18": 11.22, "resnet34": 21.33, "resnet50": 23.71}
+                    "resnet18": 11.2, "resnet34": 21.3, "resnet50": 23.7}  # pytorch-cifar100: one decimal
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_parameter_count_matches_reference(name):
     count = make_model(name, (32, 32, 3), 100).num_params()
-    assert count / 1e6 == pytest.approx(REFERENCE_PARAMS[name], abs=0.006)  # published to 2 decimals
+    digits = 1 if name in ("resnet18", "resnet34", "resnet50") else 2
+    assert count / 1e6 == pytest.approx(REFERENCE_PARAMS[name], abs=0.6 * 10**-digits)  # as published
 
 
 # (model, expected feature shapes at 32x32 without the batch axis)
