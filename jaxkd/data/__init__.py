@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from jaxkd.data.dataset import Dataset
 from jaxkd.data.offline import load_digits, load_gaussian_mixture, load_mnist1d
+from jaxkd.data.procedural import load_procedural
 from jaxkd.errors import check_name
 
 OFFLINE = {
     "digits": load_digits,
     "mnist1d": load_mnist1d,
     "gaussian_mixture": load_gaussian_mixture,
+    "procedural32": lambda: load_procedural(resolution=32, num_train=50000, num_test=10000),
+    "procedural16": lambda: load_procedural(resolution=16, num_train=10000, num_test=2000),
 }
 
 
@@ -34,4 +37,4 @@ def load_dataset(name: str, *, data_dir: str | None = None) -> Dataset:
 
 
 __all__ = ["Dataset", "OFFLINE", "load_dataset", "check_dataset_name", "load_digits", "load_mnist1d",
-           "load_gaussian_mixture"]
+           "load_gaussian_mixture", "load_procedural"]
