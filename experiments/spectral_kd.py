@@ -291,7 +291,7 @@ def _figure(config, exact_N, mc_N, das, der_exact, der_mc, der_exact_f, axis, de
         floor = exact_N[-1]["best_in_class"][name]
         if floor > 0:
             ax.axhline(floor, color=f"C{i}", ls=":", lw=0.8, label=f"{name}: best possible")
-    ylabel = "excess risk over f* (no ½)" + (" = over best in class" if full_rank else "")
+    ylabel = "excess risk over f* (no ½)" + ("\n(= over best in class: full rank)" if full_rank else "")
     ax.set(
         xscale="log",
         yscale="log",
@@ -306,13 +306,9 @@ def _figure(config, exact_N, mc_N, das, der_exact, der_mc, der_exact_f, axis, de
     if not full_rank:
         ax.plot(das, der_exact_f, color="C1", ls="--", label="exact, over f*")
     ax.axhline(1, color="k", lw=0.8, ls="--")
-    conv = "paper's convention (= over f*, full rank)" if full_rank else "paper's convention: over best in class"
-    ax.set(
-        xlabel="Δα = alpha_S - alpha_T",
-        ylabel="DER_N = direct / distilled excess risk",
-        title=f"N = {max(config.Ns)}; DER in the {conv}",
-    )
-    ax.title.set_fontsize(7)
+    conv = "over best in class = over f* (full rank)" if full_rank else "solid: over best in class (paper)"
+    ax.set(xlabel="Δα = alpha_S - alpha_T", ylabel="DER_N (direct / distilled)", title=f"N = {max(config.Ns)}; {conv}")
+    ax.title.set_fontsize(8)
     ax.legend(fontsize=7)
     ax = axes[0, 2]
     log_der = np.log10(der_map)
@@ -330,7 +326,7 @@ def _figure(config, exact_N, mc_N, das, der_exact, der_mc, der_exact_f, axis, de
     ax.set(
         xlabel="alpha_S (student decay)",
         ylabel="alpha_T (teacher decay)",
-        title=f"exact DER at N = {max(config.Ns)} (red: distillation helps)",
+        title=f"exact DER, N = {max(config.Ns)} (red: KD helps)",
     )
     fig.colorbar(im, ax=ax, label="log10 DER (paper's convention)")
     return plotting.to_png(fig)

@@ -240,6 +240,8 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             "relative_gain_at_best_n": gain.tolist(),
         },
         "corrected_theorem5": {f"alpha={a}": rates.w2s_rates(a, a) for a in (1.5, 2.0, 3.0)},
+        "corrected_theorem5_note": "exponents of the paper's upper bound; on exact curves the optimal stopping "
+        "time grows like log N (theory.rates.w2s_early_stopping, tests/test_theory.py)",
     }
     write_outputs(
         out_dir,

@@ -18,6 +18,8 @@ import warnings
 from collections.abc import Mapping
 
 from jaxkd.errors import ConfigError
+from theory.query import DESCRIPTION as RISK_DESCRIPTION
+from theory.query import EPILOG as RISK_EPILOG
 
 PRESET_NAMES = ("smoke", "default", "paper")
 
@@ -282,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = tsub.add_parser(
         "risk",
         help="exact expected excess risks for one configuration (JSON in, JSON out)",
-        description="Print the exact expected excess risks (no 1/2 factor) of the teacher, the "
-        "direct student and the distilled student for CONFIG.json.",
+        description=RISK_DESCRIPTION,
+        epilog=RISK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     q.add_argument("config", help="path to a JSON configuration")
     q.set_defaults(fn=_cmd_theory_risk)

@@ -1,13 +1,17 @@
 """Statistics over seeds: summaries with CIs, paired/Welch tests, effect sizes, fits.
 
 All functions take numpy arrays on the host; NaNs (diverged seeds) are dropped
-and the count of values used is reported.
+and the count of values used is reported. The computations are scipy's
+(``scipy.stats.t``, ``sem``, ``ttest_rel``, ``ttest_ind``, ``bootstrap``,
+``linregress``); this module chooses, labels and cleans.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats as _st
+
+_NAN = float("nan")
 
 
 def _clean(x) -> np.ndarray:
@@ -19,18 +23,21 @@ def summarize(values, *, level: float = 0.95) -> dict:
     """Mean, sample std, and the Student-t confidence interval of the mean.
 
     Returns ``{"mean", "std", "ci_low", "ci_high", "n"}``; with one value the
-    std and CI half-width are reported as NaN (they are not estimable).
+    std and CI are reported as NaN (they are not estimable).
     """
     x = _clean(values)
     n = len(x)
     if n == 0:
-        return {"mean": float("nan"), "std": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+        return {"mean": _NAN, "std": _NAN, "ci_low": _NAN, "ci_high": _NAN, "n": 0}
     mean = float(np.mean(x))
     if n == 1:
-        return {"mean": mean, "std": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 1}
+        return {"mean": mean, "std": _NAN, "ci_low": _NAN, "ci_high": _NAN, "n": 1}
     std = float(np.std(x, ddof=1))
-    half = float(_st.t.ppf(0.5 + level / 2, n - 1) * std / np.sqrt(n))
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    if std == 0:
+        lo = hi = mean
+    else:
+        lo, hi = _st.t.interval(level, n - 1, loc=mean, scale=_st.sem(x))
+    return {"mean": mean, "std": std, "ci_low": float(lo), "ci_high": float(hi), "n": n}
 
 
 def paired_test(a, b, *, level: float = 0.95) -> dict:
@@ -43,33 +50,73 @@ def paired_test(a, b, *, level: float = 0.95) -> dict:
     d = a[keep] - b[keep]
     s = summarize(d, level=level)
     if len(d) < 2 or np.std(d, ddof=1) == 0:
-        t, p, dz = float("nan"), float("nan"), float("nan")
+        t, p, dz = _NAN, _NAN, _NAN
     else:
         t, p = _st.ttest_rel(a[keep], b[keep])
         dz = float(np.mean(d) / np.std(d, ddof=1))
-    return {"test": "paired t", "diff_mean": s["mean"], "diff_ci_low": s["ci_low"], "diff_ci_high": s["ci_high"],
-            "t": float(t), "p": float(p), "cohens_dz": dz, "n": s["n"]}
+    return {
+        "test": "paired t",
+        "diff_mean": s["mean"],
+        "diff_ci_low": s["ci_low"],
+        "diff_ci_high": s["ci_high"],
+        "t": float(t),
+        "p": float(p),
+        "cohens_dz": dz,
+        "n": s["n"],
+    }
 
 
-def welch_test(a, b) -> dict:
-    """Welch's unequal-variance t-test with Hedges' g (bias-corrected pooled d)."""
+def hedges_g(a, b) -> float:
+    """Hedges' g: Cohen's d with the pooled sample std, times ``J = 1 - 3 / (4 (n_a + n_b) - 9)``.
+
+    References: Hedges 1981; Hedges & Olkin 1985, eq. 5.10 (the approximation of J).
+    """
     a, b = _clean(a), _clean(b)
     na, nb = len(a), len(b)
     if na < 2 or nb < 2:
-        return {"test": "welch t", "t": float("nan"), "p": float("nan"), "hedges_g": float("nan"), "n_a": na, "n_b": nb}
-    t, p = _st.ttest_ind(a, b, equal_var=False)
+        return _NAN
     pooled = np.sqrt(((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1)) / (na + nb - 2))
-    g = (np.mean(a) - np.mean(b)) / pooled if pooled > 0 else float("nan")
-    g *= 1 - 3 / (4 * (na + nb) - 9)
-    return {"test": "welch t", "t": float(t), "p": float(p), "hedges_g": float(g), "n_a": na, "n_b": nb}
+    if pooled == 0:
+        return _NAN
+    return float((np.mean(a) - np.mean(b)) / pooled * (1 - 3 / (4 * (na + nb) - 9)))
 
 
-def bootstrap_ci(values, *, statistic=np.mean, level: float = 0.95, n_resamples: int = 2000, seed: int = 0):
-    """Percentile bootstrap CI of ``statistic`` over seeds."""
+def welch_test(a, b) -> dict:
+    """Welch's unequal-variance t-test with Hedges' g (:func:`hedges_g`)."""
+    a, b = _clean(a), _clean(b)
+    na, nb = len(a), len(b)
+    if na < 2 or nb < 2:
+        return {"test": "welch t", "t": _NAN, "p": _NAN, "df": _NAN, "hedges_g": _NAN, "n_a": na, "n_b": nb}
+    res = _st.ttest_ind(a, b, equal_var=False)
+    return {
+        "test": "welch t",
+        "t": float(res.statistic),
+        "p": float(res.pvalue),
+        "df": float(res.df),
+        "hedges_g": hedges_g(a, b),
+        "n_a": na,
+        "n_b": nb,
+    }
+
+
+def bootstrap_ci(
+    values,
+    *,
+    statistic=np.mean,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    method: str = "percentile",
+) -> tuple[float, float]:
+    """Bootstrap CI of ``statistic`` over seeds (``scipy.stats.bootstrap``; percentile by default,
+    ``method="BCa"`` for the bias-corrected one). NaN bounds with fewer than two values."""
     x = _clean(values)
-    rng = np.random.default_rng(seed)
-    boots = np.array([statistic(rng.choice(x, len(x), replace=True)) for _ in range(n_resamples)])
-    return float(np.quantile(boots, 0.5 - level / 2)), float(np.quantile(boots, 0.5 + level / 2))
+    if len(x) < 2:
+        return _NAN, _NAN
+    res = _st.bootstrap(
+        (x,), statistic, n_resamples=n_resamples, confidence_level=level, method=method, rng=np.random.default_rng(seed)
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def holm(p_values) -> np.ndarray:
@@ -86,14 +133,23 @@ def holm(p_values) -> np.ndarray:
 
 
 def fit_power_law(x, y) -> dict:
-    """Least-squares fit of ``log y = log c + exponent · log x``.
+    """Least-squares fit of ``log y = log c + exponent · log x`` (``scipy.stats.linregress``).
 
-    Returns ``{"exponent", "coef", "r2"}``; non-positive points are dropped.
+    Returns ``{"exponent", "exponent_se", "coef", "r2", "n"}``; non-positive or
+    non-finite points are dropped; NaNs when fewer than two distinct x remain.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     keep = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
     lx, ly = np.log(x[keep]), np.log(y[keep])
-    slope, intercept = np.polyfit(lx, ly, 1)
-    resid = ly - (slope * lx + intercept)
-    r2 = 1 - np.sum(resid**2) / np.sum((ly - ly.mean()) ** 2)
-    return {"exponent": float(slope), "coef": float(np.exp(intercept)), "r2": float(r2)}
+    n = int(keep.sum())
+    if len(np.unique(lx)) < 2:
+        return {"exponent": _NAN, "exponent_se": _NAN, "coef": _NAN, "r2": _NAN, "n": n}
+    fit = _st.linregress(lx, ly)
+    se = float(fit.stderr) if n > 2 else _NAN
+    return {
+        "exponent": float(fit.slope),
+        "exponent_se": se,
+        "coef": float(np.exp(fit.intercept)),
+        "r2": float(fit.rvalue**2),
+        "n": n,
+    }

@@ -26,9 +26,10 @@ by ``(1 - γλ_S,i)`` per step. The student's excess risk is
 ``Σ_i m_d,i + 2 alpha c_i + alpha² m_T,i``.
 
 Conventions: excess risk is ``E[(f - f*)²]`` over a fresh z, **without** the
-paper's ½; it includes directions a model cannot see (``lam_i = 0``). Steps are
-counted from t = 1; the step size of step t is ``gamma0 · 2^-floor(t/K)``
-(step decay) or ``gamma0`` (constant).
+paper's ½; it includes directions a model cannot see (``lam_i = 0``), so it is
+the excess over f*, not over the best model in the class (for that, see
+:func:`theory.transfer.best_in_class`). Steps are counted from t = 1; the step
+size of step t is set by :class:`SGD`'s schedule (``SCHEDULES``).
 
 References: Wu, Zhang, Zhang, Fang 2026 (arXiv 2606.01292), Algorithm 1,
 App. A (operators Â_t, V_t); Lemma 1; Theorem 1.
@@ -43,10 +44,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import optimize
 
 from jaxkd.errors import ConfigError, check
 
-SCHEDULES = ("constant", "step_decay")
+SCHEDULES = {
+    "constant": "gamma0 at every step",
+    "step_decay": "the theory's gamma0 · 2^-floor(t/K), K = steps / log2(steps) unless given (Algorithm 1)",
+    "flat_then_decay": "the paper's experiments: gamma0 for t <= steps/2, then gamma0 · 2^-floor((t - steps/2)/K), "
+    "K = ln(steps/2) unless given (App. E)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +62,18 @@ class SGD:
 
     Attributes:
       gamma0: initial step size (> 0).
-      steps: number of SGD steps (each sees ``batch`` fresh samples).
+      steps: number of SGD steps H (each sees ``batch`` fresh samples).
       batch: batch size B.
-      schedule: ``"constant"`` or ``"step_decay"`` (``gamma0 · 2^-floor(t/K)``).
-      K: decay interval in steps (need not be an integer); default for step
-        decay is the paper's ``steps / log2(steps)``.
+      schedule: one of :data:`SCHEDULES`: ``"constant"``; ``"step_decay"``, the
+        theory's ``gamma0 · 2^-floor(t/K)`` (Algorithm 1); ``"flat_then_decay"``,
+        the paper's experimental schedule, ``gamma0`` for ``t <= H/2`` and then
+        ``gamma0 · 2^-floor((t - H/2)/K)`` (App. E: "halved every log(H/2) steps";
+        the log's base is not given, the natural log is used).
+      K: decay interval in steps: the step size halves every K steps (need not
+        be an integer). Defaults: ``H / log2 H`` (step decay), ``ln(H/2)``
+        (flat then decay, at least 1).
+
+    References: arXiv 2606.01292, Algorithm 1 (step decay), App. E (experiments).
     """
 
     gamma0: float
@@ -69,7 +83,7 @@ class SGD:
     K: float | None = None
 
     def __post_init__(self):
-        check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        check(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check(np.isfinite(self.gamma0) and self.gamma0 > 0, f"gamma0 must be positive, got {self.gamma0}")
         check(int(self.steps) == self.steps and self.steps >= 1, f"steps must be a positive integer, got {self.steps}")
         check(int(self.batch) == self.batch and self.batch >= 1, f"batch must be a positive integer, got {self.batch}")
@@ -77,17 +91,33 @@ class SGD:
 
     @property
     def decay_interval(self) -> float:
+        """K: the step size halves every K steps once decay has started (inf: never)."""
         if self.schedule == "constant":
             return math.inf
         if self.K is not None:
             return float(self.K)
+        if self.schedule == "flat_then_decay":
+            return max(1.0, math.log(self.steps / 2)) if self.steps > 2 else 1.0
         return self.steps / math.log2(self.steps) if self.steps > 1 else 1.0
 
+    @property
+    def decay_start(self) -> float:
+        """t0: steps ``t <= t0`` use ``gamma0``; after it the level is ``floor((t - t0) / K)``."""
+        return self.steps / 2 if self.schedule == "flat_then_decay" else 0.0
+
+    def level(self, t) -> np.ndarray:
+        """Number of halvings at step ``t`` (1-based), numpy: ``max(0, floor((t - t0) / K))``."""
+        t = np.asarray(t, np.float64)
+        if self.schedule == "constant":
+            return np.zeros(t.shape, np.int64)
+        return np.maximum(0.0, np.floor((t - self.decay_start) / self.decay_interval)).astype(np.int64)
+
     def gamma(self, t):
-        """Step size of step ``t`` (1-based), jnp."""
+        """Step size of step ``t`` (1-based), jnp (the same formula as :meth:`level`)."""
         if self.schedule == "constant":
             return jnp.full(jnp.shape(t), self.gamma0, jnp.float64)
-        return self.gamma0 * jnp.exp2(-jnp.floor(t / self.decay_interval))
+        lev = jnp.maximum(0.0, jnp.floor((t - self.decay_start) / self.decay_interval))
+        return self.gamma0 * jnp.exp2(-lev)
 
 
 class Moments(NamedTuple):
@@ -103,23 +133,35 @@ class Moments(NamedTuple):
 
 def stability_sum(lam, gamma, batch, kappa=3.0) -> float:
     """``Σ q_i / (1 - |a_i|)``: the recursion at step size ``gamma`` contracts iff every
-    ``|a_i| < 1`` and this sum is < 1 (Perron root of ``diag(a) + q 1ᵀ`` below 1)."""
+    ``|a_i| < 1`` and this sum is < 1 (Perron root of ``diag(a) + q 1ᵀ`` below 1; with
+    some ``a_i < 0`` the condition is sufficient). ``inf`` when a direction expands."""
     lam = np.asarray(lam, np.float64)
-    x = gamma * lam
-    a = 1 - 2 * x + x**2 * (1 + (kappa - 2) / batch)
-    q = x**2 / batch
-    if np.any(np.abs(a[lam > 0]) >= 1):
+    x = gamma * lam[lam > 0]
+    c = 1 + (kappa - 2) / batch
+    a = 1 - 2 * x + c * x**2
+    # 1 - |a| without cancellation: x (2 - c x) where a >= 0, so tiny x stays finite.
+    gap = np.where(a >= 0, 2 - c * x, 2 - 2 * x + c * x**2)
+    if np.any(gap <= 0):
         return math.inf
-    return float(np.sum(np.where(lam > 0, q / np.maximum(1 - np.abs(a), 1e-300), 0.0)))
+    ratio = np.where(a >= 0, x / (batch * gap), x**2 / (batch * gap))
+    return float(np.sum(ratio))
 
 
 def max_stable_gamma(lam, batch, kappa=3.0) -> float:
-    """Largest step size for which the second-moment recursion contracts (bisection)."""
-    lo, hi = 0.0, 4.0 / max(float(np.max(lam)), 1e-300)
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if stability_sum(lam, mid, batch, kappa) < 1 else (lo, mid)
-    return lo
+    """Largest step size for which :func:`stability_sum` < 1 (a root of ``stability_sum - 1``).
+
+    Exact for Gaussian features (every ``a_i > 0``); a safe lower bound when
+    some ``a_i < 0`` (Rademacher, large steps).
+    """
+    hi = 4.0 / max(float(np.max(lam)), 1e-300)  # |a_i| >= 1 there: the sum is inf
+
+    def excess(g):
+        return min(stability_sum(lam, g, batch, kappa), 2.0) - 1.0
+
+    g = optimize.brentq(excess, 0.0, hi, xtol=1e-15 * hi, rtol=4 * np.finfo(float).eps)
+    while excess(g) >= 0:  # brentq may land on the unstable side of the boundary
+        g = np.nextafter(g, 0.0)
+    return float(g)
 
 
 def check_stable(lam, sgd: SGD, kappa=3.0, who="model") -> None:
@@ -137,23 +179,58 @@ def log_checkpoints(steps: int, num: int = 60) -> np.ndarray:
     return np.unique(np.concatenate([pts, [steps]]))
 
 
+def checkpoints_for(sgd: SGD, checkpoints=None, who: str = "checkpoints") -> np.ndarray:
+    """Validated report steps of a run of ``sgd.steps`` steps (default: log-spaced).
+
+    Checkpoints must be strictly increasing integers in ``1..steps`` and end at
+    ``steps``: ``steps`` is the run's length, checkpoints only say where to
+    report, and the final value (and the moments a student inherits) is the
+    one at ``steps``. One-line :class:`ConfigError` otherwise.
+    """
+    if checkpoints is None:
+        return log_checkpoints(sgd.steps)
+    ck = np.asarray(checkpoints)
+    check(ck.ndim == 1 and ck.size >= 1, f"{who} must be a non-empty list of step counts")
+    check(
+        np.issubdtype(ck.dtype, np.number) and np.all(np.isfinite(ck)) and np.all(ck == np.round(ck)),
+        f"{who} must be whole step counts, got {ck.tolist()}",
+    )
+    ck = ck.astype(np.int64)
+    check(bool(np.all(np.diff(ck) > 0)), f"{who} must be strictly increasing, got {ck.tolist()}")
+    check(ck[0] >= 1, f"{who} must be >= 1 (steps are counted from 1), got {int(ck[0])}")
+    check(
+        ck[-1] <= sgd.steps,
+        f"{who} go beyond the run's steps={sgd.steps} (largest {int(ck[-1])}); "
+        f"raise steps or drop the later checkpoints",
+    )
+    check(
+        ck[-1] == sgd.steps,
+        f"{who} must end at the run's steps={sgd.steps} (last is {int(ck[-1])}); "
+        f"steps sets the run's length, checkpoints only where to report",
+    )
+    return ck
+
+
 def _intervals(sgd: SGD, checkpoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split steps 1..max(checkpoints) into intervals of constant step size ending at every
-    checkpoint and every decay boundary. Returns ``(lengths, decay_index, is_checkpoint, ends)``."""
+    checkpoint and every decay boundary. Returns ``(lengths, decay_level, is_checkpoint, ends)``."""
     ck = np.asarray(checkpoints, np.int64)
     last = int(ck[-1])
-    cuts = set(ck.tolist())
+    changes = np.zeros(0, np.int64)
     K = sgd.decay_interval
     if math.isfinite(K):
-        j = 1
-        while math.ceil(j * K) - 1 < last:
-            if math.ceil(j * K) - 1 >= 1:
-                cuts.add(math.ceil(j * K) - 1)  # last step of decay level j - 1
-            j += 1
-    ends = np.array(sorted(cuts), np.int64)
+        # Level j starts near t0 + jK; test the integers around each such point with level() itself,
+        # so the boundaries are exactly where SGD.gamma (the Monte Carlo schedule) changes.
+        if (last - sgd.decay_start) / K < last:
+            j = np.arange(1, int((last - sgd.decay_start) / K) + 2)
+            near = np.ceil(sgd.decay_start + j * K).astype(np.int64)[:, None] + np.arange(-2, 2)[None, :]
+            near = np.unique(near[(near >= 1) & (near < last)])
+        else:  # K < 1: a new level at almost every step
+            near = np.arange(1, last)
+        changes = near[sgd.level(near + 1) != sgd.level(near)]  # last step of a level
+    ends = np.union1d(ck, changes)
     starts = np.concatenate([[0], ends[:-1]])
-    decay = np.floor((starts + 1) / K).astype(np.int64) if math.isfinite(K) else np.zeros_like(ends)
-    return ends - starts, decay, np.isin(ends, ck), ends
+    return ends - starts, sgd.level(starts + 1), np.isin(ends, ck), ends
 
 
 _UNROLL = 8
@@ -219,14 +296,15 @@ def train_curve(lam, theta_sq, sigma2, sgd: SGD, *, checkpoints=None, kappa=3.0)
       theta_sq: ``theta*²`` (or prior variances) ``[D]``.
       sigma2: label-noise variance.
       sgd: the optimiser.
-      checkpoints: increasing step counts at which to report (default log-spaced).
+      checkpoints: increasing step counts at which to report, ending at
+        ``sgd.steps`` (default log-spaced; see :func:`checkpoints_for`).
       kappa: fourth moment of the feature coordinates (3 Gaussian, 1 Rademacher).
 
     Returns:
       ``(steps [C], risk [C], final Moments)``. Call inside
       ``jax.enable_x64(True)`` (done by :func:`transfer_curves`).
     """
-    ck = log_checkpoints(sgd.steps) if checkpoints is None else np.asarray(checkpoints)
+    ck = checkpoints_for(sgd, checkpoints)
     theta_sq = _as_f64(theta_sq)
     trs, sums, m, vecs = _run(lam, sgd, kappa, sigma2, theta_sq, (-theta_sq)[None], ck)
     return ck, trs, Moments(m=m, s=vecs[0])
@@ -244,7 +322,7 @@ def distill_curve(lam_S, theta_sq, sigma2, alpha, teacher: Moments, sgd: SGD, *,
     Returns:
       ``(steps [C], risk [C], final student Moments)``.
     """
-    ck = log_checkpoints(sgd.steps) if checkpoints is None else np.asarray(checkpoints)
+    ck = checkpoints_for(sgd, checkpoints)
     theta_sq = _as_f64(theta_sq)
     m_T, s_T = _as_f64(teacher.m), _as_f64(teacher.s)
     m_d0 = theta_sq + 2 * alpha * s_T + alpha**2 * m_T  # E[(θ* + α e_T)²]

@@ -13,11 +13,13 @@ Features: ``"gaussian"`` (kappa = 3) or ``"rademacher"`` (kappa = 1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.exact import log_checkpoints
+from theory.exact import checkpoints_for
 from theory.transfer import Transfer
 
 FEATURES = {"gaussian": 3.0, "rademacher": 1.0}
@@ -75,33 +77,60 @@ def _one_seed(key, p: Transfer, theta, ck_T, ck_S, features):
     return r_T, r_D, r_S
 
 
-def simulate(p: Transfer, key, n_seeds: int, *, features="gaussian", theta=None, checkpoints_T=None,
-             checkpoints_S=None) -> dict:
+def simulate(
+    p: Transfer,
+    key,
+    n_seeds: int,
+    *,
+    features="gaussian",
+    theta=None,
+    checkpoints_T=None,
+    checkpoints_S=None,
+    seeds_per_call: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
     """Monte Carlo risk curves: mean and standard error over ``n_seeds``.
 
     Args:
       p: the problem; ``p.kappa`` is ignored (the feature law sets it).
       theta: a fixed ``theta*`` ``[D]``; default: a fresh draw from the prior
         ``N(0, p.theta_sq)`` per seed (matching the prior-averaged exact risk).
+      checkpoints_T, checkpoints_S: report steps, ending at each run's ``steps``.
+      seeds_per_call: run the seeds in vmapped chunks of this size (default:
+        all at once); seed ``s`` uses the same key either way.
+      on_progress: called on the host with the number of seeds done after
+        each chunk (for a progress bar).
 
     Returns:
       ``{"steps_T", "steps_S", "teacher", "direct", "distilled": {"mean", "se"}}``.
     """
     if features not in FEATURES:
         raise ValueError(f"features must be one of {sorted(FEATURES)}, got {features!r}")
-    ck_T = log_checkpoints(p.teacher.steps) if checkpoints_T is None else np.asarray(checkpoints_T)
-    ck_S = log_checkpoints(p.student.steps) if checkpoints_S is None else np.asarray(checkpoints_S)
+    ck_T = checkpoints_for(p.teacher, checkpoints_T, "checkpoints_T")
+    ck_S = checkpoints_for(p.student, checkpoints_S, "checkpoints_S")
+    chunk = n_seeds if seeds_per_call is None else max(1, min(int(seeds_per_call), n_seeds))
     with jax.enable_x64(True):
         theta_sd = jnp.sqrt(jnp.asarray(p.theta_sq, jnp.float64))
 
         def run(k):
             k_theta, k_run = jax.random.split(k)
-            th = jnp.asarray(theta, jnp.float64) if theta is not None else theta_sd * jax.random.normal(
-                k_theta, theta_sd.shape, jnp.float64)
+            th = (
+                jnp.asarray(theta, jnp.float64)
+                if theta is not None
+                else theta_sd * jax.random.normal(k_theta, theta_sd.shape, jnp.float64)
+            )
             return _one_seed(k_run, p, th, ck_T, ck_S, features)
 
         keys = jax.random.split(key, n_seeds)
-        r_T, r_D, r_S = (np.asarray(x) for x in jax.jit(jax.vmap(run))(keys))
+        n_calls = -(-n_seeds // chunk)
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], n_calls * chunk - n_seeds, axis=0)])
+        program = jax.jit(jax.vmap(run))
+        parts = []
+        for c in range(n_calls):
+            parts.append([np.asarray(x) for x in program(keys[c * chunk : (c + 1) * chunk])])
+            if on_progress is not None:
+                on_progress(min((c + 1) * chunk, n_seeds))
+        r_T, r_D, r_S = (np.concatenate(x)[:n_seeds] for x in zip(*parts))
 
     def stat(r):
         return {"mean": r.mean(0), "se": r.std(0, ddof=1) / np.sqrt(r.shape[0])}

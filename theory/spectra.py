@@ -20,7 +20,7 @@ def power_law(D: int, a: float, *, k: int | None = None) -> np.ndarray:
     """``lam_i = i^-a`` for ``i = 1..D``, zero beyond the first ``k`` (rank-``k`` model)."""
     lam = np.arange(1, D + 1, dtype=np.float64) ** (-float(a))
     if k is not None:
-        lam[int(k):] = 0.0
+        lam[int(k) :] = 0.0
     return lam
 
 
