@@ -33,8 +33,10 @@ Presets:
 - ``paper``: CIFAR-100 (``jaxkd data prepare cifar100`` first), the RepDistiller
   recipe (240 epochs, SGD 0.05, momentum 0.9, wd 5e-4, x0.1 at 150/180/210,
   batch 64, crop 4 + flip) for resnet32x4 → resnet8x4, wrn_40_2 → wrn_16_2 and
-  vgg13 → vgg8; for an accelerator (about 3 GPU-hours per pair for 5 seeds,
-  a projection from XLA's FLOP count: benchmarks/RESULTS.md).
+  vgg13 → vgg8; for an accelerator. From XLA's FLOP count (2.97 GFLOP per
+  training image for resnet32x4 → resnet8x4: teacher forward + student
+  step), 240 epochs are about 81 s per seed at 40% of an H100's bf16 peak: a
+  lower bound, not a measurement (benchmarks/cnn_sweep.py).
 
 Command::
 
