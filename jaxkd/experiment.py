@@ -52,7 +52,9 @@ def _parse(hint, text: str):
         return hint(text)
     if origin is tuple:
         items = [v.strip() for v in text.strip("()[] ").split(",") if v.strip()]
-        return tuple(_parse(args[0], v) for v in items)  # "" or "()": the empty list, validated by the config
+        if not items:
+            raise ValueError(text)
+        return tuple(_parse(args[0], v) for v in items)
     raise ValueError(text)
 
 
