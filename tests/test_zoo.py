@@ -105,3 +105,24 @@ def test_zoo_bad_inputs():
         make_model("resnet20", (8, 8, 3), 10, widths=(4, 4)).init(jax.random.key(0))
     with pytest.raises(ConfigError, match="patch"):
         make_model("vit_tiny", (10, 10, 3), 10).init(jax.random.key(0))
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad",
+                         [(8, 3, 1, 1), (8, 3, 2, 1), (7, 3, 2, 1), (8, 1, 2, 0), (9, 5, 2, 2)])
+def test_canonical_conv_gradients_match_lax(size, kernel, stride, pad):
+    # The zoo's convolution has a hand-written backward pass (fast on XLA:CPU inside loops); its gradients
+    # must equal JAX's own differentiation of lax.conv_general_dilated.
+    from jax import lax
+
+    from jaxkd.models.layers import canonical_conv
+
+    x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 4))
+    padding = ((pad, pad), (pad, pad))
+    dn = ("NHWC", "HWIO", "NHWC")
+    ref = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, (stride,) * 2, padding,
+                                                                                   dimension_numbers=dn))), (0, 1)))
+    new = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(canonical_conv(x, w, (stride,) * 2, padding))), (0, 1)))
+    for a, b in zip(ref(x, w), new(x, w)):
+        assert float(jnp.max(jnp.abs(a))) > 0
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
