@@ -277,13 +277,13 @@ def _figure(summary, dataset, config) -> bytes:
 
 
 def runlocal(config: Config) -> Config:
-    """Any preset shrunk to a CPU smoke run: the default pair at tiny widths on procedural16, a few steps.
+    """Any preset shrunk to a CPU smoke run: the default pair at tiny widths on procedural16's first 10 classes.
 
     The paper pairs' feature wiring is checked without training by
     ``Config.run_configs`` + ``check_objective`` (tests/test_cifar_kd.py).
     """
     small = RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=16, steps=4)
-    return dataclasses.replace(config, n_seeds=2, pairs=("resnet20:resnet8",), teacher_widths=(4, 4, 4, 8),
+    return dataclasses.replace(config, n_seeds=2, pairs=("resnet20:resnet8",), classes=10, teacher_widths=(4, 4, 4, 8),
                                student_widths=(2, 2, 4, 4), data=DataConfig("procedural16", crop_padding=2, flip=True),
                                teacher_recipe=small, recipe=small, eval=EvalConfig(every=2), teacher_paths=(),
                                chunk_steps=2 if config.chunk_steps else None)

@@ -164,7 +164,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             p.check()
     key = jax.random.key(config.seed)
     S = config.n_seeds
-    chunk = max(1, S // 4)
+    chunk = max(1, S // 2)
     bar = _progress_bar(progress, len(config.Ns) * (1 + S) + 1 + len(config.delta_alphas) * S + 1, "spectral_kd")
 
     def mc(p, k, what, N):

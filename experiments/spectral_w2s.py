@@ -195,7 +195,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
                 theta=np.sqrt(p.theta_sq),
                 checkpoints_T=[p.teacher.steps],
                 checkpoints_S=mc_ck,
-                seeds_per_call=max(1, S // 4),
+                seeds_per_call=max(1, S // 2),
                 on_progress=advance,
             )
             mcs[d] = (mc_ck, mc)

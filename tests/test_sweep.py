@@ -194,24 +194,25 @@ from jaxkd.train import make_train
 assert jax.device_count() == int(sys.argv[1]), jax.devices()
 cfg = RunConfig(model=ModelConfig("mlp", (16,)), recipe=RecipeConfig(steps=40, batch_size=32),
                 eval=EvalConfig(every=20))
-res = run_sweep(make_train(cfg, load_digits()), jax.random.key(0), int(sys.argv[2]),
-                {"learning_rate": [1e-3, 3e-3]}, progress=False)
-leaf = jax.tree.leaves(res.states.params)[0]
-print(json.dumps({"n_shards": len(leaf.sharding.device_set), "shape": list(leaf.shape),
-                  "loss": res.history["train/loss"].tolist(), "w": np.asarray(leaf).ravel()[:50].tolist()}))
+trainer = make_train(cfg, load_digits())
+for seeds in sys.argv[2:]:
+    res = run_sweep(trainer, jax.random.key(0), int(seeds), {"learning_rate": [1e-3, 3e-3]}, progress=False)
+    leaf = jax.tree.leaves(res.states.params)[0]
+    print(json.dumps({"n_shards": len(leaf.sharding.device_set), "shape": list(leaf.shape),
+                      "loss": res.history["train/loss"].tolist(), "w": np.asarray(leaf).ravel()[:50].tolist()}))
 """
 
 
-def _run_devices(n, seeds):
+def _run_devices(n, *seeds):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", SHARDED, str(n), str(seeds)], env=env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", SHARDED, str(n), *map(str, seeds)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(seeds):]]
 
 
 def test_sharded_sweep_agrees_with_unsharded_and_pads_odd_seed_counts():
-    one, two, odd = _run_devices(1, 4), _run_devices(2, 4), _run_devices(2, 3)
+    (one,), (two, odd) = _run_devices(1, 4), _run_devices(2, 4, 3)
     assert one["n_shards"] == 1 and two["n_shards"] == 2
     np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(two["w"], one["w"], rtol=1e-5, atol=1e-6)

@@ -50,16 +50,21 @@ def _small(name, shape, num_classes, dtype="float32"):
     if name == "wrn_10_1":  # WRN-10-1: one pre-activation block per group
         return FunctionalModel("wrn_10_1", lambda rngs: WideResNet(shape, num_classes, depth=10, widen=1, rngs=rngs),
                                num_classes, shape)
+    if name == "bottleneck_micro":  # the ResNet-50/101/152 block, one per stage
+        from jaxkd.models.resnet import Bottleneck, _StagedResNet
+
+        return FunctionalModel("bottleneck_micro", lambda rngs: _StagedResNet(
+            shape, num_classes, block=Bottleneck, stem=2, stages=[(2, 1, 1), (4, 1, 2)], dtype=None, rngs=rngs),
+            num_classes, shape)
     if name == "vit_micro":
         dt = None if dtype == "float32" else dtype
         return FunctionalModel("vit_micro", lambda rngs: ViT(shape, num_classes, patch=4, dim=16, depth=2, heads=2,
                                                              dtype=dt, rngs=rngs), num_classes, shape)
-    widths = {"resnet8": (2, 2, 4, 4), "vgg8": (2, 2, 4, 4, 4), "resnet18": (2, 2, 4, 4, 4),
-              "resnet50": (2, 2, 2, 2, 4)}[name]
+    widths = {"resnet8": (2, 2, 4, 4), "vgg8": (2, 2, 4, 4, 4), "resnet18": (2, 2, 4, 4, 4)}[name]
     return make_model(name, shape, num_classes, widths=widths, dtype=dtype)
 
 
-@pytest.mark.parametrize("name", ["resnet8", "wrn_10_1", "vgg8", "resnet50", "vit_micro"])  # one per family
+@pytest.mark.parametrize("name", ["resnet8", "wrn_10_1", "vgg8", "bottleneck_micro", "vit_micro"])  # each family
 def test_batchnorm_under_vmap_matches_each_seed(name):
     model = _small(name, (8, 8, 3), 5)
     keys = jax.random.split(jax.random.key(0), 2)
@@ -124,5 +129,27 @@ def test_canonical_conv_gradients_match_lax(size, kernel, stride, pad):
                                                                                    dimension_numbers=dn))), (0, 1)))
     new = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(canonical_conv(x, w, (stride,) * 2, padding))), (0, 1)))
     for a, b in zip(ref(x, w), new(x, w)):
+        assert float(jnp.max(jnp.abs(a))) > 0
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length,stride", [(12, 1), (11, 2)])
+def test_canonical_conv_1d_gradients_match_lax(length, stride):
+    # cnn1d's convolutions go through the 2-D canonical form over a width-1 axis.
+    from jax import lax
+
+    from jaxkd.models.layers import canonical_conv
+
+    x = jax.random.normal(jax.random.key(2), (3, length, 5))
+    w = jax.random.normal(jax.random.key(3), (3, 5, 4))
+    dn = ("NWC", "WIO", "NWC")
+
+    def loss(fn):
+        return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), (0, 1)))
+
+    ref_v, ref_g = loss(lambda x, w: lax.conv_general_dilated(x, w, (stride,), ((1, 1),), dimension_numbers=dn))(x, w)
+    new_v, new_g = loss(lambda x, w: canonical_conv(x, w, (stride,), ((1, 1),), dimension_numbers=dn))(x, w)
+    np.testing.assert_allclose(float(new_v), float(ref_v), rtol=1e-5)
+    for a, b in zip(ref_g, new_g):
         assert float(jnp.max(jnp.abs(a))) > 0
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)

@@ -1,13 +1,18 @@
 """Small convolutional networks (2-D for images, 1-D for sequences).
 
 Both use BatchNorm; its running statistics are ``nnx.BatchStat`` variables,
-carried as explicit state by :mod:`jaxkd.models.functional`.
+carried as explicit state by :mod:`jaxkd.models.functional`. Convolutions pad
+by 1 (the same as "SAME" for these stride-1 3x3 kernels) and differentiate
+through :func:`jaxkd.models.layers.canonical_conv`, which keeps XLA:CPU's
+gradient convolutions fast inside the trainer's loop.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 from flax import nnx
+
+from jaxkd.models.layers import canonical_conv
 
 
 class _ConvNet(nnx.Module):
@@ -17,7 +22,8 @@ class _ConvNet(nnx.Module):
         in_ch = in_shape[-1]
         convs, norms = [], []
         for ch in channels:
-            convs.append(nnx.Conv(in_ch, ch, kernel_size=(3,) * ndim, padding="SAME", rngs=rngs))
+            convs.append(nnx.Conv(in_ch, ch, kernel_size=(3,) * ndim, padding=((1, 1),) * ndim, rngs=rngs,
+                                  conv_general_dilated=canonical_conv))
             norms.append(nnx.BatchNorm(ch, momentum=0.9, rngs=rngs))
             in_ch = ch
         self.convs = nnx.List(convs)

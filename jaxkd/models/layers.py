@@ -66,13 +66,23 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def canonical_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                    dimension_numbers=None, feature_group_count=1, precision=None, preferred_element_type=None,
                    **_):
-    """``lax.conv_general_dilated`` for NHWC/HWIO, undilated, ungrouped convolutions with explicit padding."""
-    if (feature_group_count != 1 or tuple(lhs_dilation or (1, 1)) != (1, 1)
-            or tuple(rhs_dilation or (1, 1)) != (1, 1) or isinstance(padding, str)):
+    """``lax.conv_general_dilated`` for channels-last, undilated, ungrouped convolutions with explicit padding.
+
+    2-D (NHWC/HWIO) goes through the explicit-transpose gradient directly; 1-D
+    (NWC/WIO) as a 2-D convolution over a width-1 axis. Anything else falls
+    back to ``lax.conv_general_dilated``.
+    """
+    nd = lhs.ndim - 2
+    if (nd not in (1, 2) or feature_group_count != 1 or tuple(lhs_dilation or (1,) * nd) != (1,) * nd
+            or tuple(rhs_dilation or (1,) * nd) != (1,) * nd or isinstance(padding, str)):
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision,
                                         preferred_element_type=preferred_element_type)
-    return _conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding))
+    padding = tuple(tuple(p) for p in padding)
+    if nd == 1:
+        out = _conv(lhs[:, :, None, :], rhs[:, None], (window_strides[0], 1), (padding[0], (0, 0)))
+        return out[:, :, 0, :]
+    return _conv(lhs, rhs, tuple(window_strides), padding)
 
 KAIMING_FAN_OUT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 TORCH_LINEAR = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
