@@ -24,17 +24,17 @@ Command::
 
     jaxkd run digits_methods --preset default --out results/digits_methods/default
 
-Expected runtime on a 2-core CPU: smoke ~1 min, default ~2 min (measured
-121 s, a third of it XLA compiling), paper ~10 min. Output: config.json,
+Expected runtime on a 2-core CPU: smoke ~1 min, default ~1.5 min (measured
+84 s on an idle machine, a third of it XLA compiling), paper ~10 min. Output: config.json,
 records.csv, summary.json (mean ± std and 95% CI over seeds at the
 validation-selected and the last evaluation; paired t-tests of each method
 against CE with Holm correction and Cohen's d_z), figure.png, env.json.
 
 What it shows (default preset, measured 2026-11-24, 8 seeds, test accuracy
-at the validation-selected evaluation): teacher 0.981; CE 0.899 ± 0.031;
-DIST 0.936 (+3.7 pp, Holm p = 0.20); FitNet 0.909 and AT 0.889 (no
-detectable difference); KD 0.801 (−9.9 pp, p = 0.016) and DKD 0.729
-(−17 pp, p = 1e-4). With a 400-step budget the tiny student is far from
+at the validation-selected evaluation): teacher 0.961; CE 0.930 ± 0.022;
+DIST 0.933 and FitNet 0.919 (no detectable difference); AT 0.912 (−1.8 pp,
+Holm p = 0.08); KD 0.858 (−7.2 pp, Holm p = 0.009) and DKD 0.815 (−11 pp,
+Holm p = 2e-5). With a 400-step budget the tiny student is far from
 converged, and the logit terms that shrink CE's weight (KD's 0.1) or add a
 large non-target term (DKD's beta = 8) slow it down; DIST's correlation
 matching does not. These are single-budget numbers, not a ranking of methods.

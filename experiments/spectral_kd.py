@@ -23,7 +23,7 @@ DER in the paper's convention (excess over the best model in each class, over
 the best transfer solution for the distilled student); with full-rank models
 (the default) it equals DER over f*. ``summary.json`` holds both.
 
-Command: ``jaxkd run spectral_kd --preset default`` (about 1-2 min on a 2-core
+Command: ``jaxkd run spectral_kd --preset default`` (about 90 s on a 2-core
 CPU, progress on stderr; ``paper`` uses the paper's n = 500,000 and a 32 × 32
 diagram).
 """

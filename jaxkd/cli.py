@@ -190,6 +190,14 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from jaxkd.report import build_report, render
+
+    metrics = [m.strip() for item in args.metric or [] for m in item.split(",") if m.strip()]
+    print(render(build_report(args.results_dir, metrics=metrics, at=args.at), args.format), end="")
+    return 0
+
+
 def _cmd_data_prepare(args) -> int:
     from jaxkd.data.tfds_source import prepare
 
@@ -224,6 +232,8 @@ def _add_config_arguments(p) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from jaxkd.data.tfds_source import PREPARE_INSTALL
+    from jaxkd.report import AT_CHOICES as REPORT_AT
+    from jaxkd.report import FORMATS as REPORT_FORMATS
 
     parser = _Parser(prog="jaxkd", description="Knowledge-distillation experiments in JAX.")
     parser.add_argument("--version", action="version", version=f"jaxkd {_version()}")
@@ -262,6 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_run)
+
+    p = sub.add_parser(
+        "report",
+        help="print the summary table of a finished run",
+        description="Print the summary table of a finished run, read from RESULTS_DIR/summary.json: each "
+        "condition's mean ± std over seeds, 95% CI and n per metric, then the run's tests with corrected "
+        "p-values and effect sizes.",
+    )
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="the --out directory of a finished `jaxkd run`")
+    p.add_argument("--format", choices=REPORT_FORMATS, default="text", help="output format (default text)")
+    p.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="metric to report, e.g. test/acc; repeatable or comma-separated (default: every test/ metric)",
+    )
+    p.add_argument(
+        "--at",
+        choices=REPORT_AT,
+        default="selected",
+        help="evaluation point: selected (by the validation metric, default), last, or max_over_evals "
+        "(each seed's best test value: optimistic)",
+    )
+    p.set_defaults(fn=_cmd_report)
 
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

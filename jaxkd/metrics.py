@@ -1,8 +1,30 @@
-"""Per-example metrics on logits (the caller reduces)."""
+"""Metrics between models: per-example values on logits, test-set summaries, the asymmetric payoff.
+
+Per-example functions (``accuracy``, ``agreement``, ``activation_distance``,
+``js_divergence``, ``cosine_similarity``) return one value per example; the
+caller reduces. :func:`functional_metrics` reduces them over a test set, overall
+and on the teacher-correct / teacher-incorrect subsets, with masks (it jits and
+vmaps over seeds). :func:`asymmetric_payoff` runs on the host over seeds.
+Definitions, formulas and their provenance: ``docs/functional.md``.
+
+References: Mason-Williams et al., arXiv 2510.12615 (reconstructed; no code is public).
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
+
+import jax
 import jax.numpy as jnp
+import numpy as np
+from scipy import stats as _st
+
+from jaxkd import losses, stats
+from jaxkd.errors import check
+
+SUBSETS = ("all", "teacher_correct", "teacher_incorrect")
+_PER_EXAMPLE = ("acc", "loss", "agreement", "activation_distance", "js", "cosine")
 
 
 def accuracy(logits, labels, *, axis=-1):
@@ -13,3 +35,224 @@ def accuracy(logits, labels, *, axis=-1):
 def agreement(logits_a, logits_b, *, axis=-1):
     """Top-1 agreement: 1.0 where both models predict the same class."""
     return (jnp.argmax(logits_a, axis=axis) == jnp.argmax(logits_b, axis=axis)).astype(jnp.float32)
+
+
+def activation_distance(logits_a, logits_b, *, axis=-1):
+    """``‖softmax(a) − softmax(b)‖₂`` per example (in [0, √2])."""
+    d = jax.nn.softmax(logits_a, axis=axis) - jax.nn.softmax(logits_b, axis=axis)
+    return jnp.sqrt(jnp.sum(d * d, axis=axis))
+
+
+def js_divergence(logits_a, logits_b, *, axis=-1):
+    """Jensen-Shannon divergence ``½KL(p‖m) + ½KL(q‖m)``, ``m = (p + q) / 2``, natural log, per example.
+
+    Computed from log-softmax (``log m = logaddexp(log p, log q) − log 2``); lies in [0, log 2].
+    """
+    lp = jax.nn.log_softmax(logits_a, axis=axis)
+    lq = jax.nn.log_softmax(logits_b, axis=axis)
+    lm = jnp.logaddexp(lp, lq) - jnp.log(2.0).astype(lp.dtype)
+    p, q = jnp.exp(lp), jnp.exp(lq)
+    kl_pm = jnp.sum(jnp.where(p > 0, p * (lp - lm), 0.0), axis=axis)
+    kl_qm = jnp.sum(jnp.where(q > 0, q * (lq - lm), 0.0), axis=axis)
+    return jnp.maximum(0.5 * (kl_pm + kl_qm), 0.0)  # rounding can leave −1e-8
+
+
+def cosine_similarity(logits_a, logits_b, *, axis=-1):
+    """Cosine of the angle between the two probability vectors, per example (in (0, 1])."""
+    p, q = jax.nn.softmax(logits_a, axis=axis), jax.nn.softmax(logits_b, axis=axis)
+    return jnp.sum(p * q, axis=axis) / (jnp.linalg.norm(p, axis=axis) * jnp.linalg.norm(q, axis=axis))
+
+
+def mutual_information(pred_a_N, pred_b_N, *, num_classes: int, where=None):
+    """Plug-in mutual information (nats) between two label vectors, from their joint histogram.
+
+    ``I = Σ_ij P_ij log(P_ij / (P_i· P_·j))`` with ``P`` the empirical joint of
+    ``(pred_a, pred_b)`` over the examples where ``where`` is true (all by default);
+    ``0 log 0 = 0``. Equals ``sklearn.metrics.mutual_info_score``. NaN on an empty set.
+    """
+    w_N = jnp.ones(pred_a_N.shape, jnp.float32) if where is None else where.astype(jnp.float32)
+    n_CxC = jnp.zeros((num_classes, num_classes), jnp.float32).at[pred_a_N, pred_b_N].add(w_N)
+    n = jnp.sum(w_N)
+    # On counts, n · n_ij / (n_i· n_·j) is exactly 1 for independent columns (float32 counts are exact).
+    outer_CxC = jnp.sum(n_CxC, 1)[:, None] * jnp.sum(n_CxC, 0)[None, :]
+    pos = n_CxC > 0
+    log_ratio = jnp.log(n * jnp.where(pos, n_CxC, 1.0)) - jnp.log(jnp.where(pos, outer_CxC, 1.0))
+    mi = jnp.sum(jnp.where(pos, n_CxC * log_ratio, 0.0)) / jnp.maximum(n, 1.0)
+    return jnp.where(n > 0, jnp.maximum(mi, 0.0), jnp.nan)
+
+
+def _masked_mean(v_N, mask_N, n):
+    return jnp.where(n > 0, jnp.sum(jnp.where(mask_N, v_N, 0.0)) / jnp.maximum(n, 1), jnp.nan)
+
+
+def functional_metrics(student_logits_NxC, teacher_logits_NxC, labels_N, *, num_classes: int | None = None) -> dict:
+    """Student-vs-teacher functional metrics on a test set, overall and on the teacher-correct/incorrect subsets.
+
+    Keys ``{subset}/{metric}`` for subset in ``all``, ``teacher_correct``,
+    ``teacher_incorrect`` and metric in ``acc``, ``loss`` (student CE), ``agreement``,
+    ``activation_distance``, ``js``, ``cosine`` (masked means), ``mi`` (on the
+    subset's examples) and ``n`` (the subset's size, int32). NaN on an empty subset.
+    Also ``all/teacher_acc``, and on teacher-incorrect examples the fractions
+    ``copy_error`` (student gives the teacher's wrong label), ``other_error`` (a
+    different wrong label) and ``correct`` (they sum to 1) with counts ``n_copy_error``,
+    ``n_other_error``, ``n_correct``. Pure and shape-static: jit it, and vmap it
+    over seeds (or use :func:`functional_metrics_over_seeds`).
+
+    Args:
+      student_logits_NxC, teacher_logits_NxC: logits of the two models on the same N examples.
+      labels_N: integer labels.
+      num_classes: C; inferred from the logits when omitted (must match them when given).
+    """
+    c = student_logits_NxC.shape[-1]
+    check(student_logits_NxC.ndim == 2 and teacher_logits_NxC.shape == student_logits_NxC.shape,
+          f"functional_metrics needs student and teacher logits of one shape [N, C], got "
+          f"{student_logits_NxC.shape} and {teacher_logits_NxC.shape}")
+    check(labels_N.shape == student_logits_NxC.shape[:1],
+          f"labels must have shape {student_logits_NxC.shape[:1]}, got {labels_N.shape}")
+    check(num_classes is None or num_classes == c, f"num_classes={num_classes} but the logits have {c} classes")
+    pred_s, pred_t = jnp.argmax(student_logits_NxC, -1), jnp.argmax(teacher_logits_NxC, -1)
+    per = {
+        "acc": (pred_s == labels_N).astype(jnp.float32),
+        "loss": losses.cross_entropy(student_logits_NxC, labels_N),
+        "agreement": (pred_s == pred_t).astype(jnp.float32),
+        "activation_distance": activation_distance(student_logits_NxC, teacher_logits_NxC),
+        "js": js_divergence(student_logits_NxC, teacher_logits_NxC),
+        "cosine": cosine_similarity(student_logits_NxC, teacher_logits_NxC),
+    }
+    t_ok = pred_t == labels_N
+    masks = {"all": jnp.ones_like(t_ok), "teacher_correct": t_ok, "teacher_incorrect": ~t_ok}
+    out = {}
+    for subset, mask in masks.items():
+        n = jnp.sum(mask, dtype=jnp.int32)
+        out[f"{subset}/n"] = n
+        for name, v in per.items():
+            out[f"{subset}/{name}"] = _masked_mean(v, mask, n)
+        out[f"{subset}/mi"] = mutual_information(pred_s, pred_t, num_classes=c, where=mask)
+    out["all/teacher_acc"] = jnp.mean(t_ok.astype(jnp.float32))
+    # On teacher-wrong examples the three outcomes are exclusive (the teacher's label is not the true one).
+    wrong, n_wrong = ~t_ok, out["teacher_incorrect/n"]
+    outcomes = {"copy_error": pred_s == pred_t, "other_error": (pred_s != pred_t) & (pred_s != labels_N),
+                "correct": pred_s == labels_N}
+    for name, hit in outcomes.items():
+        out[f"teacher_incorrect/n_{name}"] = jnp.sum(wrong & hit, dtype=jnp.int32)
+        out[f"teacher_incorrect/{name}"] = _masked_mean(hit.astype(jnp.float32), wrong, n_wrong)
+    return out
+
+
+def functional_metrics_over_seeds(student_logits_SxNxC, teacher_logits, labels_N, *, num_classes=None) -> dict:
+    """:func:`functional_metrics` vmapped over a leading seed axis; each value has shape ``[S]``.
+
+    ``teacher_logits`` is ``[N, C]`` (one teacher shared by every seed) or ``[S, N, C]`` (one per seed).
+    """
+    check(teacher_logits.ndim in (2, 3), f"teacher logits must be [N, C] or [S, N, C], got {teacher_logits.shape}")
+    fn = lambda s, t: functional_metrics(s, t, labels_N, num_classes=num_classes)
+    return jax.vmap(fn, in_axes=(0, 0 if teacher_logits.ndim == 3 else None))(student_logits_SxNxC, teacher_logits)
+
+
+# ---- The asymmetric payoff (host side, over seeds) -------------------------------------------------------
+
+
+def _seed_values(metrics, key, who):
+    check(isinstance(metrics, Mapping) and key in metrics,
+          f"asymmetric_payoff: the {who} needs per-seed values under {key!r} (from functional_metrics)")
+    return np.asarray(metrics[key], np.float64).ravel()
+
+
+def _relative_gain(a, b):
+    """``(mean a − mean b) / (1 − mean b)`` along the last axis; NaN where the control is at its ceiling."""
+    ma, mb = np.mean(a, -1), np.mean(b, -1)
+    head = 1.0 - mb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(head > 0, (ma - mb) / np.where(head > 0, head, 1.0), np.nan)
+
+
+def _seed_bootstrap_ci(fn, n_a, n_b, *, paired, level, n_resamples, seed):
+    """Percentile bootstrap CI of ``fn(idx_a, idx_b)`` over resampled seeds: pairs jointly when
+    ``paired``, each group independently otherwise (``scipy.stats.bootstrap`` on seed indices)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        whole = fn(np.arange(n_a), np.arange(n_b))
+    if min(n_a, n_b) < 2 or not np.isfinite(whole):
+        return np.nan, np.nan
+    if paired:
+        data, stat = (np.arange(n_a),), lambda i, axis=-1: fn(i, i)
+    else:
+        data, stat = (np.arange(n_a), np.arange(n_b)), lambda i, j, axis=-1: fn(i, j)
+    # A resample at the ceiling makes the ratio NaN and so the bound NaN; scipy's warning would say "BCa".
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", _st.DegenerateDataWarning)
+        res = _st.bootstrap(data, stat, n_resamples=n_resamples, vectorized=True, axis=-1, confidence_level=level,
+                            method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def asymmetric_payoff(condition, control, *, paired: bool, metric: str = "agreement", level: float = 0.95,
+                      n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Gain of a condition over its matched control on the teacher-correct and teacher-incorrect subsets.
+
+    For subset s, with ``a_s`` the condition's and ``b_s`` the control's per-seed
+    student–teacher agreement on s: ``gain_s = mean(a_s) − mean(b_s)`` (paired:
+    the mean of per-seed differences), ``headroom_s = 1 − mean(b_s)`` and
+    ``relative_gain_s = gain_s / headroom_s``, the fraction of the control's
+    remaining headroom that the condition closes. ``asymmetry =
+    relative_gain_incorrect − relative_gain_correct``; positive means the student
+    gained relatively more by copying the teacher's errors than its correct answers
+    (the "negative asymmetric payoff"). On teacher-incorrect examples agreement is
+    the copy-the-error rate.
+
+    Each subset also gets a test of ``gain_s = 0`` (paired t with Cohen's d_z when
+    ``paired``, Welch t with Hedges' g otherwise) and the t CI of the gain; the
+    relative gains and the asymmetry get percentile bootstrap CIs over seeds
+    (pairs resampled together when ``paired``, each group alone otherwise).
+    Non-finite seeds are dropped per subset (a teacher without errors gives NaN).
+
+    Args:
+      condition, control: mappings of per-seed arrays with keys ``teacher_correct/{metric}`` and
+        ``teacher_incorrect/{metric}``, e.g. :func:`functional_metrics_over_seeds` moved to the host.
+      paired: seed i of the condition is matched with seed i of the control (same lengths required).
+      metric: the subset metric to compare; a similarity in [0, 1] with ceiling 1.
+
+    Returns:
+      Flat dict: ``{subset}/{control, condition, gain, gain_ci_low, gain_ci_high, headroom,
+      relative_gain, relative_gain_ci_low, relative_gain_ci_high, p, effect_size, n_condition,
+      n_control}``, ``asymmetry``, ``asymmetry_ci_low``, ``asymmetry_ci_high``, ``effect_size_kind``.
+
+    References: Mason-Williams et al., arXiv 2510.12615 (reconstructed definition; see docs/functional.md).
+    """
+    subsets = ("teacher_correct", "teacher_incorrect")
+    a = {s: _seed_values(condition, f"{s}/{metric}", "condition") for s in subsets}
+    b = {s: _seed_values(control, f"{s}/{metric}", "control") for s in subsets}
+    if paired:
+        check(len(a["teacher_correct"]) == len(b["teacher_correct"]) and len(a["teacher_incorrect"]) == len(
+            b["teacher_incorrect"]), "asymmetric_payoff(paired=True) needs as many condition seeds as control seeds")
+    boot = dict(paired=paired, level=level, n_resamples=n_resamples, seed=seed)
+    out = {"effect_size_kind": "cohens_dz" if paired else "hedges_g"}
+    for s in subsets:
+        if paired:
+            keep = np.isfinite(a[s]) & np.isfinite(b[s])
+            x, y = a[s][keep], b[s][keep]
+            t = stats.paired_test(x, y, level=level)
+            gain, lo, hi, es = t["diff_mean"], t["diff_ci_low"], t["diff_ci_high"], t["cohens_dz"]
+        else:
+            x, y = a[s][np.isfinite(a[s])], b[s][np.isfinite(b[s])]
+            t = stats.welch_test(x, y, level=level)
+            gain = float(np.mean(x) - np.mean(y)) if len(x) and len(y) else np.nan
+            lo, hi, es = t["diff_ci_low"], t["diff_ci_high"], t["hedges_g"]
+        head = 1.0 - float(np.mean(y)) if len(y) else np.nan
+        rel = gain / head if head > 0 else np.nan
+        rlo, rhi = _seed_bootstrap_ci(lambda i, j, x=x, y=y: _relative_gain(x[i], y[j]), len(x), len(y), **boot)
+        out |= {f"{s}/control": float(np.mean(y)) if len(y) else np.nan,
+                f"{s}/condition": float(np.mean(x)) if len(x) else np.nan,
+                f"{s}/gain": gain, f"{s}/gain_ci_low": lo, f"{s}/gain_ci_high": hi, f"{s}/headroom": head,
+                f"{s}/relative_gain": rel, f"{s}/relative_gain_ci_low": rlo, f"{s}/relative_gain_ci_high": rhi,
+                f"{s}/p": t["p"], f"{s}/effect_size": es, f"{s}/n_condition": len(x), f"{s}/n_control": len(y)}
+    out["asymmetry"] = out["teacher_incorrect/relative_gain"] - out["teacher_correct/relative_gain"]
+    # The bootstrap of the asymmetry keeps each seed's two subsets together.
+    ac, ai, bc, bi = a["teacher_correct"], a["teacher_incorrect"], b["teacher_correct"], b["teacher_incorrect"]
+    ka, kb = np.isfinite(ac) & np.isfinite(ai), np.isfinite(bc) & np.isfinite(bi)
+    if paired:
+        ka = kb = ka & kb
+    ac, ai, bc, bi = ac[ka], ai[ka], bc[kb], bi[kb]
+    lo, hi = _seed_bootstrap_ci(lambda i, j: _relative_gain(ai[i], bi[j]) - _relative_gain(ac[i], bc[j]),
+                                len(ac), len(bc), **boot)
+    out["asymmetry_ci_low"], out["asymmetry_ci_high"] = lo, hi
+    return out

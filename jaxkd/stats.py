@@ -1,15 +1,18 @@
-"""Statistics over seeds: summaries with CIs, paired/Welch tests, effect sizes, fits.
+"""Statistics over seeds: summaries with CIs, hypothesis tests, effect sizes, corrected families, fits.
 
 All functions take numpy arrays on the host; NaNs (diverged seeds) are dropped
-and the count of values used is reported. The computations are scipy's
-(``scipy.stats.t``, ``sem``, ``ttest_rel``, ``ttest_ind``, ``bootstrap``,
-``linregress``); this module chooses, labels and cleans.
+(in paired tests, the whole pair) and the count of values used is reported. The
+computations are scipy's (``scipy.stats.t``, ``sem``, ``ttest_rel``, ``ttest_ind``,
+``permutation_test``, ``mannwhitneyu``, ``bootstrap``, ``linregress``); this module
+chooses, labels and cleans. Hand-written: Hedges' g, Cohen's d_z and Holm's step-down.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats as _st
+
+from jaxkd.errors import check, check_name
 
 _NAN = float("nan")
 
@@ -81,13 +84,16 @@ def hedges_g(a, b) -> float:
     return float((np.mean(a) - np.mean(b)) / pooled * (1 - 3 / (4 * (na + nb) - 9)))
 
 
-def welch_test(a, b) -> dict:
-    """Welch's unequal-variance t-test with Hedges' g (:func:`hedges_g`)."""
+def welch_test(a, b, *, level: float = 0.95) -> dict:
+    """Welch's unequal-variance t-test with Hedges' g (:func:`hedges_g`) and the Welch CI of ``mean(a) - mean(b)``."""
     a, b = _clean(a), _clean(b)
     na, nb = len(a), len(b)
     if na < 2 or nb < 2:
-        return {"test": "welch t", "t": _NAN, "p": _NAN, "df": _NAN, "hedges_g": _NAN, "n_a": na, "n_b": nb}
+        return {"test": "welch t", "t": _NAN, "p": _NAN, "df": _NAN, "hedges_g": _NAN, "n_a": na, "n_b": nb,
+                "diff_mean": float(np.mean(a) - np.mean(b)) if na and nb else _NAN,
+                "diff_ci_low": _NAN, "diff_ci_high": _NAN}
     res = _st.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(level)
     return {
         "test": "welch t",
         "t": float(res.statistic),
@@ -96,6 +102,9 @@ def welch_test(a, b) -> dict:
         "hedges_g": hedges_g(a, b),
         "n_a": na,
         "n_b": nb,
+        "diff_mean": float(np.mean(a) - np.mean(b)),
+        "diff_ci_low": float(ci.low),
+        "diff_ci_high": float(ci.high),
     }
 
 
@@ -153,3 +162,152 @@ def fit_power_law(x, y) -> dict:
         "r2": float(fit.rvalue**2),
         "n": n,
     }
+
+
+def _pairs(a, b, what: str = "a paired comparison") -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays flattened, same length required, pairs with a non-finite member dropped."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    check(len(a) == len(b), f"{what} needs equal numbers of seeds, got {len(a)} and {len(b)}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep]
+
+
+def cohens_dz(a, b) -> float:
+    """Cohen's d_z of paired samples: ``mean(a - b) / std(a - b, ddof=1)``; NaN below two pairs or for zero spread."""
+    a, b = _pairs(a, b)
+    d = a - b
+    if len(d) < 2 or np.std(d, ddof=1) == 0:
+        return _NAN
+    return float(np.mean(d) / np.std(d, ddof=1))
+
+
+def _mean_diff(x, y, axis=-1):
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def _paired_mean_diff(x, y, axis=-1):
+    return np.mean(x - y, axis=axis)
+
+
+def permutation_test(a, b, *, paired: bool = False, n_resamples: int = 9999, seed: int = 0,
+                     alternative: str = "two-sided") -> dict:
+    """Permutation test of equal means (``scipy.stats.permutation_test``).
+
+    Statistic ``mean(a) - mean(b)``. Independent: group labels are permuted.
+    Paired (``paired=True``): the two values of each pair are swapped, i.e. the signs
+    of the differences flipped. Exact (every rearrangement enumerated) when
+    ``n_resamples`` is at least their number, Monte Carlo otherwise. Two-sided p is
+    scipy's ``min(1, 2 min(P[T <= t], P[T >= t]))``.
+    """
+    if paired:
+        a, b = _pairs(a, b)
+        kind, stat, n_ok = "samples", _paired_mean_diff, len(a) >= 2
+    else:
+        a, b = _clean(a), _clean(b)
+        kind, stat, n_ok = "independent", _mean_diff, len(a) >= 1 and len(b) >= 1 and len(a) + len(b) >= 3
+    out = {"test": "paired permutation" if paired else "permutation", "statistic": _NAN, "p": _NAN,
+           "n_a": len(a), "n_b": len(b)}
+    if not n_ok:
+        return out
+    res = _st.permutation_test((a, b), stat, permutation_type=kind, vectorized=True, n_resamples=n_resamples,
+                               alternative=alternative, axis=-1, rng=np.random.default_rng(seed))
+    return out | {"statistic": float(res.statistic), "p": float(res.pvalue)}
+
+
+def mannwhitney_test(a, b, *, alternative: str = "two-sided", method: str = "auto") -> dict:
+    """Mann-Whitney U test (``scipy.stats.mannwhitneyu``); ``u`` is a's statistic (pairs with a > b, ties ½).
+
+    Effect size: the common-language effect size ``cles = u / (n_a n_b)`` = P[A > B] + ½ P[A = B].
+    """
+    a, b = _clean(a), _clean(b)
+    na, nb = len(a), len(b)
+    if na == 0 or nb == 0:
+        return {"test": "mann-whitney U", "u": _NAN, "p": _NAN, "cles": _NAN, "n_a": na, "n_b": nb}
+    res = _st.mannwhitneyu(a, b, alternative=alternative, method=method)
+    u = float(res.statistic)
+    return {"test": "mann-whitney U", "u": u, "p": float(res.pvalue), "cles": u / (na * nb), "n_a": na, "n_b": nb}
+
+
+def bootstrap_diff_ci(a, b, *, paired: bool, level: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+                      method: str = "percentile") -> tuple[float, float]:
+    """Bootstrap CI of ``mean(a) - mean(b)`` (``scipy.stats.bootstrap``).
+
+    Paired: seed pairs are resampled together. Unpaired: each group is resampled on
+    its own. NaN bounds with fewer than two values (pairs) in a group.
+    """
+    if paired:
+        a, b = _pairs(a, b)
+        stat = _paired_mean_diff
+    else:
+        a, b = _clean(a), _clean(b)
+        stat = _mean_diff
+    if min(len(a), len(b)) < 2:
+        return _NAN, _NAN
+    res = _st.bootstrap((a, b), stat, paired=paired, vectorized=True, axis=-1, n_resamples=n_resamples,
+                        confidence_level=level, method=method, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+# test name -> whether it pairs seeds
+FAMILY_TESTS = {"welch": False, "paired": True, "permutation": False, "paired_permutation": True,
+                "mannwhitney": False}
+
+
+def _compare(a, b, test: str, *, level: float, n_resamples: int, seed: int) -> dict:
+    paired = FAMILY_TESTS[test]
+    if test == "welch":
+        r = welch_test(a, b, level=level)
+        return {"test": r["test"], "statistic": r["t"], "p": r["p"], "diff": r["diff_mean"],
+                "ci_low": r["diff_ci_low"], "ci_high": r["diff_ci_high"], "n_a": r["n_a"], "n_b": r["n_b"]}
+    if test == "paired":
+        r = paired_test(a, b, level=level)
+        return {"test": r["test"], "statistic": r["t"], "p": r["p"], "diff": r["diff_mean"],
+                "ci_low": r["diff_ci_low"], "ci_high": r["diff_ci_high"], "n_a": r["n"], "n_b": r["n"]}
+    if test == "mannwhitney":
+        r = mannwhitney_test(a, b)
+        stat = r["u"]
+    else:
+        r = permutation_test(a, b, paired=paired, n_resamples=n_resamples, seed=seed)
+        stat = r["statistic"]
+    x, y = (_pairs(a, b) if paired else (_clean(a), _clean(b)))
+    lo, hi = bootstrap_diff_ci(x, y, paired=paired, level=level, n_resamples=n_resamples, seed=seed)
+    diff = float(np.mean(x) - np.mean(y)) if len(x) and len(y) else _NAN
+    return {"test": r["test"], "statistic": stat, "p": r["p"], "diff": diff, "ci_low": lo, "ci_high": hi,
+            "n_a": r["n_a"], "n_b": r["n_b"]}
+
+
+def compare_family(comparisons: dict, *, test: str = "welch", level: float = 0.95, n_resamples: int = 9999,
+                   seed: int = 0) -> dict[str, dict]:
+    """Run one test per declared comparison ``{name: (a, b)}`` and Holm-correct over the family.
+
+    Per comparison: ``test``, ``statistic`` (t; permutation: mean(a) - mean(b); Mann-Whitney: U),
+    ``p``, ``p_holm`` (:func:`holm` over all declared comparisons; a comparison whose p is NaN
+    counts in the family size and gets NaN), ``diff = mean(a) - mean(b)`` with its CI
+    (``ci_low``, ``ci_high``: the t interval for ``welch``/``paired``, a bootstrap for the
+    others, paired where the test pairs), ``effect_size`` (Hedges' g for independent tests,
+    Cohen's d_z for paired ones; ``effect_size_kind`` says which), ``n_a``, ``n_b``.
+
+    Args:
+      comparisons: name -> (a, b) per-seed values; the paired tests need equal lengths (seed i with seed i).
+      test: ``welch``, ``paired``, ``permutation``, ``paired_permutation`` or ``mannwhitney``.
+    """
+    check(isinstance(comparisons, dict) and len(comparisons) > 0,
+          "empty family of comparisons: declare at least one {name: (a, b)} to compare")
+    check_name("test", test, FAMILY_TESTS)
+    out = {}
+    for name, pair in comparisons.items():
+        check(isinstance(pair, (tuple, list)) and len(pair) == 2,
+              f"comparison {name!r} must be a pair (a, b) of per-seed values")
+        a, b = pair
+        if FAMILY_TESTS[test]:
+            a, b = _pairs(a, b, f"comparison {name!r} ({test} test)")
+        r = _compare(a, b, test, level=level, n_resamples=n_resamples, seed=seed)
+        paired = FAMILY_TESTS[test]
+        r["effect_size"] = cohens_dz(a, b) if paired else hedges_g(a, b)
+        r["effect_size_kind"] = "cohens_dz" if paired else "hedges_g"
+        out[name] = r
+    ps = np.array([r["p"] for r in out.values()])
+    adj = holm(np.where(np.isfinite(ps), ps, 1.0))
+    for r, p, q in zip(out.values(), ps, adj):
+        r["p_holm"] = float(q) if np.isfinite(p) else _NAN
+    return out

@@ -4,7 +4,9 @@
 ``jit(vmap(vmap(advance)))``: the outer vmap is over seeds (sharded across
 devices when there are several), the inner one over the ``G`` points of the
 hyper-parameter grid. Seed ``s`` uses the same initialisation and data order at
-every grid point, so comparisons between grid points are paired.
+every grid point, so comparisons between grid points are paired; explicit
+:class:`RunKeys` set both per (seed, grid point) instead, for controls that
+share a teacher's initialisation or data order.
 
 Long sweeps run in chunks of steps; after each chunk the host updates a
 progress bar and, given a checkpoint directory, writes an orbax checkpoint.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 import sys
 import warnings
@@ -54,6 +57,60 @@ class SweepResult:
     @property
     def n_seeds(self) -> int:
         return int(self.diverged.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+    """Initialisation and data-order keys for every run of a sweep, each ``[S, G]``.
+
+    A sweep normally derives both from one key per seed (:func:`seed_run_keys`),
+    shared by every grid point, so seed ``s`` starts from the same parameters
+    and sees the same batches under every condition. Explicit keys decouple
+    them: e.g. a student that starts from its teacher's initialisation with
+    another data order (SIDDO) takes the teacher's ``init`` keys and its own
+    ``data`` keys, at its own grid points of the same program.
+    """
+
+    init: jax.Array
+    data: jax.Array
+
+    def __post_init__(self):
+        for name in ("init", "data"):
+            a = getattr(self, name)
+            check(jnp.issubdtype(a.dtype, jax.dtypes.prng_key) and a.ndim == 2,
+                  f"RunKeys.{name} must be a [seeds, grid points] array of typed keys (jax.random.key), "
+                  f"got {a.dtype} {a.shape}")
+        check(self.init.shape == self.data.shape,
+              f"RunKeys.init {self.init.shape} and RunKeys.data {self.data.shape} differ in shape")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.init.shape)
+
+    def select(self, grid_points, other: RunKeys, *, init: bool = False, data: bool = False) -> RunKeys:
+        """These keys with ``other``'s init and/or data keys at ``grid_points`` (broadcast over its grid)."""
+        cols = np.zeros(self.shape[1], bool)
+        cols[list(grid_points)] = True
+
+        def mix(mine, theirs, use):
+            if not use:
+                return mine
+            theirs = jnp.broadcast_to(theirs[:, :1], mine.shape) if theirs.shape[1] == 1 else theirs
+            return jnp.where(jnp.asarray(cols)[None, :], theirs, mine)
+
+        return RunKeys(mix(self.init, other.init, init), mix(self.data, other.data, data))
+
+    def fingerprint(self) -> dict:
+        return {name: hashlib.sha256(np.asarray(jax.random.key_data(getattr(self, name))).tobytes()).hexdigest()[:16]
+                for name in ("init", "data")}
+
+
+def seed_run_keys(key, n_seeds: int, grid_size: int = 1) -> RunKeys:
+    """The keys a sweep uses by default: ``init, data = split(split(key, S)[s])``, equal at every grid point."""
+    seeds = jax.random.split(key, n_seeds)
+    pairs = jax.vmap(jax.random.split)(seeds)  # [S, 2]
+    tile = lambda k: jnp.broadcast_to(k[:, None], (n_seeds, grid_size))  # noqa: E731
+    return RunKeys(tile(pairs[:, 0]), tile(pairs[:, 1]))
 
 
 def grid_product(**axes) -> dict[str, np.ndarray]:
@@ -159,6 +216,7 @@ class SweepProgram:
             return jax.tree.map(lambda x: jnp.broadcast_to(x, (g, *x.shape)), state)
 
         self.init_fn = jax.jit(jax.vmap(init_one), out_shardings=seed_sharding)
+        self.init_keys_fn = jax.jit(jax.vmap(jax.vmap(trainer.init)), out_shardings=seed_sharding)
         self.per_seed = per_seed
         self.vmap_width = _default_width() if vmap_width == "auto" else vmap_width
         self._advance_fns = {}
@@ -204,6 +262,12 @@ class SweepProgram:
         """States of all seeds × grid points; seed ``s`` from ``split(key, S)[s]``."""
         return self.init_fn(self._place(self.seed_keys(key), self._seed_sharding))
 
+    def init_from_keys(self, keys: RunKeys) -> TrainState:
+        """States from explicit per-(seed, grid point) initialisation and data-order keys."""
+        pad = (lambda k: _pad_seeds(k, self.padded_seeds)) if self.padded_seeds != self.n_seeds else (lambda k: k)
+        init, data = (self._place(pad(k), self._seed_sharding) for k in (keys.init, keys.data))
+        return self.init_keys_fn(init, data)
+
     def advance(self, states: TrainState, num_steps: int):
         """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``)."""
         return self.advance_program(num_steps)(states, self.hparams, self.data, self.teacher_inputs)
@@ -224,6 +288,7 @@ def run_sweep(
     vmap_width: int | None | str = "auto",
     progress: bool = True,
     desc: str = "sweep",
+    keys: RunKeys | None = None,
 ) -> SweepResult:
     """Train ``n_seeds`` seeds at every grid point in one compiled program.
 
@@ -241,6 +306,8 @@ def run_sweep(
       fingerprint: extra description stored with the checkpoints.
       shard: shard the seed axis over devices when more than one is present.
       vmap_width: how many runs one device vectorises at a time (see :class:`SweepProgram`).
+      keys: explicit initialisation and data-order keys per (seed, grid point)
+        (:class:`RunKeys`, ``[n_seeds, G]``); ``key`` is then only recorded.
     """
     check(isinstance(n_seeds, (int, np.integer)) and n_seeds > 0, f"--seeds must be a positive integer, got {n_seeds}")
     total, every = trainer.steps, trainer.eval_every
@@ -254,14 +321,20 @@ def run_sweep(
         raise ConfigError("--resume needs a checkpoint directory")
     program = SweepProgram(trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width)
     s_pad = program.padded_seeds
+    if keys is not None:
+        check(keys.shape == (int(n_seeds), program.grid_size),
+              f"keys are {keys.shape} (seeds, grid points) but the sweep has {n_seeds} seeds and "
+              f"{program.grid_size} grid points")
     full_fingerprint = {
         **trainer.fingerprint, "key": np.asarray(jax.random.key_data(key)).tolist(), "n_seeds": int(n_seeds),
         "chunk_steps": chunk, "grid": {k: v.tolist() for k, v in program.grid.items()}, **(fingerprint or {}),
     }
+    if keys is not None:
+        full_fingerprint["run_keys"] = keys.fingerprint()
     ckpt = None
     if checkpoint_dir is not None:  # before any work: a wrong directory fails fast
         ckpt = SweepCheckpointer(checkpoint_dir, full_fingerprint, resume=resume, overwrite=overwrite)
-    states = program.init(key)
+    states = program.init(key) if keys is None else program.init_from_keys(keys)
     history: list[dict] = []
     done = 0
     if ckpt is not None:

@@ -232,3 +232,40 @@ def test_vectorisation_width_does_not_change_results(digits, teachers):
     for other in runs[1:]:
         for k in ("train/loss", "test/loss", "test/agreement"):
             np.testing.assert_allclose(other.history[k], runs[0].history[k], rtol=2e-4, atol=2e-5, err_msg=k)
+
+
+def test_run_keys_give_siddo_and_disdo_controls_exactly(trainer, digits):
+    """Explicit (init, data) keys per (seed, grid point): the arrays, not the config, show the controls."""
+    from jaxkd.sweep import RunKeys, SweepProgram, seed_run_keys
+
+    n_seeds, key_t, key_s = 2, jax.random.key(5), jax.random.key(6)
+    teacher = run_sweep(trainer, key_t, n_seeds, progress=False)  # same architecture as the students
+    t_keys = seed_run_keys(key_t, n_seeds)
+    # points: 0 base (own keys), 1 SIDDO (teacher's init), 2 DISDO (teacher's data order), 3 both = the teacher
+    keys = seed_run_keys(key_s, n_seeds, 4)
+    keys = keys.select([1, 3], t_keys, init=True).select([2, 3], t_keys, data=True)
+    grid = {"learning_rate": [trainer.hparams()["learning_rate"]] * 4}
+    init = SweepProgram(trainer, n_seeds, grid).init_from_keys(keys)
+    for s in range(n_seeds):
+        # The teacher's initial parameters, derived by hand from the documented key scheme.
+        init_key, data_key = jax.random.split(jax.random.split(key_t, n_seeds)[s])
+        t_params, _ = trainer.model.init(jax.random.split(init_key)[0])
+        t_perm = np.asarray(jax.random.key_data(jax.random.split(data_key)[0]))
+        leaves = lambda g, s=s: [np.asarray(a[s, g]) for a in jax.tree.leaves(init.params["model"])]  # noqa: E731
+        same = lambda xs, t=t_params: all(np.array_equal(a, b) for a, b in zip(xs, jax.tree.leaves(t)))  # noqa: E731
+        assert same(leaves(1)) and same(leaves(3)) and not same(leaves(0)) and not same(leaves(2))
+        perm = lambda g, s=s: np.asarray(init.perm_key[s, g])  # noqa: E731
+        assert np.array_equal(perm(2), t_perm) and np.array_equal(perm(3), t_perm)
+        assert not np.array_equal(perm(0), t_perm) and not np.array_equal(perm(1), t_perm)
+    res = run_sweep(trainer, key_s, n_seeds, grid, keys=keys, progress=False)
+    # With the teacher's init and data order, a CE run is the teacher's run again.
+    np.testing.assert_array_equal(res.history["train/loss"][:, 3], teacher.history["train/loss"][:, 0])
+    assert not np.allclose(res.history["train/loss"][:, 1], teacher.history["train/loss"][:, 0])
+    # Default keys as explicit RunKeys give the default sweep.
+    default = run_sweep(trainer, key_s, n_seeds, progress=False)
+    explicit = run_sweep(trainer, key_s, n_seeds, keys=seed_run_keys(key_s, n_seeds), progress=False)
+    np.testing.assert_array_equal(explicit.history["train/loss"], default.history["train/loss"])
+    with pytest.raises(ConfigError, match="seeds and 4 grid points"):
+        run_sweep(trainer, key_s, n_seeds, grid, keys=seed_run_keys(key_s, n_seeds), progress=False)
+    with pytest.raises(ConfigError, match="typed keys"):
+        RunKeys(jax.random.key_data(keys.init), keys.data)

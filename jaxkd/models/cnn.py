@@ -4,7 +4,10 @@ Both use BatchNorm; its running statistics are ``nnx.BatchStat`` variables,
 carried as explicit state by :mod:`jaxkd.models.functional`. Convolutions pad
 by 1 (the same as "SAME" for these stride-1 3x3 kernels) and differentiate
 through :func:`jaxkd.models.layers.canonical_conv`, which keeps XLA:CPU's
-gradient convolutions fast inside the trainer's loop.
+gradient convolutions fast inside the trainer's loop. Convolutions have no
+bias: BatchNorm removes it, so its true gradient is zero, and Adam turned the
+round-off in that zero into full-size steps whose drift the running
+statistics then lagged behind (evaluation accuracy depended on round-off).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ class _ConvNet(nnx.Module):
         in_ch = in_shape[-1]
         convs, norms = [], []
         for ch in channels:
-            convs.append(nnx.Conv(in_ch, ch, kernel_size=(3,) * ndim, padding=((1, 1),) * ndim, rngs=rngs,
-                                  conv_general_dilated=canonical_conv))
+            convs.append(nnx.Conv(in_ch, ch, kernel_size=(3,) * ndim, padding=((1, 1),) * ndim, use_bias=False,
+                                  rngs=rngs, conv_general_dilated=canonical_conv))
             norms.append(nnx.BatchNorm(ch, momentum=0.9, rngs=rngs))
             in_ch = ch
         self.convs = nnx.List(convs)

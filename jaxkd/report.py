@@ -1,0 +1,448 @@
+"""The summary table of a finished run, read back from its ``summary.json``.
+
+Usage::
+
+    jaxkd report results/digits_methods                      # test metrics at the selected evaluation
+    jaxkd report results/digits_methods --format markdown    # paste into a README or a paper draft
+    jaxkd report results/digits_kd --metric test/acc --metric val/acc --at last
+    jaxkd report results/digits_kd --format csv > table.csv  # or json: one row per condition × metric
+
+For every condition (the teacher first, as a reference) and metric it prints
+mean ± std over seeds, the 95% Student-t CI of the mean and n (seeds used;
+``6/8`` when two diverged and were excluded), then the run's comparisons
+(tests) on those metrics: the difference with its CI, the statistic, the
+p-value, the corrected p-value (Holm-Bonferroni, within one metric at one
+evaluation point) and the effect size. ``--at`` chooses the evaluation point:
+``selected`` (default; each seed's evaluation picked by the validation metric
+named in the summary, so the test set never chooses), ``last`` (the final
+evaluation) or ``max_over_evals`` (each seed's best value over all
+evaluations; for test metrics that is the test-set maximum, optimistic, kept
+only to compare with papers that report it; no tests are run on it). Default
+metrics: every ``test/`` metric. Runs whose summary has no condition table
+(the theory experiments) print their scalar entries instead, with a line
+saying so; curves stay in ``summary.json``. Nothing is recomputed: the numbers
+are the ones ``jaxkd run`` wrote.
+
+The functions are pure: :func:`load_run` reads a directory,
+:func:`build_report` turns it into rows, :func:`render` formats the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+
+from jaxkd.errors import ConfigError, check_name
+
+AT_CHOICES = ("selected", "last", "max_over_evals")
+FORMATS = ("text", "csv", "json", "markdown")
+
+# Keys a comparison (one test) may carry, in the order they are looked for.
+_STATISTIC_KEYS = ("t", "statistic", "u", "U", "z")
+_EFFECT_NAMES = {"cohens_dz": ("Cohen's d_z", "d_z"), "hedges_g": ("Hedges' g", "g"),
+                 "cohens_d": ("Cohen's d", "d"), "rank_biserial": ("rank-biserial r", "r_rb"),
+                 "effect_size": ("effect size", "effect")}
+CSV_COLUMNS = ("kind", "table", "metric", "at", "condition", "mean", "std", "ci_low", "ci_high", "n", "n_seeds",
+               "n_diverged", "comparison", "test", "diff_mean", "diff_ci_low", "diff_ci_high", "statistic",
+               "statistic_kind", "p", "p_adjusted", "correction", "effect_size", "effect_size_kind")
+
+
+def load_run(path: str) -> dict:
+    """The parsed ``summary.json`` of the finished run in ``path``; one-line errors for anything else."""
+    shown = os.path.abspath(os.path.expanduser(path))
+    hint = "give the --out directory of a finished `jaxkd run`"
+    if not os.path.exists(shown):
+        raise ConfigError(f"{shown} does not exist; {hint}")
+    if not os.path.isdir(shown):
+        if os.path.basename(shown) == "summary.json":
+            hint = f"give its directory, {os.path.dirname(shown)}"
+        raise ConfigError(f"{shown} is not a directory; {hint}")
+    summary_path = os.path.join(shown, "summary.json")
+    if not os.path.isfile(summary_path):
+        entries = set(os.listdir(shown))
+        runs = sorted(e for e in entries if os.path.isfile(os.path.join(shown, e, "summary.json")))
+        if runs:
+            raise ConfigError(f"{shown} holds no summary.json but runs below it do: {', '.join(runs)}; "
+                              "report one of those")
+        if entries & {"checkpoints", "config.json", "records.csv"} or any(e.startswith(".staging-") for e in entries):
+            raise ConfigError(f"{shown} is not a finished run (no summary.json yet): it was interrupted or is still "
+                              "running; finish it with `jaxkd run ... --resume` (or rerun it), then report it")
+        raise ConfigError(f"{shown} has no summary.json, so it is not a jaxkd results directory; {hint}")
+    try:
+        with open(summary_path) as f:
+            summary = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {summary_path} ({err}); rerun the experiment to rewrite it") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{summary_path} is not a JSON object, so not a jaxkd summary; {hint}")
+    return summary
+
+
+def _num(x) -> float:
+    """A summary value as a float (JSON ``null`` = undefined = NaN)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _is_metric_summary(v) -> bool:
+    return isinstance(v, dict) and any(isinstance(v.get(a), dict) and "mean" in v[a] for a in AT_CHOICES)
+
+
+def _is_condition(v) -> bool:
+    return isinstance(v, dict) and any(_is_metric_summary(x) for x in v.values())
+
+
+def condition_tables(summary: dict, path: tuple = ()) -> list[tuple[str, dict]]:
+    """``(name, block)`` for every block with a ``conditions`` table, depth first ("" = top level).
+
+    A block is ``{"conditions": {name: {metric: {at: stats}}}, "teacher"?, "comparisons"?, "legend"?}``;
+    runs of several teacher/student pairs nest one block per pair (``pairs/<pair>``).
+    """
+    conds = summary.get("conditions")
+    if isinstance(conds, dict) and any(_is_condition(c) for c in conds.values()):
+        return [("/".join(path), summary)]
+    return [t for k, v in summary.items() if isinstance(v, dict) for t in condition_tables(v, (*path, str(k)))]
+
+
+def _members(block: dict) -> list[tuple[str, str, dict]]:
+    """``(name, role, per-metric summaries)``: the teacher (a reference) first, then the conditions."""
+    out = [("teacher", "teacher", block["teacher"])] if _is_condition(block.get("teacher")) else []
+    return out + [(n, "condition", c) for n, c in block["conditions"].items() if _is_condition(c)]
+
+
+def available_metrics(tables) -> list[str]:
+    """Every metric any member of any table summarises, sorted."""
+    return sorted({m for _, block in tables for _, _, c in _members(block) for m, v in c.items()
+                   if _is_metric_summary(v)})
+
+
+def condition_rows(tables, metrics, at: str) -> list[dict]:
+    """One row per table × metric × member: mean, std, CI, n (seeds used), n_seeds and n_diverged."""
+    rows = []
+    for table, block in tables:
+        for metric in metrics:
+            for name, role, c in _members(block):
+                s = (c.get(metric) or {}).get(at)
+                if not isinstance(s, dict):
+                    continue
+                rows.append({"kind": role, "table": table, "metric": metric, "at": at, "condition": name,
+                             "mean": _num(s.get("mean")), "std": _num(s.get("std")),
+                             "ci_low": _num(s.get("ci_low")), "ci_high": _num(s.get("ci_high")),
+                             "n": s.get("n"), "n_seeds": c.get("n_seeds"), "n_diverged": c.get("n_diverged")})
+    return rows
+
+
+def _tests(node, path=()):
+    """``(path, test)`` for every dict below ``node`` that holds a p-value."""
+    if isinstance(node, dict) and "p" in node:
+        yield path, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _tests(v, (*path, str(k)))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _tests(v, (*path, str(i)))
+
+
+def _comparison_row(table: str, path: tuple, t: dict, metrics: set) -> dict:
+    metric = t.get("metric") or next((p for p in path if p in metrics or "/" in p), None)
+    at = t.get("at") or next((p for p in path if p in AT_CHOICES), None)
+    name = t.get("comparison") or " / ".join(p for p in path if p not in (metric, at)) or "?"
+    adjusted = next((k for k in t if k.startswith("p_") and k != "p_value"), None)
+    effect = next((k for k in _EFFECT_NAMES if k in t), None)
+    stat = next((k for k in _STATISTIC_KEYS if k in t), None)
+    n = t.get("n", t.get("n_a"))
+    return {"kind": "comparison", "table": table, "metric": metric, "at": at, "comparison": name,
+            "test": t.get("test", ""), "diff_mean": _num(t.get("diff_mean", t.get("diff"))),
+            "diff_ci_low": _num(t.get("diff_ci_low")), "diff_ci_high": _num(t.get("diff_ci_high")),
+            "statistic": _num(t.get(stat)), "statistic_kind": stat or "", "p": _num(t.get("p")),
+            "p_adjusted": _num(t.get(adjusted)), "correction": adjusted[2:] if adjusted else "",
+            "effect_size": _num(t.get(effect)), "effect_size_kind": effect or "", "n": n}
+
+
+def comparison_rows(tables, metrics, at: str, known=()) -> list[dict]:
+    """One row per test in the tables' ``comparisons`` on ``metrics`` at ``at`` (their order kept)."""
+    keep = set(metrics)
+    rows = []
+    for table, block in tables:
+        found = [_comparison_row(table, p, t, keep | set(known)) for p, t in _tests(block.get("comparisons"))]
+        found = [r for r in found if r["metric"] in keep and r["at"] in (at, None)]
+        rows += sorted(found, key=lambda r: metrics.index(r["metric"]))
+    return rows
+
+
+def scalar_entries(node, prefix: str = "") -> tuple[dict, int]:
+    """Flattened ``{dotted.key: scalar}`` of a summary, and the number of lists (curves) left out."""
+    out, lists = {}, 0
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            sub, n = scalar_entries(v, f"{key}.")
+            out.update(sub)
+            lists += n
+        elif isinstance(v, list):
+            lists += 1
+        else:
+            out[key] = v
+    return out, lists
+
+
+def _at_note(at: str, selected_by: str | None) -> str:
+    if at == "selected":
+        return (f"at selected: each seed's evaluation picked by {selected_by or 'the validation metric'} "
+                "(the test set never picks)")
+    if at == "last":
+        return "at last: the final evaluation of each seed"
+    return ("at max_over_evals: each seed's best value over all evaluations (maximum; minimum for losses); for "
+            "test/ metrics this is the TEST-SET MAXIMUM, chosen on the test set, so it is optimistic (kept only to "
+            "compare with papers that report it)")
+
+
+def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
+    """Everything ``jaxkd report`` prints, as plain data.
+
+    Returns ``{"run", "kind": "conditions", "at", "metrics", "conditions", "comparisons", "legend", "notes"}``
+    for a run with a condition table, else ``{"run", "kind": "scalars", "scalars", "lists_omitted", "notes"}``.
+    """
+    check_name("evaluation point (--at)", at, AT_CHOICES)
+    summary = load_run(path)
+    run = os.path.abspath(os.path.expanduser(path))
+    tables = condition_tables(summary)
+    if not tables:
+        if metrics:
+            raise ConfigError(f"{run}/summary.json has no condition table (no 'conditions' entry), so --metric does "
+                              "not apply; drop --metric to see its scalar entries")
+        scalars, lists = scalar_entries(summary)
+        note = (f"{run}/summary.json has no condition table (no 'conditions' entry); its scalar entries follow, "
+                f"its {lists} lists (curves) are in summary.json")
+        return {"run": run, "kind": "scalars", "scalars": scalars, "lists_omitted": lists, "notes": [note]}
+    known = available_metrics(tables)
+    if metrics:
+        metrics = list(dict.fromkeys(metrics))
+        for m in metrics:
+            check_name("metric", m, known)
+    else:
+        metrics = [m for m in known if m.startswith("test/")] or known
+    selected_by = next((c.get("selected_by") for _, b in tables for _, _, c in _members(b) if c.get("selected_by")),
+                       None)
+    notes = [_at_note(at, selected_by)]
+    for table, block in tables:
+        for name, _, c in _members(block):
+            if c.get("n_diverged"):
+                seeds = [str(s) for s in c.get("diverged_seeds") or []]
+                which = f"; seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}" if seeds else ""
+                notes.append(f"{table + ': ' if table else ''}{name}: {c['n_diverged']} of {c.get('n_seeds')} seeds "
+                             f"diverged (NaN/Inf{which}) and are excluded")
+    comparisons = comparison_rows(tables, metrics, at, known)
+    if not comparisons:
+        notes.append("no tests on these metrics at this evaluation point"
+                     + (" (the run's tests are at selected and last)" if at == "max_over_evals" else ""))
+    legend = {table: block["legend"] for table, block in tables if isinstance(block.get("legend"), dict)}
+    return {"run": run, "kind": "conditions", "at": at, "metrics": metrics,
+            "conditions": condition_rows(tables, metrics, at), "comparisons": comparisons,
+            "legend": legend, "notes": notes}
+
+
+# --- rendering ---------------------------------------------------------------------------------------------------
+
+
+def _fmt(x) -> str:
+    x = _num(x)
+    if not math.isfinite(x):
+        return "n/a"
+    if x == 0 or 1e-3 <= abs(x) < 1e5:
+        return f"{x:.4f}"
+    return f"{x:.3e}"
+
+
+def _fmt_p(p) -> str:
+    p = _num(p)
+    if not math.isfinite(p):
+        return "n/a"
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def _fmt_short(x) -> str:
+    x = _num(x)
+    return f"{x:.2f}" if math.isfinite(x) else "n/a"
+
+
+def _mean_std(r) -> str:
+    return _fmt(r["mean"]) + (f" ± {_fmt(r['std'])}" if math.isfinite(r["std"]) else "")
+
+
+def _ci(lo, hi) -> str:
+    return f"[{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(_num(lo)) and math.isfinite(_num(hi)) else "n/a"
+
+
+def _n(r) -> str:
+    n, total = r.get("n"), r.get("n_seeds")
+    return f"{n}/{total}" if total is not None and n is not None and n != total else str(n)
+
+
+def _metric_title(metric: str, at: str) -> str:
+    if at == "max_over_evals":
+        from jaxkd.results import _lower_is_better  # the rule summarize_sweep used to pick max or min
+
+        extreme = "minimum" if _lower_is_better(metric) else "maximum"
+        split = "test-set " if metric.startswith("test/") else ""
+        return f"{metric}: {split}{extreme} over evaluations (optimistic)"
+    return f"{metric} (at {at})"
+
+
+def _condition_cells(r) -> list[str]:
+    name = f"{r['condition']} (reference)" if r["kind"] == "teacher" else r["condition"]
+    return [name, _mean_std(r), _ci(r["ci_low"], r["ci_high"]), _n(r)]
+
+
+_CONDITION_HEADER = ["condition", "mean ± std", "95% CI", "n"]
+
+
+def _comparison_header(rows) -> tuple[list[str], str]:
+    """Column names and a one-line description of the tests, from the tests' own keys."""
+    tests = sorted({r["test"] for r in rows if r["test"]})
+    stats = sorted({r["statistic_kind"] for r in rows if r["statistic_kind"]})
+    corr = sorted({r["correction"] for r in rows if r["correction"]})
+    effects = sorted({r["effect_size_kind"] for r in rows if r["effect_size_kind"]})
+    eff_col = _EFFECT_NAMES[effects[0]][1] if len(effects) == 1 else "effect"
+    header = ["metric", "comparison", "diff", "95% CI", stats[0] if len(stats) == 1 else "statistic", "p",
+              f"p ({corr[0].capitalize()})" if len(corr) == 1 else "p (corrected)", eff_col, "n"]
+    desc = ", ".join(tests) or "tests"
+    if corr:
+        desc += f"; p corrected by {'/'.join(c.capitalize() for c in corr)} within each metric and evaluation point"
+    if effects:
+        desc += f"; effect size {', '.join(_EFFECT_NAMES[e][0] for e in effects)}"
+    return header, desc
+
+
+def _comparison_cells(r) -> list[str]:
+    return [r["metric"], r["comparison"], _fmt(r["diff_mean"]), _ci(r["diff_ci_low"], r["diff_ci_high"]),
+            _fmt_short(r["statistic"]), _fmt_p(r["p"]), _fmt_p(r["p_adjusted"]), _fmt_short(r["effect_size"]),
+            str(r["n"])]
+
+
+def _legend_text(entry) -> str:
+    if isinstance(entry, dict):
+        return ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in entry.items())
+    return str(entry)
+
+
+def _aligned(header: list[str], rows: list[list[str]], left: int, indent: str = "  ") -> list[str]:
+    """Columns padded to one width; the first ``left`` (names) left-aligned, numbers right-aligned."""
+    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: indent + "  ".join(  # noqa: E731
+        c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return [line(header)] + [line(r) for r in rows]
+
+
+def _tables(report) -> list[str]:
+    return list(dict.fromkeys(r["table"] for r in report["conditions"] + report["comparisons"]))
+
+
+def render_text(report: dict) -> str:
+    if report["kind"] == "scalars":
+        lines = [f"jaxkd: {report['notes'][0]}"]
+        if report["scalars"]:
+            width = max(len(k) for k in report["scalars"])
+            lines += [f"  {k:<{width}}  {_scalar(v)}" for k, v in report["scalars"].items()]
+        return "\n".join(lines) + "\n"
+    lines = [f"run {report['run']}",
+             "mean ± std over seeds; 95% CI of the mean (Student t); n = seeds used (used/total when some diverged)",
+             *report["notes"]]
+    for table in _tables(report):
+        if table:
+            lines += ["", f"== {table} =="]
+        for metric in report["metrics"]:
+            rows = [r for r in report["conditions"] if r["table"] == table and r["metric"] == metric]
+            if rows:
+                lines += ["", _metric_title(metric, report["at"])]
+                lines += _aligned(_CONDITION_HEADER, [_condition_cells(r) for r in rows], 1)
+        comps = [r for r in report["comparisons"] if r["table"] == table]
+        if comps:
+            header, desc = _comparison_header(comps)
+            lines += ["", f"comparisons at {report['at']} ({desc})"]
+            lines += _aligned(header, [_comparison_cells(r) for r in comps], 2)
+        legend = report["legend"].get(table)
+        if legend:
+            lines += ["", "legend: " + "; ".join(f"{k} = {_legend_text(v)}" for k, v in legend.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _md_table(header, rows, left: int) -> list[str]:
+    align = ["---" if i < left else "---:" for i in range(len(header))]
+    return [_md_row(header), "|" + "|".join(align) + "|", *(_md_row(r) for r in rows)]
+
+
+def render_markdown(report: dict) -> str:
+    if report["kind"] == "scalars":
+        lines = [f"_{report['notes'][0]}_", ""]
+        if report["scalars"]:
+            lines += _md_table(["entry", "value"], [[f"`{k}`", _scalar(v)] for k, v in report["scalars"].items()], 2)
+        return "\n".join(lines).rstrip() + "\n"
+    lines = [f"Run `{report['run']}`: mean ± std over seeds, 95% CI of the mean (Student t), n = seeds used.", ""]
+    lines += [f"- {n}" for n in report["notes"]]
+    for table in _tables(report):
+        if table:
+            lines += ["", f"### {table}"]
+        for metric in report["metrics"]:
+            rows = [r for r in report["conditions"] if r["table"] == table and r["metric"] == metric]
+            if rows:
+                lines += ["", f"#### {_metric_title(metric, report['at'])}", ""]
+                lines += _md_table(_CONDITION_HEADER, [_condition_cells(r) for r in rows], 1)
+        comps = [r for r in report["comparisons"] if r["table"] == table]
+        if comps:
+            header, desc = _comparison_header(comps)
+            lines += ["", f"#### Comparisons at {report['at']} ({desc})", ""]
+            lines += _md_table(header, [_comparison_cells(r) for r in comps], 2)
+        legend = report["legend"].get(table)
+        if legend:
+            lines += ["", "Legend: " + "; ".join(f"`{k}` = {_legend_text(v)}" for k, v in legend.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _scalar(v) -> str:
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return "n/a" if v is None else str(v)
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _csv_value(v):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return repr(v) if isinstance(v, float) else v
+
+
+def render_csv(report: dict) -> str:
+    """One CSV table: ``kind`` is ``teacher``, ``condition`` or ``comparison``; unused cells are empty."""
+    buf = io.StringIO()
+    if report["kind"] == "scalars":
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["key", "value"])
+        writer.writerows([k, _csv_value(v)] for k, v in report["scalars"].items())
+        return buf.getvalue()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in report["conditions"] + report["comparisons"]:
+        writer.writerow({k: _csv_value(r.get(k)) for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def render_json(report: dict) -> str:
+    from jaxkd.results import to_json
+
+    return to_json(report) + "\n"
+
+
+def render(report: dict, fmt: str = "text") -> str:
+    """``report`` (from :func:`build_report`) as ``text``, ``csv``, ``json`` or ``markdown``."""
+    check_name("format", fmt, FORMATS)
+    return {"text": render_text, "csv": render_csv, "json": render_json, "markdown": render_markdown}[fmt](report)

@@ -1,0 +1,291 @@
+"""`jaxkd report`: numbers checked against NumPy/scipy on a run written by the library's own writers."""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from jaxkd import results
+from jaxkd.cli import main
+from jaxkd.experiment import compare_to_baseline, write_outputs
+from jaxkd.sweep import SweepResult
+
+NAMES = ["ce", "kd", "dkd"]
+STEPS = np.array([10, 20, 30])
+S, G, E = 6, len(NAMES), len(STEPS)
+DIVERGED = (4, 2)  # seed 4 of "dkd"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    n_seeds: int = S
+
+
+def _history(rng, s, g):
+    return {"test/acc": rng.uniform(0.5, 1.0, (s, g, E)), "test/loss": rng.uniform(0.1, 2.0, (s, g, E)),
+            "val/acc": rng.uniform(0.5, 1.0, (s, g, E)), "train/loss": rng.uniform(0.1, 2.0, (s, g, E))}
+
+
+def _fake_runs():
+    """Hand-made sweeps (students: 6 seeds × 3 conditions × 3 evaluations; teacher: one seed)."""
+    rng = np.random.default_rng(0)
+    diverged = np.zeros((S, G), bool)
+    diverged[DIVERGED] = True
+    hist = _history(rng, S, G)
+    hist["test/acc"][:, 1] += 0.05  # kd clearly differs from ce
+    for v in hist.values():
+        v[DIVERGED] = np.nan
+    students = SweepResult(states=None, history=hist, steps=STEPS, grid={"kd.weight": np.array([0.0, 0.9, 0.0])},
+                           diverged=diverged)
+    teacher = SweepResult(states=None, history=_history(rng, 1, 1), steps=STEPS, grid={},
+                          diverged=np.zeros((1, 1), bool))
+    return students, teacher
+
+
+def _write(out, summary, rows=()):
+    write_outputs(str(out), config=_Config(), rows=list(rows), summary=summary, figures={})
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    students, teacher = _fake_runs()
+    summary = {
+        "teacher": results.summarize_sweep(teacher, ["teacher"])["teacher"],
+        "conditions": results.summarize_sweep(students, NAMES),
+        "comparisons": compare_to_baseline(students, NAMES, "ce", ("test/acc", "test/loss")),
+        "legend": {"ce": "CE only", "kd": {"ce.weight": 0.1, "kd.weight": 0.9}, "dkd": "DKD"},
+    }
+    rows = results.records_from_sweep(teacher, ["teacher"]) + results.records_from_sweep(students, NAMES)
+    return _write(tmp_path_factory.mktemp("run") / "out", summary, rows), students, teacher
+
+
+def _values(result, g, metric, at):
+    """Per-seed values of condition ``g`` at ``at``, computed here with NumPy (diverged seeds dropped)."""
+    ok = ~result.diverged[:, g]
+    v = result.history[metric][ok, g]
+    if at == "last":
+        return v[:, -1]
+    if at == "selected":
+        return v[np.arange(len(v)), np.argmax(result.history["val/acc"][ok, g], axis=-1)]
+    return v.min(-1) if metric.endswith("loss") else v.max(-1)
+
+
+def _expected(x):
+    m, s = np.mean(x), np.std(x, ddof=1)
+    lo, hi = st.t.interval(0.95, len(x) - 1, loc=m, scale=s / np.sqrt(len(x)))
+    return {"mean": m, "std": s, "ci_low": lo, "ci_high": hi, "n": len(x)}
+
+
+def _expected_tests(students, metric, at):
+    """Paired t of kd and dkd against ce (pairs with a diverged seed dropped), Holm over the two, d_z."""
+    h = np.where(students.diverged[..., None], np.nan, students.history[metric])
+    if at == "selected":
+        pick = np.argmax(students.history["val/acc"], axis=-1)
+        h = np.take_along_axis(h, pick[..., None], -1)[..., 0]
+    else:
+        h = h[..., -1]
+    out = {}
+    for g, name in ((1, "kd"), (2, "dkd")):
+        keep = np.isfinite(h[:, g]) & np.isfinite(h[:, 0])
+        d = h[keep, g] - h[keep, 0]
+        res = st.ttest_rel(h[keep, g], h[keep, 0])
+        ci = _expected(d)
+        out[f"{name} - ce"] = {"diff_mean": d.mean(), "diff_ci_low": ci["ci_low"], "diff_ci_high": ci["ci_high"],
+                               "statistic": res.statistic, "p": res.pvalue, "effect_size": d.mean() / d.std(ddof=1),
+                               "n": int(keep.sum())}
+    p = np.array([out["kd - ce"]["p"], out["dkd - ce"]["p"]])
+    lo, hi = np.argmin(p), np.argmax(p)
+    adj = np.empty(2)
+    adj[lo] = min(1.0, 2 * p[lo])
+    adj[hi] = min(1.0, max(adj[lo], p[hi]))
+    for t, a in zip(out.values(), adj):
+        t["p_adjusted"] = a
+    return out
+
+
+def _report(capsys, *argv):
+    assert main(["report", *argv]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return captured.out
+
+
+@pytest.mark.parametrize("at", ["selected", "last", "max_over_evals"])
+def test_json_numbers_match_numpy_and_scipy(run, at, capsys):
+    out, students, teacher = run
+    report = json.loads(_report(capsys, out, "--format", "json", "--at", at))
+    assert report["metrics"] == ["test/acc", "test/loss"]  # the default: the test metrics only
+    got = {(r["condition"], r["metric"]): r for r in report["conditions"]}
+    assert set(got) == {(c, m) for c in ["teacher", *NAMES] for m in ("test/acc", "test/loss")}
+    for metric in ("test/acc", "test/loss"):
+        for g, name in enumerate(NAMES):
+            want, row = _expected(_values(students, g, metric, at)), got[name, metric]
+            for k in ("mean", "std", "ci_low", "ci_high"):
+                np.testing.assert_allclose(row[k], want[k], rtol=1e-12, err_msg=f"{name} {metric} {k}")
+            assert row["n"] == want["n"] == (S - 1 if name == "dkd" else S)
+            assert (row["n_seeds"], row["n_diverged"], row["at"]) == (S, int(name == "dkd"), at)
+        t = got["teacher", metric]
+        assert t["kind"] == "teacher" and t["n"] == 1 and t["std"] is None and t["ci_low"] is None
+        np.testing.assert_allclose(t["mean"], _values(teacher, 0, metric, at)[0], rtol=1e-12)
+    if at == "max_over_evals":
+        assert report["comparisons"] == []
+        assert any("TEST-SET MAXIMUM" in n and "optimistic" in n for n in report["notes"])
+        return
+    assert len(report["comparisons"]) == 4
+    for metric in ("test/acc", "test/loss"):
+        want = _expected_tests(students, metric, at)
+        rows = {r["comparison"]: r for r in report["comparisons"] if r["metric"] == metric}
+        assert set(rows) == set(want)
+        for name, w in want.items():
+            r = rows[name]
+            assert (r["test"], r["correction"], r["effect_size_kind"], r["at"]) == ("paired t", "holm", "cohens_dz", at)
+            for k in ("diff_mean", "diff_ci_low", "diff_ci_high", "statistic", "p", "p_adjusted", "effect_size"):
+                np.testing.assert_allclose(r[k], w[k], rtol=1e-10, err_msg=f"{metric} {name} {k}")
+            assert r["n"] == w["n"]
+    assert any("5 of 6 seeds" not in n and "1 of 6 seeds diverged (NaN/Inf; seed 4)" in n for n in report["notes"])
+
+
+def test_csv_parses_back_to_the_same_rows(run, capsys):
+    out, students, _ = run
+    rows = list(csv.DictReader(io.StringIO(_report(capsys, out, "--format", "csv", "--metric", "test/acc"))))
+    assert [r["kind"] for r in rows] == ["teacher", "condition", "condition", "condition", "comparison", "comparison"]
+    for g, name in enumerate(NAMES):
+        r = next(r for r in rows if r["condition"] == name)
+        want = _expected(_values(students, g, "test/acc", "selected"))
+        np.testing.assert_allclose([float(r[k]) for k in ("mean", "std", "ci_low", "ci_high")],
+                                   [want[k] for k in ("mean", "std", "ci_low", "ci_high")], rtol=1e-12)
+        assert int(r["n"]) == want["n"]
+    assert rows[0]["std"] == "" and rows[0]["ci_low"] == ""  # one teacher seed: no std, no CI
+    want = _expected_tests(students, "test/acc", "selected")
+    for r in rows[4:]:
+        np.testing.assert_allclose([float(r["p"]), float(r["p_adjusted"]), float(r["effect_size"])],
+                                   [want[r["comparison"]][k] for k in ("p", "p_adjusted", "effect_size")], rtol=1e-10)
+
+
+def test_text_shows_mean_std_ci_n_and_the_tests(run, capsys):
+    out, students, _ = run
+    text = _report(capsys, out)
+    for g, name in enumerate(NAMES):
+        w = _expected(_values(students, g, "test/acc", "selected"))
+        line = next(ln for ln in text.splitlines() if ln.split()[:1] == [name])  # the first block is test/acc
+        assert f"{w['mean']:.4f} ± {w['std']:.4f}" in line
+        assert f"[{w['ci_low']:.4f}, {w['ci_high']:.4f}]" in line
+        assert line.endswith("5/6" if name == "dkd" else "6")
+    assert "teacher (reference)" in text and "val/acc (at" not in text and "train/loss" not in text
+    want = _expected_tests(students, "test/acc", "selected")["kd - ce"]
+    line = next(ln for ln in text.splitlines() if "test/acc" in ln and "kd - ce" in ln)
+    assert f"{want['statistic']:.2f}" in line and f"{want['effect_size']:.2f}" in line
+    assert "paired t" in text and "Holm" in text and "Cohen's d_z" in text
+    assert "legend: ce = CE only; kd = ce.weight=0.1, kd.weight=0.9; dkd = DKD" in text
+
+
+def _md_tables(text):
+    """Each markdown table as a list of rows (cells stripped), the separator row dropped."""
+    tables, cur = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cur.append([c.strip() for c in line.strip("|").split(" | ")])
+        elif cur:
+            tables.append([cur[0], *cur[2:]])
+            cur = []
+    return tables
+
+
+def test_markdown_tables(run, capsys):
+    out, students, _ = run
+    text = _report(capsys, out, "--format", "markdown", "--metric", "test/acc,test/loss", "--at", "last")
+    assert "#### test/acc (at last)" in text and "#### test/loss (at last)" in text
+    acc, loss, tests = _md_tables(text)
+    assert acc[0] == loss[0] == ["condition", "mean ± std", "95% CI", "n"]
+    assert [r[0] for r in acc[1:]] == ["teacher (reference)", *NAMES]
+    w = _expected(_values(students, 1, "test/loss", "last"))
+    assert loss[3] == ["kd", f"{w['mean']:.4f} ± {w['std']:.4f}", f"[{w['ci_low']:.4f}, {w['ci_high']:.4f}]", "6"]
+    assert tests[0] == ["metric", "comparison", "diff", "95% CI", "t", "p", "p (Holm)", "d_z", "n"]
+    assert [(r[0], r[1]) for r in tests[1:]] == [("test/acc", "kd - ce"), ("test/acc", "dkd - ce"),
+                                                 ("test/loss", "kd - ce"), ("test/loss", "dkd - ce")]
+
+
+def test_max_over_evals_is_labelled_optimistic(run, capsys):
+    text = _report(capsys, run[0], "--at", "max_over_evals")
+    assert "test/acc: test-set maximum over evaluations (optimistic)" in text
+    assert "test/loss: test-set minimum over evaluations (optimistic)" in text
+    assert "comparisons" not in text and "the run's tests are at selected and last" in text
+
+
+def test_chosen_metrics(run, capsys):
+    report = json.loads(_report(capsys, run[0], "--format", "json", "--metric", "val/acc", "--metric", "test/loss"))
+    assert report["metrics"] == ["val/acc", "test/loss"]
+    assert {r["metric"] for r in report["conditions"]} == {"val/acc", "test/loss"}
+    assert {r["metric"] for r in report["comparisons"]} == {"test/loss"}  # the run tested no val/ metric
+
+
+def test_nested_tables_of_several_pairs(run, tmp_path, capsys):
+    block = json.loads(open(os.path.join(run[0], "summary.json")).read())
+    del block["teacher"]  # a loaded teacher is not summarised
+    out = _write(tmp_path / "pairs", {"pairs": {"wrn40:wrn16": block, "r56:r20": block}})
+    report = json.loads(_report(capsys, out, "--format", "json"))
+    assert [r["table"] for r in report["conditions"]] == ["pairs/wrn40:wrn16"] * 6 + ["pairs/r56:r20"] * 6
+    assert len(report["comparisons"]) == 8
+    text = _report(capsys, out)
+    assert text.index("== pairs/wrn40:wrn16 ==") < text.index("== pairs/r56:r20 ==")
+
+
+def test_a_summary_without_conditions_prints_its_scalars(tmp_path, capsys):
+    out = _write(tmp_path / "theory", {"convention": "no 1/2", "N": [1, 2, 3], "fit": {"exponent": 0.625, "n": 5},
+                                       "exact": {"teacher": [0.1, 0.2]}})
+    text = _report(capsys, out)
+    assert text.splitlines()[0] == (f"jaxkd: {out}/summary.json has no condition table (no 'conditions' entry); its "
+                                    "scalar entries follow, its 2 lists (curves) are in summary.json")
+    assert "fit.exponent  0.625" in text and "convention    no 1/2" in text
+    rows = list(csv.reader(io.StringIO(_report(capsys, out, "--format", "csv"))))
+    assert rows == [["key", "value"], ["convention", "no 1/2"], ["fit.exponent", "0.625"], ["fit.n", "5"]]
+    assert json.loads(_report(capsys, out, "--format", "json"))["scalars"] == {
+        "convention": "no 1/2", "fit.exponent": 0.625, "fit.n": 5}
+    assert main(["report", out, "--metric", "test/acc"]) == 2
+    assert "has no condition table" in _err(capsys)
+
+
+def _err(capsys):
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("jaxkd: error: ") and captured.out == ""
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_exit_2(run, tmp_path, capsys):
+    out = run[0]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "interrupted" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text("{not json")
+    parent = os.path.dirname(out)
+    cases = [
+        ([str(tmp_path / "nope")], "does not exist"),
+        ([os.path.join(out, "summary.json")], f"is not a directory; give its directory, {out}"),
+        ([str(tmp_path / "empty")], "has no summary.json, so it is not a jaxkd results directory"),
+        ([str(tmp_path / "interrupted")], "is not a finished run (no summary.json yet)"),
+        ([parent], f"holds no summary.json but runs below it do: {os.path.basename(out)}"),
+        ([str(tmp_path / "broken")], "cannot read"),
+        ([out, "--metric", "test/nope"],
+         "unknown metric 'test/nope'; choose one of: test/acc, test/loss, train/loss, val/acc"),
+        ([out, "--at", "best"], "argument --at: invalid choice: 'best'"),
+        ([out, "--format", "html"], "argument --format: invalid choice: 'html'"),
+    ]
+    for argv, match in cases:
+        assert main(["report", *argv]) == 2, argv
+        assert match in _err(capsys), argv
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: jaxkd report" in text and "95% CI" in text and "max_over_evals" in text
