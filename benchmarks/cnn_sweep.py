@@ -151,7 +151,7 @@ from jaxkd.data import Dataset  # noqa: E402
 from jaxkd.data.augment import normalize  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
 from jaxkd.recipes import RecipeConfig  # noqa: E402
-from jaxkd.results import env_stamp  # noqa: E402
+from jaxkd.results import emit_json, env_stamp  # noqa: E402
 from jaxkd.sweep import SweepProgram  # noqa: E402
 from jaxkd.teacher import Teacher  # noqa: E402
 from jaxkd.train import make_train  # noqa: E402
@@ -1085,13 +1085,7 @@ def main():
         "total_seconds": time.perf_counter() - t_start,
     }
     print(table(results, peak, f_step), file=sys.stderr)
-    text = json.dumps(result, indent=2, default=str)
-    if ARGS.out:
-        os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
-        with open(ARGS.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        print(text)
+    emit_json(result, ARGS.out, print_always=False)
     return 0
 
 

@@ -57,7 +57,6 @@ building trainers and compiling the 25 programs, which no flag shrinks much.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -88,7 +87,7 @@ from experiments.digits_methods import Config as MethodsConfig  # noqa: E402
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig  # noqa: E402
 from jaxkd.data import load_digits  # noqa: E402
 from jaxkd.recipes import RecipeConfig  # noqa: E402
-from jaxkd.results import env_stamp  # noqa: E402
+from jaxkd.results import emit_json, env_stamp  # noqa: E402
 from jaxkd.sweep import SweepProgram  # noqa: E402
 from jaxkd.teacher import Teacher  # noqa: E402
 from jaxkd.train import make_train  # noqa: E402
@@ -333,13 +332,7 @@ def main():
         "total_seconds": time.perf_counter() - t_start,
     }
     print(table(m, ratios, step, method_names))
-    text = json.dumps(result, indent=2, default=str)
-    if ARGS.out:
-        os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
-        with open(ARGS.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        print(text)
+    emit_json(result, ARGS.out, print_always=False)
     return 0
 
 

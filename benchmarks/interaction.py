@@ -33,8 +33,6 @@ activations.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import statistics
 import sys
@@ -45,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkd import interaction as it
-from jaxkd.results import env_stamp
+from jaxkd.results import emit_json, env_stamp
 
 FULL = {"models": 60, "samples": 10_000, "width": 512, "k": 50, "groups": 3}
 QUICK = {"models": 12, "samples": 1000, "width": 64, "k": 10, "groups": 3}
@@ -148,12 +146,7 @@ def main():
                        "permutation_test": perm, "permutation_s": perm_s,
                        "bootstrap_b": boot, "bootstrap_s": boot_s},
     }
-    text = json.dumps(out, indent=2, default=float)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit_json(out, args.out)
     return 0
 
 

@@ -44,7 +44,6 @@ Usage (about 9.5 minutes on an idle 2-core CPU, 2.7 of them PyTorch; ``--torch-r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -76,7 +75,7 @@ import jax.numpy as jnp  # noqa: E402
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig  # noqa: E402
 from jaxkd.data import load_digits  # noqa: E402
 from jaxkd.recipes import RecipeConfig  # noqa: E402
-from jaxkd.results import env_stamp  # noqa: E402
+from jaxkd.results import emit_json, env_stamp  # noqa: E402
 from jaxkd.sweep import SweepProgram  # noqa: E402
 from jaxkd.teacher import Teacher  # noqa: E402
 from jaxkd.train import make_train  # noqa: E402
@@ -308,12 +307,7 @@ def main():
         result["workloads"][name] = measure(ds, teacher, peak, name, w["widths"], w["batch"], w["steps"])
     result["load_average_1_5_15"] = {"start": load_start, "end": os.getloadavg()}
     result["total_seconds"] = time.perf_counter() - t_start
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    if ARGS.out:
-        os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
-        with open(ARGS.out, "w") as f:
-            f.write(text + "\n")
+    emit_json(result, ARGS.out)
     return 0
 
 

@@ -18,7 +18,6 @@ Compilation is excluded (a warm-up call first); each timing is the median of
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ if "XLA_FLAGS" not in os.environ:  # shard the phase diagram's problems over one
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxkd.results import env_stamp  # noqa: E402
+from jaxkd.results import emit_json, env_stamp  # noqa: E402
 from theory.exact import SGD, max_stable_gamma  # noqa: E402
 from theory.simulate import simulate  # noqa: E402
 from theory.spectra import power_law  # noqa: E402
@@ -106,12 +105,7 @@ def main():
     res = {"benchmark": "theory", "env": env_stamp(), "device_kind": jax.devices()[0].device_kind,
            "curves": big_curves(args.repeats), "phase_diagram": phase_diagram(args.repeats, args.phase_size),
            "exact_vs_mc": exact_vs_mc(args.repeats, args.mc_seeds)}
-    text = json.dumps(res, indent=2, default=float)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit_json(res, args.out)
     return 0
 
 

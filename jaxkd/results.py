@@ -83,6 +83,24 @@ def summarize_sweep(result, conditions: list[str], *, select: str = "val/acc", l
     return out
 
 
+def emit_json(result: dict, out: str | None, *, print_always: bool = True) -> None:
+    """A benchmark's JSON: printed, and written to ``out`` (parent folders created) when given."""
+
+    def fallback(x):
+        try:
+            return float(x)
+        except (TypeError, ValueError):
+            return str(x)
+
+    text = json.dumps(result, indent=2, default=fallback)
+    if print_always or not out:
+        print(text)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(text + "\n")
+
+
 def env_stamp() -> dict:
     """Versions, devices, host and git commit, for reproducibility."""
     import importlib
