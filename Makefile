@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/jaxkd run spectral_w2s --preset default --out results/spectral_w2s --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py --out benchmarks/results/sweep.json
 	$(BIN)/python benchmarks/engine.py --out benchmarks/results/engine.json
 	$(BIN)/python benchmarks/theory.py --out benchmarks/results/theory.json
+	$(BIN)/python benchmarks/interaction.py --out benchmarks/results/interaction.json
 
 clean:
 	rm -rf $(VENV) results

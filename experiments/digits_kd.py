@@ -157,7 +157,7 @@ def _label(point: dict) -> str:
 def _figure(result, names, summary, teacher_acc, dataset) -> bytes:
     fig, axes = plotting.figure(ncols=3, width=3.8)
     conds = summary["conditions"]
-    plotting.bar_with_ci(
+    plotting.points_with_ci(
         axes[0, 0],
         names,
         [conds[n]["test/acc"]["selected"] for n in names],
@@ -165,7 +165,7 @@ def _figure(result, names, summary, teacher_acc, dataset) -> bytes:
         reference=teacher_acc,
         reference_label="teacher",
     )
-    plotting.bar_with_ci(
+    plotting.points_with_ci(
         axes[0, 1],
         names,
         [conds[n]["test/agreement"]["selected"] for n in names],

@@ -137,9 +137,9 @@ def _figure(result, names, summary, dataset, config) -> bytes:
     fig, axes = plotting.figure(ncols=3, width=3.8)
     conds = summary["conditions"]
     teacher_acc = summary["teacher"]["test/acc"]["selected"]["mean"]
-    plotting.bar_with_ci(axes[0, 0], names, [conds[n]["test/acc"]["selected"] for n in names],
+    plotting.points_with_ci(axes[0, 0], names, [conds[n]["test/acc"]["selected"] for n in names],
                          ylabel="test accuracy (mean, 95% CI)", reference=teacher_acc, reference_label="teacher")
-    plotting.bar_with_ci(axes[0, 1], names, [conds[n]["test/agreement"]["selected"] for n in names],
+    plotting.points_with_ci(axes[0, 1], names, [conds[n]["test/agreement"]["selected"] for n in names],
                          ylabel="test agreement with teacher (mean, 95% CI)")
     ok = ~result.diverged
     plotting.curves_with_band(axes[0, 2], result.steps,

@@ -36,15 +36,21 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def bar_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_label=None):
-    """Bars at the seed mean with 95% CI error bars; ``summaries`` from :func:`jaxkd.stats.summarize`."""
-    mean = np.array([s["mean"] for s in summaries])
-    # With one seed the CI is undefined (NaN): draw the bar without an error bar.
+def points_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_label=None):
+    """Seed means as points with 95% CI bars; ``summaries`` from :func:`jaxkd.stats.summarize`.
+
+    Points, not bars: the y axis is fitted to the intervals (a bar's length
+    would exaggerate differences on a cut axis), and a note in the corner says
+    the axis does not start at zero.
+    """
+    mean = np.array([s["mean"] for s in summaries], float)
+    # With one seed the CI is undefined (NaN): draw the point without an error bar.
     lo = np.nan_to_num(mean - np.array([s["ci_low"] for s in summaries], float))
     hi = np.nan_to_num(np.array([s["ci_high"] for s in summaries], float) - mean)
     x = np.arange(len(labels))
-    ax.bar(x, mean, yerr=np.stack([lo, hi]), capsize=3, color="C0", alpha=0.8)
+    ax.errorbar(x, mean, yerr=np.stack([lo, hi]), fmt="o", ms=5, capsize=4, color="C0", lw=1.2)
     ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_ylabel(ylabel)
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
@@ -52,7 +58,12 @@ def bar_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_labe
     top = np.nanmax(mean + hi) if reference is None else max(np.nanmax(mean + hi), reference)
     bottom = np.nanmin(mean - lo)
     span = top - bottom
-    ax.set_ylim(bottom - 0.5 * span - 1e-3, top + 0.3 * span + 1e-3)
+    ax.set_ylim(bottom - 0.3 * span - 1e-3, top + 0.2 * span + 1e-3)
+    if ax.get_ylim()[0] > 0:
+        ax.text(0.01, 0.01, "axis does not start at 0", transform=ax.transAxes, fontsize=6, color="0.4",
+                va="bottom", ha="left")
+
+
 
 
 def curves_with_band(ax, steps, curves_by_label: dict, *, ylabel, xlabel="step"):

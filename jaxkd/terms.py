@@ -304,13 +304,11 @@ def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, f
         if key not in params:
             raise ConfigError(f"term {name!r} ({kind}) has no option {key!r}; valid: "
                               f"{', '.join(['kind', 'weight', 'ramp_steps', *params])}")
-    floats = {k: options.pop(k) for k in list(options) if params[k].annotation in (float, "float")}
-    try:
+    try:  # every option reaches the factory; those it declares as hparams become sweepable values
         term = dataclasses.replace(factory(**options), ramp_steps=int(ramp))
     except TypeError as err:
         raise ConfigError(f"term {name!r} ({kind}): {err}") from None
-    values = {"weight": float(weight), **{k: float(v) for k, v in term.hparams.items()},
-              **{k: float(v) for k, v in floats.items()}}
+    values = {"weight": float(weight), **{k: float(v) for k, v in term.hparams.items()}}
     check_value(f"{name}.weight", values["weight"], "nonneg")
     for k, c in term.constraints.items():
         check_value(f"{name}.{k}", values[k], c)

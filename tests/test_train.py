@@ -306,3 +306,14 @@ def test_term_weight_ramp(digits, teacher):
         np.testing.assert_allclose(total, means["ce"] + 2.0 * factor * means["kd"], rtol=1e-6)
     with pytest.raises(ConfigError, match="ramp_steps must be a non-negative integer"):
         ObjectiveConfig({"kd": {"ramp_steps": -3}})
+
+
+def test_static_float_options_reach_the_term():
+    # confusion's smoothing is fixed at init (not a swept hyper-parameter); it once never reached the factory.
+    from jaxkd.terms import build_term
+
+    term, values = build_term("confusion", {"smoothing": 0.3, "temperature": 3.0})
+    assert "smoothing" not in values and values["temperature"] == 3.0
+    spec = (jax.ShapeDtypeStruct((4, 5), jnp.float32), {})
+    _, state = term.init(jax.random.key(0), spec, None)
+    np.testing.assert_allclose(state["Q"], 0.7 * np.eye(5) + 0.3 / 5, rtol=1e-6)

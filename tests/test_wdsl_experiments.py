@@ -1,0 +1,172 @@
+"""The WDSL experiments (Kang & Kim 2026): interaction tensor over KD groups, and Confusion Distillation."""
+
+import csv
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import confusion_distillation as cd
+from experiments import interaction_tensor as it
+from jaxkd.data import load_dataset
+from jaxkd.errors import ConfigError
+from jaxkd.recipes import RecipeConfig
+from jaxkd.terms import confusion
+from jaxkd.train import make_train
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# --- interaction_tensor ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def it_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("it")
+    config = it.runlocal(it.PRESETS["paper"])  # the paper preset's wiring, shrunk
+    it.run(config, str(out), progress=False)
+    return out, config
+
+
+def test_interaction_smoke_outputs(it_out):
+    out, config = it_out
+    summary = json.loads((out / "summary.json").read_text())
+    n_test = load_dataset("digits").y_test.shape[0]
+    with np.load(out / "omega.npz") as z:
+        omega, assign, group = z["omega"], z["assign"], z["group"]
+    m = 3 * config.n_seeds
+    assert omega.dtype == bool and omega.shape == (m, n_test, summary["tensor"]["num_features"])
+    assert list(summary["tensor"]["shape"]) == list(omega.shape)
+    assert assign.shape == (m, config.k) and assign.min() == 0 and assign.max() == omega.shape[2] - 1
+    assert [int((group == g).sum()) for g in it.GROUPS] == [config.n_seeds] * 3
+    assert set(summary) >= {"tensor", "groups", "claim_test", "common_features", "confusion_vs_teacher"}
+    for g in it.GROUPS:
+        s = summary["groups"][g]
+        assert s["n_models"] == config.n_seeds
+        used = int(omega[group == g].any(axis=(0, 1)).sum())
+        assert s["stats"]["unique_features"] == used
+        for stat, ci in s["bootstrap"].items():
+            assert np.isfinite([ci["value"], ci["ci_low"], ci["ci_high"]]).all(), (g, stat)
+            assert ci["ci_low"] <= ci["ci_high"]
+    claim = summary["claim_test"]
+    assert 0 < claim["p_fewer_unique"] <= 1 and 0 < claim["p_both"] <= 1
+    assert claim["a"]["n_models"] == claim["b"]["n_models"] == config.n_seeds
+    for name in ("teacher0", "teacher_mean"):
+        assert set(summary["confusion_vs_teacher"][name]) == {"pearson", "spearman", "cosine", "soft_iou"}
+        assert len(summary["confusion_vs_teacher"][name]["cosine"]["values"]) == config.n_seeds
+    rows = _rows(out / "interaction.csv")
+    assert {r["metric"] for r in rows} >= {"it/unique_features", "it/occurrences_per_feature", "confusion/pearson"}
+    assert (out / "figure.png").stat().st_size > 0 and (out / "records.csv").stat().st_size > 0
+
+
+def test_interaction_bad_input():
+    base = it.runlocal(it.PRESETS["default"])
+    with pytest.raises(ConfigError, match="at least 2"):
+        dataclasses.replace(base, n_seeds=1)
+    with pytest.raises(ConfigError, match="no layer 'conv5_x'") as err:
+        it.run(dataclasses.replace(base, layer="conv5_x"), "/nonexistent/never-written", progress=False)
+    assert "\n" not in str(err.value) and "block1" in str(err.value)
+    with pytest.raises(ConfigError, match="lower k"):
+        it.run(dataclasses.replace(base, k=5000), "/nonexistent/never-written", progress=False)
+    with pytest.raises(ConfigError, match="alpha"):
+        dataclasses.replace(base, alpha=1.5)
+
+
+# --- confusion_distillation ------------------------------------------------------------------------
+
+# 12 steps, phases 1:1:2:1:1 (hard, soft, hard, soft, hard) -> boundaries 2, 4, 8, 10.
+_SOFT = np.array([0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0], bool)
+
+
+@pytest.fixture(scope="module")
+def cd_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cd")
+    config = dataclasses.replace(cd.runlocal(cd.PRESETS["paper"]), phases=(1.0, 1.0, 2.0, 1.0, 1.0),
+                                 recipe=RecipeConfig(learning_rate=5e-3, batch_size=64, steps=12))
+    cd.run(config, str(out), progress=False)
+    return out, config
+
+
+def test_cd_smoke_outputs(cd_out):
+    out, config = cd_out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_label_leakage"] is False and summary["confusion_split"] == "val"
+    s = summary["archs"]["cnn2d"]
+    assert set(s["conditions"]) == set(cd.CONDITIONS)
+    assert s["phases"]["boundaries_steps"] == [2, 4, 8, 10]
+    assert s["Q"]["row_sum_max_abs_dev"] < 1e-5 and s["Q"]["min_entry"] > 0  # Q stays row-stochastic
+    for name in ("label_smoothing - baseline", "cd - baseline"):
+        t = s["comparisons"]["test/acc"]["selected"][name]
+        assert t["n"] == config.n_seeds and "p_holm" in t and "cohens_dz" in t
+    for c in cd.CONDITIONS:
+        acc = s["conditions"][c]["test/acc"]["selected"]["mean"]
+        assert 0 <= acc <= 1
+
+
+def test_cd_phase_weights_per_step(cd_out):
+    """Each step's logged terms follow the hand-written schedule; the loss is their weighted sum."""
+    out, config = cd_out
+    rows = [r for r in _rows(out / "records.csv") if r["condition"] == "cd" and r["seed"] == "0"]
+    h = {m: np.array([float(r["value"]) for r in sorted((r for r in rows if r["metric"] == m),
+                                                        key=lambda r: int(r["step"]))])
+         for m in ("train/ce", "train/ce_hard", "train/confusion", "train/loss")}
+    assert all(v.shape == (12,) for v in h.values())
+    np.testing.assert_array_equal(h["train/confusion"][~_SOFT], 0.0)
+    assert (h["train/confusion"][_SOFT] > 0).all()
+    np.testing.assert_array_equal(h["train/ce_hard"][_SOFT], 0.0)
+    np.testing.assert_allclose(h["train/ce_hard"][~_SOFT], h["train/ce"][~_SOFT], rtol=1e-6)
+    weights = config.conditions()["cd"]
+    expected = (weights["ce.weight"] * h["train/ce"] + weights["ce_hard.weight"] * h["train/ce_hard"]
+                + weights["confusion.weight"] * h["train/confusion"])
+    np.testing.assert_allclose(h["train/loss"], expected, rtol=1e-5)
+    # The effective weights per step: CE 1 in hard steps and 0.3 in soft ones; CD 0.7 in soft ones.
+    ce_eff = weights["ce.weight"] + weights["ce_hard.weight"] * ~_SOFT
+    np.testing.assert_allclose(ce_eff, [1, 1, .3, .3, 1, 1, 1, 1, .3, .3, 1, 1], rtol=1e-6)
+
+
+def test_phase_boundaries_and_mask():
+    assert cd.phase_boundaries((3, 3, 6, 3, 15), 600, 20) == [60, 120, 240, 300]  # 30 epochs: 3, 3, 6, 3, 15
+    assert cd.phase_boundaries((3, 3, 3, 3, 8), 200 * 391, 391) == [391 * e for e in (30, 60, 90, 120)]
+    assert cd.phase_boundaries((1, 1, 2, 1, 1), 12, 20) == [2, 4, 8, 10]  # fewer epochs than ratios: steps
+    mask = jax.jit(jax.vmap(lambda s: cd.soft_mask(s, [2, 4, 8, 10])))(jnp.arange(12))
+    np.testing.assert_array_equal(np.asarray(mask), _SOFT.astype(np.float32))
+
+
+def test_gated_confusion_update_waits_for_first_hard_phase():
+    term = cd.gate_term(confusion(), [2, 4], soft=True, update_after=2)
+    spec = (jax.ShapeDtypeStruct((4, 3), jnp.float32), {})
+    _, state = term.init(jax.random.key(0), spec, None)
+    q0 = np.asarray(state["inner"]["Q"])
+    np.testing.assert_allclose(q0, 0.9 * np.eye(3) + 0.1 / 3, rtol=1e-6)
+    logits, labels = jnp.eye(3)[jnp.array([0, 0, 2, 2])], jnp.array([0, 1, 2, 2])  # class 1 predicted as 0
+    hp = {"temperature": 2.0, "momentum": 0.9}
+    before = term.eval_update({**state, "step": jnp.int32(2)}, logits, labels, hp)
+    np.testing.assert_array_equal(np.asarray(before["inner"]["Q"]), q0)
+    after = term.eval_update({**state, "step": jnp.int32(3)}, logits, labels, hp)
+    p = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 1]]) + 1e-8
+    np.testing.assert_allclose(np.asarray(after["inner"]["Q"]), 0.9 * q0 + 0.1 * p / p.sum(1, keepdims=True),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(after["inner"]["Q"]).sum(1), 1.0, rtol=1e-6)
+
+
+def test_cd_leaky_option_is_explicit():
+    leaky = dataclasses.replace(cd.runlocal(cd.PRESETS["default"]), confusion_split="test")
+    assert leaky.leaks_test_labels
+    trainer, _ = cd.with_phases(make_train(leaky.run_config("cnn2d"), load_dataset("digits")), leaky.phases)
+    assert trainer.terms["confusion"].eval_split == "test"
+    base = cd.runlocal(cd.PRESETS["default"])
+    assert not base.leaks_test_labels and base.run_config("cnn2d").objective.build()[0]["confusion"].eval_split == "val"
+    with pytest.raises(ConfigError, match="confusion_split"):
+        dataclasses.replace(base, confusion_split="tset")
+    with pytest.raises(ConfigError, match="phases"):
+        dataclasses.replace(base, phases=(1.0,))
+    with pytest.raises(ConfigError, match="at least 2"):
+        dataclasses.replace(base, n_seeds=1)
+    with pytest.raises(ConfigError, match="model"):
+        dataclasses.replace(base, archs=("resnet9000",))
