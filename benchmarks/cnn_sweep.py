@@ -308,6 +308,15 @@ class Variant:
         self.convolutions = conv_census(self.compiled)
         return self.compiled
 
+    def timed_call(self, losses_of) -> float:
+        """Seconds for one call ``self.states, out = self.fn(self.states, *self.args)``; records ``losses_of(out)``."""
+        t = time.perf_counter()
+        self.states, out = self.fn(self.states, *self.args)
+        jax.block_until_ready(self.states)
+        dt = time.perf_counter() - t
+        self.record_losses(losses_of(out))
+        return dt
+
     def record_losses(self, losses_S):
         if self.first_losses is None:
             self.first_losses = [float(v) for v in np.asarray(losses_S).reshape(-1)[: self.seeds]]
@@ -350,12 +359,7 @@ class EngineVariant(Variant):
         self.fn = self.compile(lambda: self.prog.advance_program(1).lower(self.states, *self.args))
 
     def call(self) -> float:
-        t = time.perf_counter()
-        self.states, hist = self.fn(self.states, *self.args)
-        jax.block_until_ready(self.states)
-        dt = time.perf_counter() - t
-        self.record_losses(np.asarray(hist["train/loss"])[:, 0, -1])
-        return dt
+        return self.timed_call(lambda hist: np.asarray(hist["train/loss"])[:, 0, -1])
 
     def student_params(self):
         return jax.tree.map(lambda a: np.asarray(a)[: self.seeds, 0], nnx.to_pure_dict(self.states.params["model"]))
@@ -402,12 +406,7 @@ class VmapStepVariant(Variant):
         self.fn = self.compile(lambda: fn.lower(self.states, *self.args))
 
     def call(self) -> float:
-        t = time.perf_counter()
-        self.states, metrics = self.fn(self.states, *self.args)
-        jax.block_until_ready(self.states)
-        dt = time.perf_counter() - t
-        self.record_losses(metrics["train/loss"])
-        return dt
+        return self.timed_call(lambda metrics: metrics["train/loss"])
 
 
 # --- the explicit grouped-convolution student -------------------------------------------------------------------
@@ -536,12 +535,7 @@ class GroupedVariant(Variant):
         self.fn = self.compile(lambda: fn.lower(self.states, *self.args))
 
     def call(self) -> float:
-        t = time.perf_counter()
-        self.states, metrics = self.fn(self.states, *self.args)
-        jax.block_until_ready(self.states)
-        dt = time.perf_counter() - t
-        self.record_losses(metrics["train/loss"])
-        return dt
+        return self.timed_call(lambda metrics: metrics["train/loss"])
 
     def student_params(self):
         return jax.tree.map(np.asarray, self.states.params)
