@@ -11,12 +11,14 @@ import importlib
 from jaxkd.errors import check_name
 
 EXPERIMENTS = {
+    "backdoor_kd": "experiments.backdoor_kd",
     "cifar_kd": "experiments.cifar_kd",
     "confusion_distillation": "experiments.confusion_distillation",
     "digits_kd": "experiments.digits_kd",
     "digits_methods": "experiments.digits_methods",
     "functional_kd": "experiments.functional_kd",
     "interaction_tensor": "experiments.interaction_tensor",
+    "kd_scaling": "experiments.kd_scaling",
     "spectral_kd": "experiments.spectral_kd",
     "spectral_w2s": "experiments.spectral_w2s",
 }

@@ -164,7 +164,7 @@ class Config:
             check(self.kd_alphas and self.kd_temperatures, "the kd condition needs kd_alphas and kd_temperatures")
         check_name("test", self.test, stats.FAMILY_TESTS)
         for m in self.test_metrics:
-            check_name("metric", m, METRICS)
+            check_name("metric", m, self.metric_names())
         check(len(self.test_metrics) > 0, "test_metrics is empty: name at least one metric to test")
         names = self.condition_names()
         family = self.family()
@@ -181,6 +181,10 @@ class Config:
                                                and self.chunk_steps % (self.eval.every or 1) == 0),
                   f"chunk_steps ({self.chunk_steps}) must divide the {s.name} run's steps and be a multiple of "
                   "eval.every")
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric a run records (and so may test)."""
+        return METRICS
 
     # --- conditions and their grid points ------------------------------------------------------------
     def kd_points(self) -> list[tuple[float, float]]:
@@ -321,7 +325,7 @@ def runlocal(config: Config) -> Config:
 def untrained_teacher(model, key, n_seeds: int) -> Teacher:
     """One randomly initialised (untrained) model per seed, drawn as a sweep draws initial parameters."""
     inits = seed_run_keys(key, n_seeds).init[:, 0]
-    params, rest = jax.vmap(lambda k: model.init(jax.random.split(k)[0]))(inits)
+    params, rest = jax.jit(lambda ks: jax.lax.map(lambda k: model.init(jax.random.split(k)[0]), ks))(inits)
     return Teacher(model, params, rest, per_seed=True)
 
 
@@ -342,8 +346,13 @@ def _metrics_by_condition(logits_SxGxNxC, diverged_SxG, teacher_logits, labels, 
 
 
 def run_setup(config: Config, index: int, *, out_dir: str | None = None, resume=False, overwrite=False,
-              progress=True) -> dict:
-    """Train one setup's teachers and students; return per-seed metrics, records and the runs' keys."""
+              progress=True, probe=None) -> dict:
+    """Train one setup's teachers and students; return per-seed metrics, records and the runs' keys.
+
+    ``probe`` (used by ``backdoor_kd``) changes the teacher's training set and adds metrics: an object
+    with ``teacher_dataset(dataset) -> Dataset`` and ``metrics(trainer, params, rest) -> {name: scalar}``
+    for one model (``params`` as a student's, ``{"model": ...}``), evaluated on every teacher and student.
+    """
     setup = config.setups[index]
     dataset = load_dataset(setup.data.dataset)
     keys = config.keys(index)
@@ -351,7 +360,8 @@ def run_setup(config: Config, index: int, *, out_dir: str | None = None, resume=
             else (lambda name: None))
     common = dict(chunk_steps=config.chunk_steps, resume=resume, overwrite=overwrite, progress=progress)
     n = config.n_seeds
-    teacher, t_result = train_teacher(config.teacher_config(setup), dataset, keys["teacher"], n_seeds=n,
+    t_data = dataset if probe is None else probe.teacher_dataset(dataset)
+    teacher, t_result = train_teacher(config.teacher_config(setup), t_data, keys["teacher"], n_seeds=n,
                                       per_seed=True, checkpoint_dir=ckpt("teacher"), **common)
     trainer = make_train(config.student_config(setup), dataset, teacher)
     names = config.program_conditions()
@@ -362,6 +372,16 @@ def run_setup(config: Config, index: int, *, out_dir: str | None = None, resume=
     labels = trainer.data["y_test"]
     per_seed = _metrics_by_condition(student_test_logits(result, trainer), result.diverged, t_logits, labels,
                                      names)
+    teacher_acc = np.asarray(jnp.mean(jnp.argmax(t_logits, -1) == labels[None], axis=-1), np.float64)
+    teacher_metrics = {"all/acc": teacher_acc}
+    if probe is not None:
+        fn = lambda p, r: probe.metrics(trainer, p, r)  # noqa: E731
+        extra = jax.jit(jax.vmap(jax.vmap(fn)))(result.states.params, result.states.rest)  # [S, G]
+        for g, name in enumerate(names):
+            per_seed[name] |= {k: np.where(result.diverged[:, g], np.nan, np.asarray(v[:, g], np.float64))
+                               for k, v in extra.items()}
+        t_extra = jax.jit(jax.vmap(lambda p, r: fn({"model": p}, r)))(teacher.params, teacher.rest)
+        teacher_metrics |= {k: np.asarray(v, np.float64) for k, v in t_extra.items()}
     programs = 2
     if "rcd_untrained" in config.conditions:
         u_teacher = untrained_teacher(teacher.model, keys["untrained"], n)
@@ -371,13 +391,18 @@ def run_setup(config: Config, index: int, *, out_dir: str | None = None, resume=
                              desc=f"{setup.name} rcd_untrained", **common)
         per_seed |= _metrics_by_condition(student_test_logits(u_result, u_trainer), u_result.diverged, t_logits,
                                           labels, ["rcd_untrained"])
+        if probe is not None:
+            u_extra = jax.jit(jax.vmap(jax.vmap(fn)))(u_result.states.params, u_result.states.rest)
+            per_seed["rcd_untrained"] |= {
+                k: np.where(u_result.diverged[:, 0], np.nan, np.asarray(v[:, 0], np.float64))
+                for k, v in u_extra.items()}
         programs += 1
-    teacher_acc = np.asarray(jnp.mean(jnp.argmax(t_logits, -1) == labels[None], axis=-1), np.float64)
     diverged = {n: result.diverged[:, g] for g, n in enumerate(names)}
     if "rcd_untrained" in per_seed:
         diverged["rcd_untrained"] = u_result.diverged[:, 0]
-    return {"setup": setup, "per_seed": per_seed, "teacher_acc": teacher_acc, "programs": programs,
-            "records": _records(config, setup, per_seed, teacher_acc, diverged, trainer.steps)}
+    return {"setup": setup, "per_seed": per_seed, "teacher_acc": teacher_acc, "teacher": teacher_metrics,
+            "programs": programs,
+            "records": _records(config, setup, per_seed, teacher_metrics, diverged, trainer.steps)}
 
 
 def _whose(condition: str, s: int) -> tuple[str, str]:
@@ -386,14 +411,15 @@ def _whose(condition: str, s: int) -> tuple[str, str]:
     return f"{init}:{s}", f"{data}:{s}"
 
 
-def _records(config: Config, setup: Setup, per_seed: dict, teacher_acc, diverged: dict, step: int) -> list[dict]:
+def _records(config: Config, setup: Setup, per_seed: dict, teacher: dict, diverged: dict, step: int) -> list[dict]:
     legend = config.legend()
     rows = []
     base = {"setup": setup.name, "dataset": setup.data.dataset, "model": setup.model.name, "step": int(step)}
-    for s, acc in enumerate(teacher_acc):
-        rows.append({**base, "condition": "teacher", "seed": s, "init_seed": f"teacher:{s}",
-                     "data_seed": f"teacher:{s}", "alpha": "", "temperature": "", "metric": "all/acc",
-                     "value": float(acc), "diverged": False})
+    for metric, values in teacher.items():
+        for s, v in enumerate(values):
+            rows.append({**base, "condition": "teacher", "seed": s, "init_seed": f"teacher:{s}",
+                         "data_seed": f"teacher:{s}", "alpha": "", "temperature": "", "metric": metric,
+                         "value": float(v), "diverged": False})
     for cond, metrics in per_seed.items():
         a, t = legend[cond].get("alpha", ""), legend[cond].get("temperature", "")
         for metric in sorted(metrics):
@@ -405,10 +431,11 @@ def _records(config: Config, setup: Setup, per_seed: dict, teacher_acc, diverged
     return rows
 
 
-def analyse(config: Config, per_seed: dict, teacher_acc) -> dict:
-    """Summaries, the test family and the payoffs of one setup from ``{condition: {metric: [S]}}``."""
+def analyse(config: Config, per_seed: dict, teacher: dict) -> dict:
+    """Summaries, the test family and the payoffs of one setup from ``{condition: {metric: [S]}}``
+    (``teacher``: ``{metric: [S]}`` of the teachers)."""
     paired = stats.FAMILY_TESTS[config.test]
-    summary = {"teacher": {"all/acc": stats.summarize(teacher_acc)},
+    summary = {"teacher": {k: stats.summarize(v) for k, v in teacher.items()},
                "conditions": {c: {k: stats.summarize(v) for k, v in m.items()} for c, m in per_seed.items()}}
     family = config.family()
     summary["tests"] = {metric: stats.compare_family({f"{a} - {b}": (per_seed[a][metric], per_seed[b][metric])
@@ -433,7 +460,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         r = run_setup(config, i, out_dir=out_dir, resume=resume, overwrite=overwrite, progress=progress)
         runs.append(r)
         rows += r["records"]
-        summary[r["setup"].name] = {"programs": r["programs"], **analyse(config, r["per_seed"], r["teacher_acc"])}
+        summary[r["setup"].name] = {"programs": r["programs"], **analyse(config, r["per_seed"], r["teacher"])}
     out = {"setups": summary, "legend": config.legend(),
            "family": {"comparisons": [f"{a} - {b}" for a, b in config.family()], "test": config.test,
                       "correction": "Holm within each (setup, metric)", "metrics": list(config.test_metrics)},

@@ -4,7 +4,8 @@ All functions take numpy arrays on the host; NaNs (diverged seeds) are dropped
 (in paired tests, the whole pair) and the count of values used is reported. The
 computations are scipy's (``scipy.stats.t``, ``sem``, ``ttest_rel``, ``ttest_ind``,
 ``permutation_test``, ``mannwhitneyu``, ``bootstrap``, ``linregress``); this module
-chooses, labels and cleans. Hand-written: Hedges' g, Cohen's d_z and Holm's step-down.
+chooses, labels and cleans. Hand-written: Hedges' g, Cohen's d_z, Holm's step-down and the
+seed bootstrap of power-law exponents (scipy's ``bootstrap`` resamples one array, not seeds per shape).
 """
 
 from __future__ import annotations
@@ -311,3 +312,84 @@ def compare_family(comparisons: dict, *, test: str = "welch", level: float = 0.9
     for r, p, q in zip(out.values(), ps, adj):
         r["p_holm"] = float(q) if np.isfinite(p) else _NAN
     return out
+
+
+def _loglog_slopes(lx_P, ly_RxP):
+    """Least-squares slope and intercept of each row of ``ly`` on ``lx`` (rows with a NaN give NaN)."""
+    dx = lx_P - lx_P.mean()
+    slope = (ly_RxP - ly_RxP.mean(-1, keepdims=True)) @ dx / (dx @ dx)
+    return slope, ly_RxP.mean(-1) - slope * lx_P.mean()
+
+
+def power_law_exponents(x, per_seed: dict, *, comparisons=(), paired: bool = True, level: float = 0.95,
+                        n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Power-law exponents of seed means against ``x``, with seed-bootstrap CIs, and tests of their differences.
+
+    For each condition ``c`` the fit is ``mean_s y_c[p, s] ≈ coef · x[p] ** exponent`` by least squares in
+    log-log space (:func:`fit_power_law`). The bootstrap redraws, for every shape ``p`` independently, ``S``
+    seeds with replacement and refits; with ``paired=True`` the same draw serves every condition (seed ``s``
+    of each condition shares its keys and teacher), so differences of exponents are paired. NaN seeds
+    (diverged runs) are left out of each mean; a resample whose mean is not positive is dropped (counted
+    in ``n_resamples_used``). CIs are percentile intervals.
+
+    Each declared comparison ``(a, b)`` gets ``diff = exponent_a - exponent_b``, its CI, a two-sided bootstrap
+    p-value ``min(1, 2 · min((1 + #{d ≤ 0}), (1 + #{d ≥ 0})) / (R + 1))`` over the resampled differences
+    ``d``, and ``p_holm`` over the declared family.
+
+    Args:
+      x: ``[P]`` positive sizes (e.g. parameter counts), at least two distinct.
+      per_seed: ``{condition: [P, S]}``; every condition the same ``S`` when ``paired``.
+      comparisons: ``[(a, b), ...]`` condition names.
+    """
+    x = np.asarray(x, np.float64)
+    check(x.ndim == 1 and np.all(x > 0) and len(np.unique(x)) >= 2,
+          f"power-law sizes must be >= 2 distinct positive values, got {x.tolist()}")
+    ys = {c: np.asarray(v, np.float64) for c, v in per_seed.items()}
+    for c, v in ys.items():
+        check(v.ndim == 2 and v.shape[0] == len(x), f"condition {c!r}: values must be [P={len(x)}, S], got {v.shape}")
+    shapes = {v.shape[1] for v in ys.values()}
+    check(not paired or len(shapes) == 1, f"paired resampling needs one seed count for every condition, got {shapes}")
+    for a, b in comparisons:
+        for c in (a, b):
+            check(c in ys, f"comparison {a}:{b} names {c!r}, which has no values; conditions: {', '.join(ys)}")
+    rng = np.random.default_rng(seed)
+    lx = np.log(x)
+    boot = {}
+    shared = None
+    for c, v in ys.items():
+        s = v.shape[1]
+        if paired:
+            shared = rng.integers(0, s, size=(n_resamples, len(x), s)) if shared is None else shared
+            idx = shared
+        else:
+            idx = rng.integers(0, s, size=(n_resamples, len(x), s))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.nanmean(np.take_along_axis(v[None], idx, axis=2), axis=2)  # [R, P]
+            ly = np.where(means > 0, np.log(means), np.nan)
+        boot[c] = _loglog_slopes(lx, ly)[0]
+    alpha = (1 - level) / 2
+    fits = {}
+    for c, v in ys.items():
+        with np.errstate(invalid="ignore"):
+            fit = fit_power_law(x, np.nanmean(v, axis=1))
+        b = boot[c][np.isfinite(boot[c])]
+        lo, hi = (np.quantile(b, [alpha, 1 - alpha]) if len(b) else (_NAN, _NAN))
+        fits[c] = {**fit, "ci_low": float(lo), "ci_high": float(hi), "n_resamples_used": int(len(b))}
+    out = {}
+    for a, b in comparisons:
+        d = boot[a] - boot[b]
+        d = d[np.isfinite(d)]
+        r = len(d)
+        if r:
+            lo, hi = np.quantile(d, [alpha, 1 - alpha])
+            p = min(1.0, 2 * min(1 + np.sum(d <= 0), 1 + np.sum(d >= 0)) / (r + 1))
+        else:
+            lo = hi = p = _NAN
+        out[f"{a} - {b}"] = {"diff": fits[a]["exponent"] - fits[b]["exponent"], "ci_low": float(lo),
+                             "ci_high": float(hi), "p": float(p), "n_resamples_used": r}
+    if out:
+        ps = np.array([r["p"] for r in out.values()])
+        for r, p, q in zip(out.values(), ps, holm(np.where(np.isfinite(ps), ps, 1.0))):
+            r["p_holm"] = float(q) if np.isfinite(p) else _NAN
+    return {"fits": fits, "comparisons": out, "paired": paired, "level": level, "n_resamples": n_resamples,
+            "test": "two-sided percentile bootstrap of the exponent difference, seeds resampled per shape"}
