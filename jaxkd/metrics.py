@@ -82,7 +82,7 @@ def mutual_information(pred_a_N, pred_b_N, *, num_classes: int, where=None):
 
 
 def _masked_mean(v_N, mask_N, n):
-    return jnp.where(n > 0, jnp.sum(jnp.where(mask_N, v_N, 0.0)) / jnp.maximum(n, 1), jnp.nan)
+    return jnp.where(n > 0, jnp.sum(jnp.where(mask_N, v_N, 0.0)) / jnp.maximum(n, 1).astype(v_N.dtype), jnp.nan)
 
 
 def functional_metrics(student_logits_NxC, teacher_logits_NxC, labels_N, *, num_classes: int | None = None) -> dict:

@@ -177,6 +177,8 @@ def confusion(*, temperature: float = 2.0, momentum: float = 0.9, smoothing: flo
     Needs no teacher.
     """
     check(update in ("eval", "step"), f"confusion update must be 'eval' or 'step', got {update!r}")
+    check(split in ("train", "val", "test"), f"confusion split must be 'val' (default), 'train' or 'test' "
+                                             f"(test-label leakage), got {split!r}")
 
     def init(key, s_spec, t_spec):
         c = s_spec[0].shape[-1]

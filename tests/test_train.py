@@ -242,7 +242,8 @@ def test_term_that_needs_a_teacher_is_refused_without_one(digits):
     "terms,match",
     [({"nope": {}}, "unknown term 'nope'"), ({"kd": {"weight": -1.0}}, "kd.weight must be >= 0"),
      ({"kd": {"temperature": 0.0}}, "kd.temperature must be positive"),
-     ({"kd": {"temp": 1.0}}, "has no option 'temp'"), ({}, "at least one term")],
+     ({"kd": {"temp": 1.0}}, "has no option 'temp'"), ({}, "at least one term"),
+     ({"confusion": {"split": "valid"}}, "confusion split must be 'val'")],
 )
 def test_bad_objectives(terms, match):
     with pytest.raises(ConfigError, match=match):
