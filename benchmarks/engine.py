@@ -99,8 +99,11 @@ LR = 2e-3
 METHODS = MethodsConfig()  # the six methods' objective and grid points (ce, kd, dkd, dist, fitnet, at)
 KD = {"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}}
 # CE + one term; the term options (and weights) are digits_methods' where it has the term.
-TERM_OPTIONS = {**{k: dict(v) for k, v in METHODS.objective.terms.items() if k not in ("ce", "kd")},
-                "rcd": {"weight": 1.0}, "confusion": {"weight": 1.0}}
+TERM_OPTIONS = {
+    **{k: dict(v) for k, v in METHODS.objective.terms.items() if k not in ("ce", "kd")},
+    "rcd": {"weight": 1.0},
+    "confusion": {"weight": 1.0},
+}
 TERMS = ("dkd", "dist", "fitnet", "at", "rcd", "confusion")
 WIDTHS = {"vmap": None, "map": 1}  # SweepProgram vmap_width: vmap a device's runs, or lax.map over them
 
@@ -190,25 +193,47 @@ class Program:
     def result(self) -> dict:
         med = statistics.median(self.times)
         per_step = med / ARGS.steps
-        return {"seconds_per_advance": med, "seconds_all": self.times, "seconds_per_step": per_step,
-                "seconds_per_run_step": per_step / self.runs, "runs": self.runs, "grid_points": self.grid_size,
-                "devices": self.devices, "vmap_width": self.vmap_width, "vectorised_runs": self.vectorised_runs,
-                "sharded": self.sharded, "loop": self.loop, "teacher_live": self.trainer.teacher_live,
-                "augmented": self.trainer.config.data.augmented, "terms": list(self.trainer.terms),
-                "lower_s": self.lower_s, "compile_s": self.compile_s, "first_call_s": self.first_call_s,
-                "lowered_cost": self.lowered_cost, "compiled_cost": self.compiled_cost, "memory": self.memory}
+        return {
+            "seconds_per_advance": med,
+            "seconds_all": self.times,
+            "seconds_per_step": per_step,
+            "seconds_per_run_step": per_step / self.runs,
+            "runs": self.runs,
+            "grid_points": self.grid_size,
+            "devices": self.devices,
+            "vmap_width": self.vmap_width,
+            "vectorised_runs": self.vectorised_runs,
+            "sharded": self.sharded,
+            "loop": self.loop,
+            "teacher_live": self.trainer.teacher_live,
+            "augmented": self.trainer.config.data.augmented,
+            "terms": list(self.trainer.terms),
+            "lower_s": self.lower_s,
+            "compile_s": self.compile_s,
+            "first_call_s": self.first_call_s,
+            "lowered_cost": self.lowered_cost,
+            "compiled_cost": self.compiled_cost,
+            "memory": self.memory,
+        }
 
 
 def student(objective, *, teacher="live", crop_padding=0) -> RunConfig:
-    return RunConfig(model=STUDENT, objective=ObjectiveConfig(objective),
-                     recipe=RecipeConfig(learning_rate=LR, batch_size=BATCH, steps=ARGS.steps),
-                     data=DataConfig("digits", crop_padding=crop_padding),
-                     eval=EvalConfig(every=ARGS.steps, splits=("val",), select="val/acc"), teacher=teacher)
+    return RunConfig(
+        model=STUDENT,
+        objective=ObjectiveConfig(objective),
+        recipe=RecipeConfig(learning_rate=LR, batch_size=BATCH, steps=ARGS.steps),
+        data=DataConfig("digits", crop_padding=crop_padding),
+        eval=EvalConfig(every=ARGS.steps, splits=("val",), select="val/acc"),
+        teacher=teacher,
+    )
 
 
 def train_teacher(ds):
-    cfg = RunConfig(model=TEACHER, recipe=RecipeConfig(learning_rate=LR, batch_size=BATCH, steps=ARGS.teacher_steps),
-                    eval=EvalConfig(every=ARGS.teacher_steps))
+    cfg = RunConfig(
+        model=TEACHER,
+        recipe=RecipeConfig(learning_rate=LR, batch_size=BATCH, steps=ARGS.teacher_steps),
+        eval=EvalConfig(every=ARGS.teacher_steps),
+    )
     trainer = make_train(cfg, ds)
     state, history = jax.jit(trainer.run)(jax.random.key(0))
     return Teacher(trainer.model, state.params["model"], state.rest), float(history["test/acc"][-1])
@@ -232,8 +257,12 @@ def build():
     bases["six_in_one"] = (student(METHODS.objective.terms), {k: [conds[c][k] for c in names] for k in conds[names[0]]})
     programs = {f"{b}@{w}": (b, {"vmap_width": width}) for w, width in WIDTHS.items() for b in bases}
     if not ARGS.no_context:
-        programs.update({f"kd_live_unsharded@{w}": ("kd_live", {"shard": False, "vmap_width": width})
-                         for w, width in WIDTHS.items()})
+        programs.update(
+            {
+                f"kd_live_unsharded@{w}": ("kd_live", {"shard": False, "vmap_width": width})
+                for w, width in WIDTHS.items()
+            }
+        )
         programs["kd_live_loop"] = ("kd_live", {"loop": True})
     return bases, programs, names
 
@@ -248,12 +277,13 @@ def width_ratios(m, w, method_names) -> dict:
         "b_term_over_kd_live": {t: ratio(rs[t], rs["kd_live"]) for t in ("ce", *TERMS)},
         "b_kd_aug_over_no_aug": ratio(rs["kd_live_aug"], rs["kd_live"]),
         "c_six_in_one_over_kd_live_per_run_step": ratio(rs["six_in_one"], rs["kd_live"]),
-        "c_six_in_one_over_mean_single_per_run_step": ratio(
-            rs["six_in_one"], statistics.mean(rs[s] for s in singles)),
+        "c_six_in_one_over_mean_single_per_run_step": ratio(rs["six_in_one"], statistics.mean(rs[s] for s in singles)),
         "c_six_separate_programs_over_six_in_one_time": ratio(
-            sum(adv[s]["seconds_per_advance"] for s in singles), adv["six_in_one"]["seconds_per_advance"]),
+            sum(adv[s]["seconds_per_advance"] for s in singles), adv["six_in_one"]["seconds_per_advance"]
+        ),
         "c_six_separate_compiles_over_six_in_one_compile": ratio(
-            sum(adv[s]["compile_s"] for s in singles), adv["six_in_one"]["compile_s"]),
+            sum(adv[s]["compile_s"] for s in singles), adv["six_in_one"]["compile_s"]
+        ),
     }
     if "kd_live_unsharded" in rs:
         out["d_unsharded_over_sharded"] = ratio(rs["kd_live_unsharded"], rs["kd_live"])
@@ -290,45 +320,73 @@ def main():
         v["compiled_flops_over_expected"] = ratio(v["compiled_cost"]["flops"], v["compiled_flops_expected"])
 
     ratios = {w: width_ratios(m, w, method_names) for w in WIDTHS}
-    pairs = {name.removesuffix("@map"): (v, m[name.replace("@map", "@vmap")]) for name, v in m.items()
-             if name.endswith("@map")}
+    pairs = {
+        name.removesuffix("@map"): (v, m[name.replace("@map", "@vmap")])
+        for name, v in m.items()
+        if name.endswith("@map")
+    }
     ratios["map_over_vmap_per_run_step"] = {
-        b: ratio(a["seconds_per_run_step"], v["seconds_per_run_step"]) for b, (a, v) in pairs.items()}
+        b: ratio(a["seconds_per_run_step"], v["seconds_per_run_step"]) for b, (a, v) in pairs.items()
+    }
     ratios["map_over_vmap_compile"] = {b: ratio(a["compile_s"], v["compile_s"]) for b, (a, v) in pairs.items()}
     ratios["step_flops_over_kd_live"] = {b: ratio(c["flops"], step["kd_live"]["flops"]) for b, c in step.items()}
-    ratios["step_bytes_over_kd_live"] = {b: ratio(c["bytes accessed"], step["kd_live"]["bytes accessed"])
-                                         for b, c in step.items()}
+    ratios["step_bytes_over_kd_live"] = {
+        b: ratio(c["bytes accessed"], step["kd_live"]["bytes accessed"]) for b, c in step.items()
+    }
     if not ARGS.no_context:
         # Work per device under seed sharding against the whole unsharded program: 1/devices if nothing is
         # duplicated (the old GSPMD path gave 0.61 for kd_live vmap: the convs ran on both devices).
         ratios["sharded_per_device_over_unsharded_flops"] = {
             w: ratio(m[f"kd_live@{w}"]["compiled_cost"]["flops"], m[f"kd_live_unsharded@{w}"]["compiled_cost"]["flops"])
-            for w in WIDTHS}
+            for w in WIDTHS
+        }
 
     try:
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                 text=True, timeout=5).stdout.split("\n")
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        ).stdout.split("\n")
         changed = [line.strip() for line in changed if line.strip()]
     except Exception:
         changed = None
     result = {
-        "benchmark": "engine", "dataset": "digits", "env": env_stamp(), "n_devices": jax.device_count(),
+        "benchmark": "engine",
+        "dataset": "digits",
+        "env": env_stamp(),
+        "n_devices": jax.device_count(),
         "worktree_changes": changed,
         "load_average_1_5_15": {"start": load_start, "end": os.getloadavg()},
-        "settings": {"seeds": ARGS.seeds, "steps_per_advance": ARGS.steps, "eval_every": ARGS.steps,
-                     "eval_splits": ["val"], "repeats": ARGS.repeats, "batch": BATCH, "learning_rate": LR,
-                     "vmap_widths": WIDTHS,
-                     "teacher": {"model": TEACHER.name, "widths": TEACHER.widths, "steps": ARGS.teacher_steps,
-                                 "test_acc": teacher_acc},
-                     "student": {"model": STUDENT.name, "widths": STUDENT.widths},
-                     "objectives": {base: {"terms": {k: dict(v) for k, v in cfg.objective.terms.items()},
-                                           "grid": grid, "teacher": cfg.teacher,
-                                           "teacher_live": trainers[base].teacher_live,
-                                           "crop_padding": cfg.data.crop_padding}
-                                    for base, (cfg, grid) in bases.items()},
-                     "programs": {name: {"objective": base, **opts} for name, (base, opts) in specs.items()},
-                     "six_in_one_grid_points": method_names},
-        "step_costs": step, "measurements": m, "ratios": ratios,
+        "settings": {
+            "seeds": ARGS.seeds,
+            "steps_per_advance": ARGS.steps,
+            "eval_every": ARGS.steps,
+            "eval_splits": ["val"],
+            "repeats": ARGS.repeats,
+            "batch": BATCH,
+            "learning_rate": LR,
+            "vmap_widths": WIDTHS,
+            "teacher": {
+                "model": TEACHER.name,
+                "widths": TEACHER.widths,
+                "steps": ARGS.teacher_steps,
+                "test_acc": teacher_acc,
+            },
+            "student": {"model": STUDENT.name, "widths": STUDENT.widths},
+            "objectives": {
+                base: {
+                    "terms": {k: dict(v) for k, v in cfg.objective.terms.items()},
+                    "grid": grid,
+                    "teacher": cfg.teacher,
+                    "teacher_live": trainers[base].teacher_live,
+                    "crop_padding": cfg.data.crop_padding,
+                }
+                for base, (cfg, grid) in bases.items()
+            },
+            "programs": {name: {"objective": base, **opts} for name, (base, opts) in specs.items()},
+            "six_in_one_grid_points": method_names,
+        },
+        "step_costs": step,
+        "measurements": m,
+        "ratios": ratios,
         "total_seconds": time.perf_counter() - t_start,
     }
     print(table(m, ratios, step, method_names))
@@ -338,10 +396,12 @@ def main():
 
 def table(m, ratios, step, method_names) -> str:
     f = lambda x: "   n/a" if x is None else f"{x:6.2f}"  # noqa: E731
-    rows = [f"digits cnn2d(8,16) <- cnn2d(32,64), batch {BATCH}, {ARGS.seeds} seeds x G grid points, "
-            f"{ARGS.steps} steps per advance, median of {ARGS.repeats}, {jax.device_count()} host devices",
-            f"{'program':<26}{'G':>3}{'s/advance':>11}{'ms/run-step':>13}{'/kd_live':>10}{'compile s':>11}"
-            f"{'GFLOP/dev':>11}{'/expected':>11}{'temp MiB':>10}"]
+    rows = [
+        f"digits cnn2d(8,16) <- cnn2d(32,64), batch {BATCH}, {ARGS.seeds} seeds x G grid points, "
+        f"{ARGS.steps} steps per advance, median of {ARGS.repeats}, {jax.device_count()} host devices",
+        f"{'program':<26}{'G':>3}{'s/advance':>11}{'ms/run-step':>13}{'/kd_live':>10}{'compile s':>11}"
+        f"{'GFLOP/dev':>11}{'/expected':>11}{'temp MiB':>10}",
+    ]
     for w in [*WIDTHS, None]:
         names = [n for n in m if (n.endswith(f"@{w}") if w else "@" not in n)]
         ref = m.get(f"kd_live@{w}" if w else "kd_live@vmap")["seconds_per_run_step"]
@@ -349,14 +409,18 @@ def table(m, ratios, step, method_names) -> str:
             v = m[name]
             cf = (v["compiled_cost"] or {}).get("flops")
             temp = (v["memory"] or {}).get("temp")
-            rows.append(f"{name:<26}{v['grid_points']:>3}{v['seconds_per_advance']:>11.3f}"
-                        f"{1e3 * v['seconds_per_run_step']:>13.3f}{v['seconds_per_run_step'] / ref:>10.2f}"
-                        f"{v['compile_s']:>11.1f}{(cf or float('nan')) / 1e9:>11.3f}"
-                        f"{f(v['compiled_flops_over_expected']):>11}{(temp or 0) / 2**20:>10.1f}")
+            rows.append(
+                f"{name:<26}{v['grid_points']:>3}{v['seconds_per_advance']:>11.3f}"
+                f"{1e3 * v['seconds_per_run_step']:>13.3f}{v['seconds_per_run_step'] / ref:>10.2f}"
+                f"{v['compile_s']:>11.1f}{(cf or float('nan')) / 1e9:>11.3f}"
+                f"{f(v['compiled_flops_over_expected']):>11}{(temp or 0) / 2**20:>10.1f}"
+            )
     rows += ["", f"{'one run, one step':<26}{'MFLOP':>9}{'/kd_live':>10}{'MB accessed':>13}{'/kd_live':>10}"]
     for b, s in step.items():
-        rows.append(f"{b:<26}{s['flops'] / 1e6:>9.2f}{ratios['step_flops_over_kd_live'][b]:>10.2f}"
-                    f"{s['bytes accessed'] / 1e6:>13.2f}{ratios['step_bytes_over_kd_live'][b]:>10.2f}")
+        rows.append(
+            f"{b:<26}{s['flops'] / 1e6:>9.2f}{ratios['step_flops_over_kd_live'][b]:>10.2f}"
+            f"{s['bytes accessed'] / 1e6:>13.2f}{ratios['step_bytes_over_kd_live'][b]:>10.2f}"
+        )
     rows += ["", f"ratios (per run-step unless stated){'':<14}{'vmap':>8}{'map':>8}"]
     for key in ratios["vmap"]:
         a, b = ratios["vmap"][key], ratios["map"][key]
@@ -364,11 +428,16 @@ def table(m, ratios, step, method_names) -> str:
             rows += [f"  {key}[{t}]".ljust(50) + f"{f(a[t]):>8}{f(b[t]):>8}" for t in a]
         else:
             rows.append(f"  {key}".ljust(50) + f"{f(a):>8}{f(b):>8}")
-    rows += ["", "map / vmap per run-step: " + ", ".join(f"{k} {v:.2f}"
-                                                      for k, v in ratios["map_over_vmap_per_run_step"].items())]
+    rows += [
+        "",
+        "map / vmap per run-step: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in ratios["map_over_vmap_per_run_step"].items()),
+    ]
     if "sharded_per_device_over_unsharded_flops" in ratios:
-        rows.append("sharded per-device FLOPs / unsharded FLOPs (kd_live): " + ", ".join(
-            f"{w} {v:.3f}" for w, v in ratios["sharded_per_device_over_unsharded_flops"].items()))
+        rows.append(
+            "sharded per-device FLOPs / unsharded FLOPs (kd_live): "
+            + ", ".join(f"{w} {v:.3f}" for w, v in ratios["sharded_per_device_over_unsharded_flops"].items())
+        )
     rows.append(f"six-in-one grid points: {', '.join(method_names)}")
     return "\n".join(rows)
 

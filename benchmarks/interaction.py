@@ -63,8 +63,9 @@ def make_activations(models, samples, width, groups, seed=0, pool=96, shared=24,
     for m in range(models):
         sub = pool // 2 if m < per_group else pool
         pick = rng.choice(sub, size=min(shared, sub), replace=False)
-        z = np.concatenate([factors[:, pick], np.maximum(rng.standard_normal((samples, own), dtype=np.float32), 0)],
-                           axis=1)
+        z = np.concatenate(
+            [factors[:, pick], np.maximum(rng.standard_normal((samples, own), dtype=np.float32), 0)], axis=1
+        )
         z = z[:, rng.permutation(z.shape[1])] * scales[: z.shape[1]]
         mix = rng.standard_normal((z.shape[1], width), dtype=np.float32) / np.sqrt(z.shape[1])
         x[m] = np.maximum(z @ mix + 0.3 * rng.standard_normal((samples, width), dtype=np.float32), 0)
@@ -130,21 +131,39 @@ def main():
     boot_s = time.perf_counter() - t0
 
     out = {
-        "benchmark": "interaction", "quick": args.quick, "env": env_stamp(),
+        "benchmark": "interaction",
+        "quick": args.quick,
+        "env": env_stamp(),
         "device_kind": jax.devices()[0].device_kind,
         "size": {"M": m, "N": n, "D": d, "K": k, "block": args.block},
         "data_generation_s": gen_s,
-        "cold_s": cold_s, "cold_stages_s": cold.timings,
-        "warm_s": warm_s, "warm_stages_s": stages, "repeats": args.repeats,
+        "cold_s": cold_s,
+        "cold_stages_s": cold.timings,
+        "warm_s": warm_s,
+        "warm_stages_s": stages,
+        "repeats": args.repeats,
         "target_s_2core_cpu": 60.0,
-        "tensor": {"T": res.num_features, "gamma": res.gamma, "omega_bytes": int(res.omega.nbytes),
-                   "omega_density": float(res.omega.mean()), "data_threshold_mean": float(res.data_thresholds.mean())},
-        "memory": {"activation_bytes": int(x.nbytes), "maxrss_after_data_bytes": rss_after_data,
-                   "maxrss_after_tensor_bytes": rss_after_tensor,
-                   "xla": program_memory(m, n, d, k, args.block)},
-        "statistics": {"group_summaries": summaries, "summaries_s": summary_s,
-                       "permutation_test": perm, "permutation_s": perm_s,
-                       "bootstrap_b": boot, "bootstrap_s": boot_s},
+        "tensor": {
+            "T": res.num_features,
+            "gamma": res.gamma,
+            "omega_bytes": int(res.omega.nbytes),
+            "omega_density": float(res.omega.mean()),
+            "data_threshold_mean": float(res.data_thresholds.mean()),
+        },
+        "memory": {
+            "activation_bytes": int(x.nbytes),
+            "maxrss_after_data_bytes": rss_after_data,
+            "maxrss_after_tensor_bytes": rss_after_tensor,
+            "xla": program_memory(m, n, d, k, args.block),
+        },
+        "statistics": {
+            "group_summaries": summaries,
+            "summaries_s": summary_s,
+            "permutation_test": perm,
+            "permutation_s": perm_s,
+            "bootstrap_b": boot,
+            "bootstrap_s": boot_s,
+        },
     }
     emit_json(out, args.out)
     return 0

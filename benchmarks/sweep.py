@@ -53,9 +53,12 @@ import time
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=16)
-    p.add_argument("--workloads", default="small,medium,large",
-                   help="comma list of: small (the demo's student: MLP 16, batch 64, 1500 steps), "
-                        "medium (MLP 128-128, batch 256, 500 steps), large (MLP 256-256, batch 128, 500 steps)")
+    p.add_argument(
+        "--workloads",
+        default="small,medium,large",
+        help="comma list of: small (the demo's student: MLP 16, batch 64, 1500 steps), "
+        "medium (MLP 128-128, batch 256, 500 steps), large (MLP 256-256, batch 128, 500 steps)",
+    )
     p.add_argument("--devices", type=int, default=os.cpu_count() or 2, help="host devices to force on CPU")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--torch-repeats", type=int, default=2, help="timed PyTorch sweeps (after a one-seed warm-up)")
@@ -124,7 +127,7 @@ def matmul_flops(repeats, n=2048):
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
     reps = 10
-    (t, _, _), = round_robin({"mm": lambda: [f(a, b).block_until_ready() for _ in range(reps)]}, repeats).values()
+    ((t, _, _),) = round_robin({"mm": lambda: [f(a, b).block_until_ready() for _ in range(reps)]}, repeats).values()
     return 2 * n**3 * reps / t
 
 
@@ -161,7 +164,7 @@ def torch_loop(trainer, seeds):
         for step in range(steps):
             if step % per_epoch == 0:
                 perm = torch.randperm(n, generator=g)
-            idx = perm[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
+            idx = perm[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]
             logits = model(x[idx])
             ce = nn.functional.cross_entropy(logits, y[idx])
             log_ps = torch.log_softmax(logits / temp, -1)
@@ -180,9 +183,13 @@ def torch_loop(trainer, seeds):
 
 def student_config(widths, batch, steps) -> RunConfig:
     # One evaluation (test split) at the end only, so the benchmark measures training.
-    return RunConfig(model=ModelConfig("mlp", widths), objective=ObjectiveConfig(KD),
-                     recipe=RecipeConfig(optimizer="adam", learning_rate=LR, steps=steps, batch_size=batch),
-                     data=DATA, eval=EvalConfig(every=steps, splits=("test",), select="test/acc"))
+    return RunConfig(
+        model=ModelConfig("mlp", widths),
+        objective=ObjectiveConfig(KD),
+        recipe=RecipeConfig(optimizer="adam", learning_rate=LR, steps=steps, batch_size=batch),
+        data=DATA,
+        eval=EvalConfig(every=steps, splits=("test",), select="test/acc"),
+    )
 
 
 def one_run_costs(trainer, steps) -> dict:
@@ -204,12 +211,19 @@ def measure(ds, teacher, peak, name, widths, batch, steps):
     assert not trainer.teacher_live  # cached logits, as in the PyTorch loop
     key = jax.random.key(1)
     seeds = ARGS.seeds
-    out = {"student_widths": widths, "batch": batch, "steps": steps, "num_train": trainer.num_train,
-           "evaluations": steps // trainer.eval_every}
+    out = {
+        "student_widths": widths,
+        "batch": batch,
+        "steps": steps,
+        "num_train": trainer.num_train,
+        "evaluations": steps // trainer.eval_every,
+    }
 
-    programs = {"i_vmap": dict(shard=False, vmap_width=None),
-                "ii_sharded_vmap": dict(shard=True, vmap_width=None),
-                "vi_sharded_map": dict(shard=True, vmap_width=1)}
+    programs = {
+        "i_vmap": dict(shard=False, vmap_width=None),
+        "ii_sharded_vmap": dict(shard=True, vmap_width=None),
+        "vi_sharded_map": dict(shard=True, vmap_width=1),
+    }
     fns, program_costs = {}, {}
     for label, opts in programs.items():
         prog = SweepProgram(trainer, seeds, **opts)
@@ -217,10 +231,14 @@ def measure(ds, teacher, peak, name, widths, batch, steps):
         # read and the timed calls run exactly it (SweepProgram.advance_program).
         adv = prog.advance_program(steps).lower(prog.init(key), prog.hparams, prog.data, prog.teacher_inputs).compile()
         n_dev = 1 if prog.mesh is None else jax.device_count()
-        program_costs[label] = {**cost(adv), "devices": n_dev,
-                                "vectorised_runs": 1 if opts["vmap_width"] == 1 else prog.padded_seeds // n_dev}
+        program_costs[label] = {
+            **cost(adv),
+            "devices": n_dev,
+            "vectorised_runs": 1 if opts["vmap_width"] == 1 else prog.padded_seeds // n_dev,
+        }
         fns[label] = lambda prog=prog, adv=adv: jax.block_until_ready(
-            adv(prog.init(key), prog.hparams, prog.data, prog.teacher_inputs))
+            adv(prog.init(key), prog.hparams, prog.data, prog.teacher_inputs)
+        )
     run = jax.jit(trainer.run).lower(key).compile()
     program_costs["iii_loop"] = {**cost(run), "devices": 1, "vectorised_runs": 1}
     keys = jax.random.split(key, seeds)
@@ -258,10 +276,16 @@ def measure(ds, teacher, peak, name, widths, batch, steps):
     flops = seeds * (steps * f_step + out["evaluations"] * f_eval)
     old = analytic_flops(64, widths, 10, batch, steps, len(ds.y_test), seeds)
     best = min(sec["i_vmap"], sec["ii_sharded_vmap"], sec["vi_sharded_map"])
-    out["flops"] = {"one_run": one, "programs_per_device": program_costs, "sweep_flops": flops,
-                    "permutation_flops": seeds * f_perm,
-                    "old_analytic_flops": old, "sweep_over_old_analytic": flops / old,
-                    "sweep_flops_per_s": flops / best, "fraction_of_matmul_peak": flops / best / peak}
+    out["flops"] = {
+        "one_run": one,
+        "programs_per_device": program_costs,
+        "sweep_flops": flops,
+        "permutation_flops": seeds * f_perm,
+        "old_analytic_flops": old,
+        "sweep_over_old_analytic": flops / old,
+        "sweep_flops_per_s": flops / best,
+        "fraction_of_matmul_peak": flops / best / peak,
+    }
     r = {
         "loop_over_vmap": sec["iii_loop"] / sec["i_vmap"],
         "loop_over_sharded_vmap": sec["iii_loop"] / sec["ii_sharded_vmap"],
@@ -287,20 +311,33 @@ def main():
     ds = load_digits()
     t_steps = 30 if ARGS.smoke else 500
     log(f"training the teacher (MLP 256-256, {t_steps} steps)")
-    t_cfg = RunConfig(model=ModelConfig("mlp", (256, 256)), data=DATA,
-                      recipe=RecipeConfig(optimizer="adam", learning_rate=LR, steps=t_steps, batch_size=64),
-                      eval=EvalConfig(every=t_steps, splits=("test",), select="test/acc"))
+    t_cfg = RunConfig(
+        model=ModelConfig("mlp", (256, 256)),
+        data=DATA,
+        recipe=RecipeConfig(optimizer="adam", learning_rate=LR, steps=t_steps, batch_size=64),
+        eval=EvalConfig(every=t_steps, splits=("test",), select="test/acc"),
+    )
     t_trainer = make_train(t_cfg, ds)
     t_state, t_hist = jax.jit(t_trainer.run)(jax.random.key(0))
     teacher = Teacher(t_trainer.model, t_state.params["model"], t_state.rest)
     log("matmul peak")
     peak = matmul_flops(ARGS.repeats)
-    result = {"benchmark": "sweep", "seeds": ARGS.seeds, "dataset": "digits", "repeats": ARGS.repeats,
-              "torch_repeats": ARGS.torch_repeats, "smoke": ARGS.smoke, "env": env_stamp(),
-              "device_kind": jax.devices()[0].device_kind, "n_devices": jax.device_count(),
-              "teacher": {"model": "mlp", "widths": [256, 256], "steps": t_steps,
-                          "test_acc": float(t_hist["test/acc"][-1])},
-              "objective": KD, "learning_rate": LR, "matmul_peak_flops_per_s": peak, "workloads": {}}
+    result = {
+        "benchmark": "sweep",
+        "seeds": ARGS.seeds,
+        "dataset": "digits",
+        "repeats": ARGS.repeats,
+        "torch_repeats": ARGS.torch_repeats,
+        "smoke": ARGS.smoke,
+        "env": env_stamp(),
+        "device_kind": jax.devices()[0].device_kind,
+        "n_devices": jax.device_count(),
+        "teacher": {"model": "mlp", "widths": [256, 256], "steps": t_steps, "test_acc": float(t_hist["test/acc"][-1])},
+        "objective": KD,
+        "learning_rate": LR,
+        "matmul_peak_flops_per_s": peak,
+        "workloads": {},
+    }
     for name in ARGS.workloads.split(","):
         w = WORKLOADS[name]
         log(f"{name}: compiling")

@@ -55,8 +55,15 @@ def big_curves(repeats):
     D = 10_000
     lam_T, lam_S = power_law(D, 1.2), power_law(D, 1.8)
     g = 0.5 * max_stable_gamma(lam_T, 1)
-    p = Transfer(lam_T=lam_T, lam_S=lam_S, theta_sq=power_law(D, 1.2), sigma2=0.01, alpha=1.0,
-                 teacher=SGD(g, 100_000, schedule="step_decay"), student=SGD(g, 1_000_000, schedule="step_decay"))
+    p = Transfer(
+        lam_T=lam_T,
+        lam_S=lam_S,
+        theta_sq=power_law(D, 1.2),
+        sigma2=0.01,
+        alpha=1.0,
+        teacher=SGD(g, 100_000, schedule="step_decay"),
+        student=SGD(g, 1_000_000, schedule="step_decay"),
+    )
     out = {}
     sec = timed(lambda: out.update(transfer_curves(p)), repeats)
     return {"D": D, "N": 100_000, "n": 1_000_000, "seconds": sec, "DER": out["DER"], "target_seconds": 5.0}
@@ -66,33 +73,71 @@ def phase_diagram(repeats, size):
     D, N, n = 1000, 10_000, 100_000
     axis = np.linspace(1.0, 2.0, size)
     g = 0.5 * max_stable_gamma(power_law(D, 1.0), 1)
-    probs = [Transfer(lam_T=power_law(D, a), lam_S=power_law(D, b), theta_sq=power_law(D, a), sigma2=0.01,
-                      alpha=1.0, teacher=SGD(g, N, schedule="step_decay"), student=SGD(g, n, schedule="step_decay"))
-             for a in axis for b in axis]
+    probs = [
+        Transfer(
+            lam_T=power_law(D, a),
+            lam_S=power_law(D, b),
+            theta_sq=power_law(D, a),
+            sigma2=0.01,
+            alpha=1.0,
+            teacher=SGD(g, N, schedule="step_decay"),
+            student=SGD(g, n, schedule="step_decay"),
+        )
+        for a in axis
+        for b in axis
+    ]
     out = {}
     sec = timed(lambda: out.update(transfer_grid(probs, checkpoints_S=[n])), repeats)
     der = out["direct"] / out["distilled"]
-    return {"grid": [size, size], "D": D, "N": N, "n": n, "seconds": sec, "DER_min": float(der.min()),
-            "DER_max": float(der.max()), "target_seconds_cpu": 60.0, "target_seconds_h100": 5.0}
+    return {
+        "grid": [size, size],
+        "D": D,
+        "N": N,
+        "n": n,
+        "seconds": sec,
+        "DER_min": float(der.min()),
+        "DER_max": float(der.max()),
+        "target_seconds_cpu": 60.0,
+        "target_seconds_h100": 5.0,
+    }
 
 
 def exact_vs_mc(repeats, seeds, rel_se=0.01):
     D, N, n = 100, 2000, 20_000
-    p = Transfer(lam_T=power_law(D, 1.0), lam_S=power_law(D, 1.5), theta_sq=power_law(D, 1.0), sigma2=0.01,
-                 alpha=1.0, teacher=SGD(0.1, N, schedule="step_decay"), student=SGD(0.1, n, schedule="step_decay"))
+    p = Transfer(
+        lam_T=power_law(D, 1.0),
+        lam_S=power_law(D, 1.5),
+        theta_sq=power_law(D, 1.0),
+        sigma2=0.01,
+        alpha=1.0,
+        teacher=SGD(0.1, N, schedule="step_decay"),
+        student=SGD(0.1, n, schedule="step_decay"),
+    )
     ex = {}
     t_exact = timed(lambda: ex.update(transfer_curves(p, checkpoints_T=[N], checkpoints_S=[n])), repeats)
     mc = {}
-    t_mc = timed(lambda: mc.update(simulate(p, jax.random.key(0), seeds, checkpoints_T=[N], checkpoints_S=[n])),
-                 max(1, repeats - 1))
+    t_mc = timed(
+        lambda: mc.update(simulate(p, jax.random.key(0), seeds, checkpoints_T=[N], checkpoints_S=[n])),
+        max(1, repeats - 1),
+    )
     m, se = mc["distilled"]["mean"][-1], mc["distilled"]["se"][-1]
     needed = seeds * (se / m / rel_se) ** 2
     t_needed = t_mc * needed / seeds
-    return {"D": D, "N": N, "n": n, "exact_seconds": t_exact, "mc_seconds": t_mc, "mc_seeds": seeds,
-            "mc_relative_se": float(se / m), "seeds_for_1pct_se": float(needed), "mc_seconds_for_1pct_se": t_needed,
-            "ratio_mc_over_exact": t_needed / t_exact,
-            "exact_distilled": ex["distilled_final"], "mc_distilled": float(m),
-            "z": float((m - ex["distilled_final"]) / se)}
+    return {
+        "D": D,
+        "N": N,
+        "n": n,
+        "exact_seconds": t_exact,
+        "mc_seconds": t_mc,
+        "mc_seeds": seeds,
+        "mc_relative_se": float(se / m),
+        "seeds_for_1pct_se": float(needed),
+        "mc_seconds_for_1pct_se": t_needed,
+        "ratio_mc_over_exact": t_needed / t_exact,
+        "exact_distilled": ex["distilled_final"],
+        "mc_distilled": float(m),
+        "z": float((m - ex["distilled_final"]) / se),
+    }
 
 
 def main():
@@ -102,9 +147,14 @@ def main():
     ap.add_argument("--mc-seeds", type=int, default=64)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    res = {"benchmark": "theory", "env": env_stamp(), "device_kind": jax.devices()[0].device_kind,
-           "curves": big_curves(args.repeats), "phase_diagram": phase_diagram(args.repeats, args.phase_size),
-           "exact_vs_mc": exact_vs_mc(args.repeats, args.mc_seeds)}
+    res = {
+        "benchmark": "theory",
+        "env": env_stamp(),
+        "device_kind": jax.devices()[0].device_kind,
+        "curves": big_curves(args.repeats),
+        "phase_diagram": phase_diagram(args.repeats, args.phase_size),
+        "exact_vs_mc": exact_vs_mc(args.repeats, args.mc_seeds),
+    }
     emit_json(res, args.out)
     return 0
 

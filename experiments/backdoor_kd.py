@@ -90,18 +90,31 @@ class _Probe:
         target = self.trigger.target
         triggered = trainer.predict_split(params, rest, {"x_test": self.trigger.apply(x)}, "test")
         clean = trainer.predict_split(params, rest, trainer.data, "test")
-        return {"backdoor/asr": attack_success_rate(triggered, y, target),
-                "backdoor/target_rate_clean": attack_success_rate(clean, y, target)}
+        return {
+            "backdoor/asr": attack_success_rate(triggered, y, target),
+            "backdoor/target_rate_clean": attack_success_rate(clean, y, target),
+        }
 
 
 _SMALL = RecipeConfig(learning_rate=3e-3, batch_size=64, steps=300)
 PRESETS = {
-    "smoke": Config(n_seeds=2, setups=(fk.Setup(fk._DIGITS, ModelConfig("mlp", (16,)), RecipeConfig(steps=20)),),
-                    eval=EvalConfig(every=10)),
-    "default": Config(setups=(fk.Setup(fk._DIGITS, ModelConfig("cnn2d", (16, 32)), _SMALL),
-                              fk.Setup(fk._DIGITS, ModelConfig("mlp", (128, 128)), _SMALL))),
-    "paper": Config(setups=(fk.Setup(fk._CIFAR, ModelConfig("resnet18"), fk._SGD),), trigger=Trigger(size=3),
-                    kd_alphas=(0.5, 0.9), eval=EvalConfig(every=None)),
+    "smoke": Config(
+        n_seeds=2,
+        setups=(fk.Setup(fk._DIGITS, ModelConfig("mlp", (16,)), RecipeConfig(steps=20)),),
+        eval=EvalConfig(every=10),
+    ),
+    "default": Config(
+        setups=(
+            fk.Setup(fk._DIGITS, ModelConfig("cnn2d", (16, 32)), _SMALL),
+            fk.Setup(fk._DIGITS, ModelConfig("mlp", (128, 128)), _SMALL),
+        )
+    ),
+    "paper": Config(
+        setups=(fk.Setup(fk._CIFAR, ModelConfig("resnet18"), fk._SGD),),
+        trigger=Trigger(size=3),
+        kd_alphas=(0.5, 0.9),
+        eval=EvalConfig(every=None),
+    ),
 }
 
 
@@ -109,8 +122,14 @@ def runlocal(config: Config) -> Config:
     """Any preset shrunk to a CPU smoke run (functional_kd's: one tiny digits MLP, 4 steps, 2 seeds)."""
     small = fk.runlocal(config)
     trigger = dataclasses.replace(config.trigger, size=min(config.trigger.size, 2))
-    return dataclasses.replace(config, n_seeds=small.n_seeds, setups=small.setups, eval=small.eval,
-                               chunk_steps=small.chunk_steps, trigger=trigger)
+    return dataclasses.replace(
+        config,
+        n_seeds=small.n_seeds,
+        setups=small.setups,
+        eval=small.eval,
+        chunk_steps=small.chunk_steps,
+        trigger=trigger,
+    )
 
 
 def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
@@ -120,23 +139,32 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     rows, summary = [], {}
     programs = 0
     for i in range(len(config.setups)):
-        r = fk.run_setup(config, i, out_dir=out_dir, resume=resume, overwrite=overwrite, progress=progress,
-                         probe=probe)
+        r = fk.run_setup(config, i, out_dir=out_dir, resume=resume, overwrite=overwrite, progress=progress, probe=probe)
         rows += r["records"]
         programs += r["programs"]
         s = fk.analyse(config, r["per_seed"], r["teacher"])
         s.pop("payoff")  # functional_kd's question; here the question is the trigger
         summary[r["setup"].name] = {"programs": r["programs"], **s}
     t = config.trigger
-    out = {"setups": summary, "legend": config.legend(),
-           "trigger": {**dataclasses.asdict(t), "poison_fraction": config.poison_fraction,
-                       "poison_seed": config.poison_seed,
-                       "where": f"bottom-right {t.size}x{t.size} patch of value {t.value:g} (raw input units)",
-                       "asr": "fraction of triggered test inputs with label != target classified as target"},
-           "family": {"comparisons": [f"{a} - {b}" for a, b in config.family()], "test": config.test,
-                      "correction": "Holm within each (setup, metric)", "metrics": list(config.test_metrics)},
-           "when": "final step; teachers trained on the poisoned set, students on the clean set",
-           "compiled_programs": programs}
+    out = {
+        "setups": summary,
+        "legend": config.legend(),
+        "trigger": {
+            **dataclasses.asdict(t),
+            "poison_fraction": config.poison_fraction,
+            "poison_seed": config.poison_seed,
+            "where": f"bottom-right {t.size}x{t.size} patch of value {t.value:g} (raw input units)",
+            "asr": "fraction of triggered test inputs with label != target classified as target",
+        },
+        "family": {
+            "comparisons": [f"{a} - {b}" for a, b in config.family()],
+            "test": config.test,
+            "correction": "Holm within each (setup, metric)",
+            "metrics": list(config.test_metrics),
+        },
+        "when": "final step; teachers trained on the poisoned set, students on the clean set",
+        "compiled_programs": programs,
+    }
     write_outputs(out_dir, config=config, rows=rows, summary=out, figures={"figure.png": _figure(config, out)})
     return out
 
@@ -149,10 +177,17 @@ def _figure(config: Config, summary: dict) -> bytes:
         conds = list(s["conditions"])
         for j, metric in enumerate(PLOT_METRICS):
             ref = s["teacher"].get(metric, {}).get("mean")
-            plotting.points_with_ci(axes[i, j], conds, [s["conditions"][c][metric] for c in conds], ylabel=metric,
-                                    reference=ref, reference_label="poisoned teacher" if ref is not None else None)
+            plotting.points_with_ci(
+                axes[i, j],
+                conds,
+                [s["conditions"][c][metric] for c in conds],
+                ylabel=metric,
+                reference=ref,
+                reference_label="poisoned teacher" if ref is not None else None,
+            )
             axes[i, j].set_title(name, fontsize=8)
-    fig.suptitle(f"students distilled on clean data from a backdoored teacher; mean and 95% CI over "
-                 f"{config.n_seeds} seeds", fontsize=9)
+    fig.suptitle(
+        f"students distilled on clean data from a backdoored teacher; mean and 95% CI over {config.n_seeds} seeds",
+        fontsize=9,
+    )
     return plotting.to_png(fig)
-

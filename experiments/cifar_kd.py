@@ -103,10 +103,24 @@ class Config(TeacherStudentRuns):
     dtype: str = "float32"
     # Saved teachers (one ensemble directory per pair, from an earlier run's OUT/teachers/<pair>); empty: train.
     teacher_paths: tuple[str, ...] = ()
-    teacher_recipe: RecipeConfig = RecipeConfig(optimizer="momentum", learning_rate=0.05, momentum=0.9,
-                                                weight_decay=5e-4, schedule="cosine", batch_size=64, steps=800)
-    recipe: RecipeConfig = RecipeConfig(optimizer="momentum", learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
-                                        schedule="cosine", batch_size=64, steps=300)
+    teacher_recipe: RecipeConfig = RecipeConfig(
+        optimizer="momentum",
+        learning_rate=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="cosine",
+        batch_size=64,
+        steps=800,
+    )
+    recipe: RecipeConfig = RecipeConfig(
+        optimizer="momentum",
+        learning_rate=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="cosine",
+        batch_size=64,
+        steps=300,
+    )
     objective: ObjectiveConfig = ObjectiveConfig(_OBJECTIVE)
     kd_ce_weight: float = 0.1  # CE's weight in the kd condition (RepDistiller -r 0.1); 1 elsewhere
     dkd_ramp_fraction: float = 1 / 12  # mdistiller: 20 of 240 epochs
@@ -123,8 +137,10 @@ class Config(TeacherStudentRuns):
             for name in pair.split(":"):
                 check(name in MODELS, f"pair {pair!r}: unknown model {name!r}")
         check(len(set(self.pairs)) == len(self.pairs), f"pairs repeat: {self.pairs}")
-        check(not self.teacher_paths or len(self.teacher_paths) == len(self.pairs),
-              f"teacher_paths must be empty or give one path per pair ({len(self.pairs)})")
+        check(
+            not self.teacher_paths or len(self.teacher_paths) == len(self.pairs),
+            f"teacher_paths must be empty or give one path per pair ({len(self.pairs)})",
+        )
         check(self.methods and self.methods[0] == "ce", "methods must start with the baseline 'ce'")
         check(len(set(self.methods)) == len(self.methods), f"methods repeat a name: {self.methods}")
         for m in self.methods:
@@ -161,8 +177,14 @@ class Config(TeacherStudentRuns):
                 total = self.recipe.total_steps(steps_per_epoch)
                 opts["ramp_steps"] = int(round(self.dkd_ramp_fraction * total))
         teacher = RunConfig(model=t_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
-        student = RunConfig(model=s_model, objective=ObjectiveConfig(terms), recipe=self.recipe, data=self.data,
-                            eval=self.eval, teacher="live")
+        student = RunConfig(
+            model=s_model,
+            objective=ObjectiveConfig(terms),
+            recipe=self.recipe,
+            data=self.data,
+            eval=self.eval,
+            teacher="live",
+        )
         return teacher, student
 
 
@@ -182,15 +204,28 @@ def _at_stages(name: str) -> tuple[str, ...]:
     return ("stage1", "stage2", "stage3")
 
 
-_p = dict(pairs=("resnet32x4:resnet8x4", "wrn_40_2:wrn_16_2", "vgg13:vgg8"), teacher_widths=None,
-          student_widths=None, n_seeds=5, classes=None, data=DataConfig("tfds:cifar100", crop_padding=4, flip=True),
-          teacher_recipe=_RD, recipe=_RD, dkd_ramp_fraction=20 / 240, eval=EvalConfig(every=None))
+_p = dict(
+    pairs=("resnet32x4:resnet8x4", "wrn_40_2:wrn_16_2", "vgg13:vgg8"),
+    teacher_widths=None,
+    student_widths=None,
+    n_seeds=5,
+    classes=None,
+    data=DataConfig("tfds:cifar100", crop_padding=4, flip=True),
+    teacher_recipe=_RD,
+    recipe=_RD,
+    dkd_ramp_fraction=20 / 240,
+    eval=EvalConfig(every=None),
+)
 
 PRESETS = {
-    "smoke": Config(n_seeds=2, teacher_widths=(4, 4, 4, 8), student_widths=(2, 2, 4, 4),
-                    teacher_recipe=RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=32, steps=6),
-                    recipe=RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=32, steps=6),
-                    eval=EvalConfig(every=3)),
+    "smoke": Config(
+        n_seeds=2,
+        teacher_widths=(4, 4, 4, 8),
+        student_widths=(2, 2, 4, 4),
+        teacher_recipe=RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=32, steps=6),
+        recipe=RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=32, steps=6),
+        eval=EvalConfig(every=3),
+    ),
     "default": Config(),
     "paper": Config(**_p),
 }
@@ -200,8 +235,10 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     """Every pair: teacher (trained or loaded), then every method's students; writes results to ``out_dir``."""
     dataset = load_dataset(config.data.dataset)
     if config.classes is not None:
-        check(config.classes <= dataset.num_classes, f"classes={config.classes} but {dataset.name} has "
-                                                     f"{dataset.num_classes}")
+        check(
+            config.classes <= dataset.num_classes,
+            f"classes={config.classes} but {dataset.name} has {dataset.num_classes}",
+        )
         dataset = dataset.subset_classes(range(config.classes))
     check(len(dataset.in_shape) == 3, f"cifar_kd needs [H, W, C] images; {dataset.name} has {dataset.in_shape}")
     n_train = round(len(dataset.y_train) * (1 - config.data.val_fraction))
@@ -209,8 +246,10 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     plans = {}
     for i, pair in enumerate(config.pairs):  # every check before any training
         t_cfg, s_cfg = config.run_configs(pair, steps_per_epoch=steps_per_epoch, image_size=dataset.in_shape[0])
-        t_model, s_model = (make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
-                            for m in (t_cfg.model, s_cfg.model))
+        t_model, s_model = (
+            make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
+            for m in (t_cfg.model, s_cfg.model)
+        )
         check_objective(s_cfg, s_model, t_model)
         loaded = _load_teacher(config.teacher_paths[i], t_model, dataset) if config.teacher_paths else None
         plans[pair] = (t_cfg, s_cfg, loaded)
@@ -222,18 +261,34 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         tag = pair.replace(":", "-")
         ckpt = (lambda name: f"{out_dir}/checkpoints/{tag}/{name}") if config.chunk_steps else (lambda name: None)  # noqa: B023
         if loaded is None:
-            teacher, t_result = train_teacher(t_cfg, dataset, key_teacher, chunk_steps=config.chunk_steps,
-                                              checkpoint_dir=ckpt("teacher"), resume=resume, overwrite=overwrite,
-                                              progress=progress)
+            teacher, t_result = train_teacher(
+                t_cfg,
+                dataset,
+                key_teacher,
+                chunk_steps=config.chunk_steps,
+                checkpoint_dir=ckpt("teacher"),
+                resume=resume,
+                overwrite=overwrite,
+                progress=progress,
+            )
             _save_teacher(os.path.join(out_dir, "teachers", tag), teacher, dataset, t_result.fingerprint)
         else:
             teacher, t_result = loaded, None
         trainer = make_train(s_cfg, dataset, teacher)
         conds = method_conditions(s_cfg.objective, config.methods, kd_ce_weight=config.kd_ce_weight)
         _, pair_rows, pair_summary = run_methods(
-            trainer, key_students, config.n_seeds, conds, t_result, chunk_steps=config.chunk_steps,
-            checkpoint_dir=ckpt("students"), resume=resume, overwrite=overwrite, progress=progress,
-            desc=f"{pair} students")
+            trainer,
+            key_students,
+            config.n_seeds,
+            conds,
+            t_result,
+            chunk_steps=config.chunk_steps,
+            checkpoint_dir=ckpt("students"),
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            desc=f"{pair} students",
+        )
         if loaded is not None:
             pair_summary["teacher_path"] = config.teacher_paths[config.pairs.index(pair)]
         rows += [{"pair": pair, **r} for r in pair_rows]
@@ -251,19 +306,30 @@ def _save_teacher(path: str, teacher: Teacher, dataset, fingerprint=None) -> Non
         raise ConfigError(f"{path} exists and is not a saved teacher; move it or choose another --out")
     expand = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
     tup = lambda v: None if v is None else tuple(float(x) for x in v)  # noqa: E731
-    ens = Ensemble(teacher.model, expand(teacher.params), expand(teacher.rest),
-                   members=[{"seed": 0, "condition": "teacher"}], mean=tup(dataset.mean), std=tup(dataset.std),
-                   fingerprint=fingerprint)
+    ens = Ensemble(
+        teacher.model,
+        expand(teacher.params),
+        expand(teacher.rest),
+        members=[{"seed": 0, "condition": "teacher"}],
+        mean=tup(dataset.mean),
+        std=tup(dataset.std),
+        fingerprint=fingerprint,
+    )
     save_ensemble(path, ens)
 
 
 def _load_teacher(path: str, model, dataset) -> Teacher:
     ens = load_ensemble(path)
-    check(ens.model.spec == model.spec, f"the teacher saved in {path} is {ens.model.spec['name']} "
-                                        f"{ens.model.spec['in_shape']}, not the pair's {model.name} {model.in_shape}")
+    check(
+        ens.model.spec == model.spec,
+        f"the teacher saved in {path} is {ens.model.spec['name']} "
+        f"{ens.model.spec['in_shape']}, not the pair's {model.name} {model.in_shape}",
+    )
     want = None if dataset.mean is None else tuple(float(v) for v in dataset.mean)  # as _save_teacher stores it
-    check(ens.mean == want, f"the teacher saved in {path} normalises inputs differently from {dataset.name}; "
-                            "it was trained on other data")
+    check(
+        ens.mean == want,
+        f"the teacher saved in {path} normalises inputs differently from {dataset.name}; it was trained on other data",
+    )
     return Teacher.from_ensemble(ens)
 
 
@@ -274,12 +340,20 @@ def _figure(summary, dataset, config) -> bytes:
         s = summary["pairs"][pair]
         names = list(s["conditions"])
         ref = s["teacher"]["test/acc"]["selected"]["mean"] if "teacher" in s else None
-        plotting.points_with_ci(ax, names, [s["conditions"][n]["test/acc"]["selected"] for n in names],
-                             ylabel="test accuracy (mean, 95% CI over seeds)", reference=ref,
-                             reference_label="teacher")
+        plotting.points_with_ci(
+            ax,
+            names,
+            [s["conditions"][n]["test/acc"]["selected"] for n in names],
+            ylabel="test accuracy (mean, 95% CI over seeds)",
+            reference=ref,
+            reference_label="teacher",
+        )
         ax.set_title(pair.replace(":", " → "), fontsize=9)
-    fig.suptitle(f"{dataset.name} {'x'.join(map(str, dataset.in_shape))}, {config.n_seeds} paired seeds per method; "
-                 "checkpoint chosen on validation", fontsize=8)
+    fig.suptitle(
+        f"{dataset.name} {'x'.join(map(str, dataset.in_shape))}, {config.n_seeds} paired seeds per method; "
+        "checkpoint chosen on validation",
+        fontsize=8,
+    )
     return plotting.to_png(fig)
 
 
@@ -290,7 +364,17 @@ def runlocal(config: Config) -> Config:
     ``Config.run_configs`` + ``check_objective`` (tests/test_cifar_kd.py).
     """
     small = RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=16, steps=4)
-    return dataclasses.replace(config, n_seeds=2, pairs=("resnet20:resnet8",), classes=10, teacher_widths=(4, 4, 4, 8),
-                               student_widths=(2, 2, 4, 4), data=DataConfig("procedural16", crop_padding=2, flip=True),
-                               teacher_recipe=small, recipe=small, eval=EvalConfig(every=2), teacher_paths=(),
-                               chunk_steps=2 if config.chunk_steps else None)
+    return dataclasses.replace(
+        config,
+        n_seeds=2,
+        pairs=("resnet20:resnet8",),
+        classes=10,
+        teacher_widths=(4, 4, 4, 8),
+        student_widths=(2, 2, 4, 4),
+        data=DataConfig("procedural16", crop_padding=2, flip=True),
+        teacher_recipe=small,
+        recipe=small,
+        eval=EvalConfig(every=2),
+        teacher_paths=(),
+        chunk_steps=2 if config.chunk_steps else None,
+    )

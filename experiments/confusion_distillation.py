@@ -95,9 +95,19 @@ class Config:
     data: DataConfig = DataConfig("digits")
     archs: tuple[str, ...] = ("cnn2d",)  # one program per architecture
     widths: tuple[int, ...] | None = (4, 8)  # narrow: at (16, 32) digits sits at its ceiling (0.99)
-    recipe: RecipeConfig = RecipeConfig(optimizer="momentum", learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
-                                        schedule="multistep", milestones=(9, 18, 24), decay_rate=0.2, warmup=1.0,
-                                        batch_size=64, steps=None, epochs=30)
+    recipe: RecipeConfig = RecipeConfig(
+        optimizer="momentum",
+        learning_rate=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="multistep",
+        milestones=(9, 18, 24),
+        decay_rate=0.2,
+        warmup=1.0,
+        batch_size=64,
+        steps=None,
+        epochs=30,
+    )
     label_smoothing: float = 0.1
     soft_weight: float = 0.7  # CD's KL weight in a soft phase
     ce_weight: float = 0.3  # CE's weight in a soft phase (1 in a hard phase)
@@ -114,10 +124,14 @@ class Config:
         for a in self.archs:
             check_name("model", a, MODELS)
         check_name("confusion_split", self.confusion_split, CONFUSION_SPLITS)
-        check(len(self.phases) >= 2 and all(p > 0 for p in self.phases),
-              f"phases must be at least two positive ratios (hard, soft, ...), got {self.phases}")
-        check(0 <= self.soft_weight and 0 <= self.ce_weight <= 1,
-              f"soft_weight must be >= 0 and ce_weight in [0, 1], got {self.soft_weight}, {self.ce_weight}")
+        check(
+            len(self.phases) >= 2 and all(p > 0 for p in self.phases),
+            f"phases must be at least two positive ratios (hard, soft, ...), got {self.phases}",
+        )
+        check(
+            0 <= self.soft_weight and 0 <= self.ce_weight <= 1,
+            f"soft_weight must be >= 0 and ce_weight in [0, 1], got {self.soft_weight}, {self.ce_weight}",
+        )
         check(0 <= self.label_smoothing < 1, f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         check(self.chunk_steps is None or self.chunk_steps > 0, f"chunk_steps must be positive, got {self.chunk_steps}")
         self.run_config(self.archs[0])
@@ -127,33 +141,59 @@ class Config:
         return self.confusion_split == "test"
 
     def objective(self) -> ObjectiveConfig:
-        return ObjectiveConfig({
-            "ce": {"weight": 1.0, "label_smoothing": 0.0},
-            "ce_hard": {"kind": "ce", "weight": 0.0},  # gated: hard phases only
-            "confusion": {"weight": 0.0, "temperature": self.temperature, "momentum": self.momentum,
-                          "split": self.confusion_split},  # gated: soft phases only
-        })
+        return ObjectiveConfig(
+            {
+                "ce": {"weight": 1.0, "label_smoothing": 0.0},
+                "ce_hard": {"kind": "ce", "weight": 0.0},  # gated: hard phases only
+                "confusion": {
+                    "weight": 0.0,
+                    "temperature": self.temperature,
+                    "momentum": self.momentum,
+                    "split": self.confusion_split,
+                },  # gated: soft phases only
+            }
+        )
 
     def run_config(self, arch: str) -> RunConfig:
-        return RunConfig(model=ModelConfig(arch, self.widths), objective=self.objective(), recipe=self.recipe,
-                         data=self.data, eval=self.eval)
+        return RunConfig(
+            model=ModelConfig(arch, self.widths),
+            objective=self.objective(),
+            recipe=self.recipe,
+            data=self.data,
+            eval=self.eval,
+        )
 
     def conditions(self) -> dict[str, dict[str, float]]:
         """Condition -> grid point (every gated and ungated weight, and CE's label smoothing)."""
         off = {"ce.weight": 1.0, "ce.label_smoothing": 0.0, "ce_hard.weight": 0.0, "confusion.weight": 0.0}
-        return {"baseline": off,
-                "label_smoothing": {**off, "ce.label_smoothing": self.label_smoothing},
-                "cd": {**off, "ce.weight": self.ce_weight, "ce_hard.weight": 1.0 - self.ce_weight,
-                       "confusion.weight": self.soft_weight}}
+        return {
+            "baseline": off,
+            "label_smoothing": {**off, "ce.label_smoothing": self.label_smoothing},
+            "cd": {
+                **off,
+                "ce.weight": self.ce_weight,
+                "ce_hard.weight": 1.0 - self.ce_weight,
+                "confusion.weight": self.soft_weight,
+            },
+        }
 
 
 PRESETS = {
-    "smoke": Config(n_seeds=2, widths=(4, 8), recipe=RecipeConfig(learning_rate=5e-3, batch_size=64, steps=None,
-                                                                  epochs=3), phases=(1.0, 1.0, 1.0)),
+    "smoke": Config(
+        n_seeds=2,
+        widths=(4, 8),
+        recipe=RecipeConfig(learning_rate=5e-3, batch_size=64, steps=None, epochs=3),
+        phases=(1.0, 1.0, 1.0),
+    ),
     "default": Config(),
-    "paper": Config(n_seeds=5, data=DataConfig("tfds:cifar100", crop_padding=4, flip=True, rotation=15.0),
-                    archs=("resnet18", "resnet34", "resnet50"), widths=None, recipe=_WDSL,
-                    phases=(3.0, 3.0, 3.0, 3.0, 8.0)),
+    "paper": Config(
+        n_seeds=5,
+        data=DataConfig("tfds:cifar100", crop_padding=4, flip=True, rotation=15.0),
+        archs=("resnet18", "resnet34", "resnet50"),
+        widths=None,
+        recipe=_WDSL,
+        phases=(3.0, 3.0, 3.0, 3.0, 8.0),
+    ),
 }
 
 
@@ -195,6 +235,7 @@ def gate_term(term: Term, boundaries, *, soft: bool, update_after: int | None = 
 
     eval_update = None
     if term.eval_update is not None:
+
         def eval_update(state, logits, labels, hp):
             new = term.eval_update(state["inner"], logits, labels, hp)
             if update_after is not None:
@@ -222,22 +263,40 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     # Build (and so check) every architecture's trainer before any training.
     trainers = {a: with_phases(make_train(config.run_config(a), dataset), config.phases) for a in config.archs}
     keys = jax.random.split(jax.random.key(config.seed), len(config.archs))
-    rows, summary, sweeps = [], {"test_label_leakage": config.leaks_test_labels,
-                                 "confusion_split": config.confusion_split, "archs": {}}, {}
+    rows, summary, sweeps = (
+        [],
+        {"test_label_leakage": config.leaks_test_labels, "confusion_split": config.confusion_split, "archs": {}},
+        {},
+    )
     for key, arch in zip(keys, config.archs):
         trainer, bounds = trainers[arch]
         ckpt = f"{out_dir}/checkpoints/{arch}" if config.chunk_steps else None
-        result, arch_rows, arch_summary = run_methods(trainer, key, config.n_seeds, conds, None,
-                                                      chunk_steps=config.chunk_steps, checkpoint_dir=ckpt,
-                                                      resume=resume, overwrite=overwrite, progress=progress,
-                                                      desc=arch, fingerprint={"phase_boundaries": bounds})
+        result, arch_rows, arch_summary = run_methods(
+            trainer,
+            key,
+            config.n_seeds,
+            conds,
+            None,
+            chunk_steps=config.chunk_steps,
+            checkpoint_dir=ckpt,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            desc=arch,
+            fingerprint={"phase_boundaries": bounds},
+        )
         q = np.asarray(result.states.term_state["confusion"]["inner"]["Q"])  # [S, G, C, C]
-        arch_summary["phases"] = {"ratios": list(config.phases), "boundaries_steps": bounds,
-                                  "steps": trainer.steps, "steps_per_epoch": trainer.steps_per_epoch}
-        arch_summary["Q"] = {"row_sum_max_abs_dev": float(np.abs(q.sum(-1) - 1).max()),
-                             "min_entry": float(q.min()),
-                             "cd_mean_diagonal": float(np.diagonal(q[:, names.index("cd")], axis1=-2,
-                                                                   axis2=-1).mean())}
+        arch_summary["phases"] = {
+            "ratios": list(config.phases),
+            "boundaries_steps": bounds,
+            "steps": trainer.steps,
+            "steps_per_epoch": trainer.steps_per_epoch,
+        }
+        arch_summary["Q"] = {
+            "row_sum_max_abs_dev": float(np.abs(q.sum(-1) - 1).max()),
+            "min_entry": float(q.min()),
+            "cd_mean_diagonal": float(np.diagonal(q[:, names.index("cd")], axis1=-2, axis2=-1).mean()),
+        }
         arch_summary.pop("teacher_live", None)
         rows += [{"arch": arch, **r} for r in arch_rows]
         summary["archs"][arch] = arch_summary
@@ -252,24 +311,40 @@ def _figure(sweeps, summary, names, config, dataset) -> bytes:
     fig, axes = plotting.figure(ncols=2 * len(archs), width=3.8)
     for i, arch in enumerate(archs):
         conds = summary["archs"][arch]["conditions"]
-        plotting.points_with_ci(axes[0, 2 * i], names, [conds[n]["test/acc"]["selected"] for n in names],
-                             ylabel=f"{arch}: test accuracy (val-selected, 95% CI)")
+        plotting.points_with_ci(
+            axes[0, 2 * i],
+            names,
+            [conds[n]["test/acc"]["selected"] for n in names],
+            ylabel=f"{arch}: test accuracy (val-selected, 95% CI)",
+        )
         result = sweeps[arch]
         ok = ~result.diverged
-        plotting.curves_with_band(axes[0, 2 * i + 1], result.steps,
-                                  {n: result.history["val/acc"][ok[:, g], g] for g, n in enumerate(names)},
-                                  ylabel="validation accuracy (mean ± std)")
+        plotting.curves_with_band(
+            axes[0, 2 * i + 1],
+            result.steps,
+            {n: result.history["val/acc"][ok[:, g], g] for g, n in enumerate(names)},
+            ylabel="validation accuracy (mean ± std)",
+        )
         for b in summary["archs"][arch]["phases"]["boundaries_steps"]:
             axes[0, 2 * i + 1].axvline(b, color="0.8", lw=0.6)
     leak = " [Q from TEST labels: leakage]" if config.leaks_test_labels else ""
-    fig.suptitle(f"{dataset.name}: baseline vs label smoothing {config.label_smoothing} vs CD "
-                 f"(phases {':'.join(f'{p:g}' for p in config.phases)}); {config.n_seeds} seeds, paired{leak}",
-                 fontsize=8)
+    fig.suptitle(
+        f"{dataset.name}: baseline vs label smoothing {config.label_smoothing} vs CD "
+        f"(phases {':'.join(f'{p:g}' for p in config.phases)}); {config.n_seeds} seeds, paired{leak}",
+        fontsize=8,
+    )
     return plotting.to_png(fig)
 
 
 def runlocal(config: Config) -> Config:
     """Any preset shrunk to a CPU smoke run: digits, a tiny cnn2d, 2 seeds, 4 steps, the preset's phases."""
-    return dataclasses.replace(config, n_seeds=2, data=DataConfig("digits"), archs=("cnn2d",), widths=(4, 4),
-                               recipe=RecipeConfig(learning_rate=5e-3, batch_size=64, steps=4),
-                               eval=EvalConfig(every=1), chunk_steps=2 if config.chunk_steps else None)
+    return dataclasses.replace(
+        config,
+        n_seeds=2,
+        data=DataConfig("digits"),
+        archs=("cnn2d",),
+        widths=(4, 4),
+        recipe=RecipeConfig(learning_rate=5e-3, batch_size=64, steps=4),
+        eval=EvalConfig(every=1),
+        chunk_steps=2 if config.chunk_steps else None,
+    )

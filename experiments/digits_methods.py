@@ -88,8 +88,10 @@ class Config(TeacherStudentRuns):
         check(self.n_seeds > 0, f"n_seeds must be positive, got {self.n_seeds}")
         check(self.methods and self.methods[0] == "ce", "methods must start with the baseline 'ce'")
         for m in self.methods:
-            check(m in self.objective.terms, f"method {m!r} has no term in the objective; terms: "
-                                             f"{', '.join(self.objective.terms)}")
+            check(
+                m in self.objective.terms,
+                f"method {m!r} has no term in the objective; terms: {', '.join(self.objective.terms)}",
+            )
         check(len(set(self.methods)) == len(self.methods), f"methods repeat a name: {self.methods}")
         check(0 <= self.kd_ce_weight, f"kd_ce_weight must be >= 0, got {self.kd_ce_weight}")
         self.teacher_config(), self.student_config()
@@ -101,11 +103,22 @@ class Config(TeacherStudentRuns):
 
 
 PRESETS = {
-    "smoke": Config(n_seeds=2, teacher_model=ModelConfig("cnn2d", (8, 16)), teacher_recipe=RecipeConfig(steps=40),
-                    model=ModelConfig("cnn2d", (4, 8)), recipe=RecipeConfig(steps=40), eval=EvalConfig(every=20)),
+    "smoke": Config(
+        n_seeds=2,
+        teacher_model=ModelConfig("cnn2d", (8, 16)),
+        teacher_recipe=RecipeConfig(steps=40),
+        model=ModelConfig("cnn2d", (4, 8)),
+        recipe=RecipeConfig(steps=40),
+        eval=EvalConfig(every=20),
+    ),
     "default": Config(),
-    "paper": Config(n_seeds=16, per_seed_teacher=True, teacher_recipe=RecipeConfig(learning_rate=5e-3, steps=1500),
-                    recipe=RecipeConfig(learning_rate=5e-3, steps=1500), chunk_steps=500),
+    "paper": Config(
+        n_seeds=16,
+        per_seed_teacher=True,
+        teacher_recipe=RecipeConfig(learning_rate=5e-3, steps=1500),
+        recipe=RecipeConfig(learning_rate=5e-3, steps=1500),
+        chunk_steps=500,
+    ),
 }
 
 
@@ -116,18 +129,40 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
     trainer_cfg = config.student_config()
     # Feature names and shapes are checked before the teacher trains (no FLOPs).
-    check_objective(trainer_cfg, *(make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
-                                   for m in (config.model, config.teacher_model)))
-    teacher, t_result = train_teacher(config.teacher_config(), dataset, key_teacher,
-                                      n_seeds=config.n_seeds if config.per_seed_teacher else 1,
-                                      per_seed=config.per_seed_teacher, chunk_steps=config.chunk_steps,
-                                      checkpoint_dir=ckpt("teacher"), resume=resume, overwrite=overwrite,
-                                      progress=progress)
+    check_objective(
+        trainer_cfg,
+        *(
+            make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
+            for m in (config.model, config.teacher_model)
+        ),
+    )
+    teacher, t_result = train_teacher(
+        config.teacher_config(),
+        dataset,
+        key_teacher,
+        n_seeds=config.n_seeds if config.per_seed_teacher else 1,
+        per_seed=config.per_seed_teacher,
+        chunk_steps=config.chunk_steps,
+        checkpoint_dir=ckpt("teacher"),
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+    )
     trainer = make_train(trainer_cfg, dataset, teacher)
     names = list(config.methods)
-    result, rows, summary = run_methods(trainer, key_students, config.n_seeds, config.conditions(), t_result,
-                                        chunk_steps=config.chunk_steps, checkpoint_dir=ckpt("students"),
-                                        resume=resume, overwrite=overwrite, progress=progress, desc="students")
+    result, rows, summary = run_methods(
+        trainer,
+        key_students,
+        config.n_seeds,
+        config.conditions(),
+        t_result,
+        chunk_steps=config.chunk_steps,
+        checkpoint_dir=ckpt("students"),
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        desc="students",
+    )
     figure = _figure(result, names, summary, dataset, config)
     write_outputs(out_dir, config=config, rows=rows, summary=summary, figures={"figure.png": figure})
     return summary
@@ -137,24 +172,46 @@ def _figure(result, names, summary, dataset, config) -> bytes:
     fig, axes = plotting.figure(ncols=3, width=3.8)
     conds = summary["conditions"]
     teacher_acc = summary["teacher"]["test/acc"]["selected"]["mean"]
-    plotting.points_with_ci(axes[0, 0], names, [conds[n]["test/acc"]["selected"] for n in names],
-                         ylabel="test accuracy (mean, 95% CI)", reference=teacher_acc, reference_label="teacher")
-    plotting.points_with_ci(axes[0, 1], names, [conds[n]["test/agreement"]["selected"] for n in names],
-                         ylabel="test agreement with teacher (mean, 95% CI)")
+    plotting.points_with_ci(
+        axes[0, 0],
+        names,
+        [conds[n]["test/acc"]["selected"] for n in names],
+        ylabel="test accuracy (mean, 95% CI)",
+        reference=teacher_acc,
+        reference_label="teacher",
+    )
+    plotting.points_with_ci(
+        axes[0, 1],
+        names,
+        [conds[n]["test/agreement"]["selected"] for n in names],
+        ylabel="test agreement with teacher (mean, 95% CI)",
+    )
     ok = ~result.diverged
-    plotting.curves_with_band(axes[0, 2], result.steps,
-                              {n: result.history["val/acc"][ok[:, g], g] for g, n in enumerate(names)},
-                              ylabel="validation accuracy (mean ± std)")
+    plotting.curves_with_band(
+        axes[0, 2],
+        result.steps,
+        {n: result.history["val/acc"][ok[:, g], g] for g, n in enumerate(names)},
+        ylabel="validation accuracy (mean ± std)",
+    )
     t, s = config.teacher_model, config.model
-    fig.suptitle(f"{dataset.name}, {t.name}{list(t.widths or [])} → {s.name}{list(s.widths or [])}, random crop "
-                 f"(pad {config.data.crop_padding}); {result.n_seeds} seeds per method, checkpoint chosen on "
-                 "validation", fontsize=8)
+    fig.suptitle(
+        f"{dataset.name}, {t.name}{list(t.widths or [])} → {s.name}{list(s.widths or [])}, random crop "
+        f"(pad {config.data.crop_padding}); {result.n_seeds} seeds per method, checkpoint chosen on "
+        "validation",
+        fontsize=8,
+    )
     return plotting.to_png(fig)
 
 
 def runlocal(config: Config) -> Config:
     """The same preset shrunk to a short CPU smoke run (small models, 2 evaluations)."""
-    return dataclasses.replace(config, n_seeds=2, teacher_model=ModelConfig("cnn2d", (4, 8)),
-                               teacher_recipe=dataclasses.replace(config.teacher_recipe, steps=4),
-                               model=ModelConfig("cnn2d", (4, 4)), recipe=dataclasses.replace(config.recipe, steps=4),
-                               eval=EvalConfig(every=2), chunk_steps=2 if config.chunk_steps else None)
+    return dataclasses.replace(
+        config,
+        n_seeds=2,
+        teacher_model=ModelConfig("cnn2d", (4, 8)),
+        teacher_recipe=dataclasses.replace(config.teacher_recipe, steps=4),
+        model=ModelConfig("cnn2d", (4, 4)),
+        recipe=dataclasses.replace(config.recipe, steps=4),
+        eval=EvalConfig(every=2),
+        chunk_steps=2 if config.chunk_steps else None,
+    )

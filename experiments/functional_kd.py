@@ -95,8 +95,14 @@ RCD_IN_PROGRAM = ("rcd_fixed", "rcd_step")
 SUBSETS = ("all", "teacher_correct", "teacher_incorrect")
 _PER_SUBSET = ("acc", "loss", "agreement", "activation_distance", "js", "cosine", "mi", "n")
 METRICS = tuple(f"{s}/{m}" for s in SUBSETS for m in _PER_SUBSET) + (
-    "all/teacher_acc", "teacher_incorrect/copy_error", "teacher_incorrect/other_error", "teacher_incorrect/correct",
-    "teacher_incorrect/n_copy_error", "teacher_incorrect/n_other_error", "teacher_incorrect/n_correct")
+    "all/teacher_acc",
+    "teacher_incorrect/copy_error",
+    "teacher_incorrect/other_error",
+    "teacher_incorrect/correct",
+    "teacher_incorrect/n_copy_error",
+    "teacher_incorrect/n_other_error",
+    "teacher_incorrect/n_correct",
+)
 PLOT_METRICS = ("all/acc", "all/agreement", "all/js", "teacher_correct/agreement", "teacher_incorrect/copy_error")
 
 
@@ -119,8 +125,7 @@ def kd_name(alpha: float, temperature: float) -> str:
 
 def _parse_comparison(text: str) -> tuple[str, str]:
     parts = [p.strip() for p in text.split(":")]
-    check(len(parts) == 2 and all(parts), f"comparison {text!r} must read 'condition:control', e.g. "
-                                           "'kd_a0.9_T4:base'")
+    check(len(parts) == 2 and all(parts), f"comparison {text!r} must read 'condition:control', e.g. 'kd_a0.9_T4:base'")
     return parts[0], parts[1]
 
 
@@ -138,16 +143,24 @@ class Config:
     # The family of comparisons as "condition:control"; None = every condition vs base, every KD point vs
     # each RCD condition and vs siddo. Holm-corrected within (setup, metric).
     comparisons: tuple[str, ...] | None = None
-    test_metrics: tuple[str, ...] = ("all/acc", "all/agreement", "all/js", "all/activation_distance",
-                                     "teacher_correct/agreement", "teacher_incorrect/agreement",
-                                     "teacher_incorrect/other_error")
+    test_metrics: tuple[str, ...] = (
+        "all/acc",
+        "all/agreement",
+        "all/js",
+        "all/activation_distance",
+        "teacher_correct/agreement",
+        "teacher_incorrect/agreement",
+        "teacher_incorrect/other_error",
+    )
     test: str = "paired"
     eval: EvalConfig = EvalConfig(every=100)
     chunk_steps: int | None = None
 
     def __post_init__(self):
-        check(isinstance(self.n_seeds, int) and self.n_seeds >= 2,
-              f"n_seeds must be an integer >= 2 (tests over seeds), got {self.n_seeds}")
+        check(
+            isinstance(self.n_seeds, int) and self.n_seeds >= 2,
+            f"n_seeds must be an integer >= 2 (tests over seeds), got {self.n_seeds}",
+        )
         check(len(self.setups) > 0, "no setups: give at least one dataset × model")
         names = [s.name for s in self.setups]
         check(len(set(names)) == len(names), f"setups repeat a dataset:model pair: {names}")
@@ -168,19 +181,30 @@ class Config:
         check(len(self.test_metrics) > 0, "test_metrics is empty: name at least one metric to test")
         names = self.condition_names()
         family = self.family()
-        check(len(family) > 0, "empty family of comparisons: the conditions give nothing to compare with base; "
-                               "add a condition or list comparisons as 'condition:control'")
+        check(
+            len(family) > 0,
+            "empty family of comparisons: the conditions give nothing to compare with base; "
+            "add a condition or list comparisons as 'condition:control'",
+        )
         for a, b in family:
             for c in (a, b):
-                check(c in names, f"comparison {a}:{b} names {c!r}, which is not a condition here; "
-                                  f"conditions: {', '.join(names)}")
+                check(
+                    c in names,
+                    f"comparison {a}:{b} names {c!r}, which is not a condition here; conditions: {', '.join(names)}",
+                )
             check(a != b, f"comparison {a}:{b} compares a condition with itself")
         for s in self.setups:
             self.student_config(s), self.teacher_config(s)
-            check(self.chunk_steps is None or (s.recipe.steps is not None and s.recipe.steps % self.chunk_steps == 0
-                                               and self.chunk_steps % (self.eval.every or 1) == 0),
-                  f"chunk_steps ({self.chunk_steps}) must divide the {s.name} run's steps and be a multiple of "
-                  "eval.every")
+            check(
+                self.chunk_steps is None
+                or (
+                    s.recipe.steps is not None
+                    and s.recipe.steps % self.chunk_steps == 0
+                    and self.chunk_steps % (self.eval.every or 1) == 0
+                ),
+                f"chunk_steps ({self.chunk_steps}) must divide the {s.name} run's steps and be a multiple of "
+                "eval.every",
+            )
 
     def metric_names(self) -> tuple[str, ...]:
         """Every metric a run records (and so may test)."""
@@ -220,18 +244,32 @@ class Config:
 
     def legend(self) -> dict[str, dict]:
         """Each condition's loss and keys, as written in the summary."""
-        out = {"base": {"loss": "CE", "init": "student", "data": "student"},
-               "siddo": {"loss": "CE", "init": "teacher", "data": "student"},
-               "disdo": {"loss": "CE", "init": "student", "data": "teacher"}}
+        out = {
+            "base": {"loss": "CE", "init": "student", "data": "student"},
+            "siddo": {"loss": "CE", "init": "teacher", "data": "student"},
+            "disdo": {"loss": "CE", "init": "student", "data": "teacher"},
+        }
         for a, t in self.kd_points():
-            out[kd_name(a, t)] = {"loss": f"{1 - a:g}·CE + {a:g}·T²·KL(teacher ‖ student), T={t:g}",
-                                  "init": "student", "data": "student", "alpha": a, "temperature": t}
+            out[kd_name(a, t)] = {
+                "loss": f"{1 - a:g}·CE + {a:g}·T²·KL(teacher ‖ student), T={t:g}",
+                "init": "student",
+                "data": "student",
+                "alpha": a,
+                "temperature": t,
+            }
         a, t = self.rcd_alpha, self.rcd_temperature
-        for c, target in (("rcd_fixed", f"softmax(N(0,{self.rcd_scale:g}²)/T), fixed per example"),
-                          ("rcd_step", f"softmax(N(0,{self.rcd_scale:g}²)/T), resampled every step"),
-                          ("rcd_untrained", "an untrained teacher of the same architecture (one per seed)")):
-            out[c] = {"loss": f"{1 - a:g}·CE + {a:g}·T²·KL(target ‖ student), T={t:g}; target: {target}",
-                      "init": "student", "data": "student", "alpha": a, "temperature": t}
+        for c, target in (
+            ("rcd_fixed", f"softmax(N(0,{self.rcd_scale:g}²)/T), fixed per example"),
+            ("rcd_step", f"softmax(N(0,{self.rcd_scale:g}²)/T), resampled every step"),
+            ("rcd_untrained", "an untrained teacher of the same architecture (one per seed)"),
+        ):
+            out[c] = {
+                "loss": f"{1 - a:g}·CE + {a:g}·T²·KL(target ‖ student), T={t:g}; target: {target}",
+                "init": "student",
+                "data": "student",
+                "alpha": a,
+                "temperature": t,
+            }
         return {n: out[n] for n in self.condition_names()}
 
     def objective(self) -> ObjectiveConfig:
@@ -277,8 +315,12 @@ class Config:
         return RunConfig(model=s.model, objective=self.objective(), recipe=s.recipe, data=s.data, eval=self.eval)
 
     def untrained_config(self, s: Setup) -> RunConfig:
-        obj = ObjectiveConfig({"ce": {"weight": 1.0 - self.rcd_alpha},
-                               "kd": {"weight": self.rcd_alpha, "temperature": self.rcd_temperature}})
+        obj = ObjectiveConfig(
+            {
+                "ce": {"weight": 1.0 - self.rcd_alpha},
+                "kd": {"weight": self.rcd_alpha, "temperature": self.rcd_temperature},
+            }
+        )
         return RunConfig(model=s.model, objective=obj, recipe=s.recipe, data=s.data, eval=self.eval)
 
     def keys(self, setup_index: int) -> dict:
@@ -298,14 +340,29 @@ DEFAULT_SETUPS = (
 # CIFAR-10 at the authors' sister-repo recipe (papers.md §2.3): SGD 1e-2, momentum 0.9, wd 5e-4, batch 128,
 # 100 epochs, crop 4 + flip (the teacher then runs live on the student's augmented batch).
 _CIFAR = DataConfig("tfds:cifar10", val_fraction=0.1, crop_padding=4, flip=True)
-_SGD = RecipeConfig(optimizer="momentum", learning_rate=1e-2, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                    steps=None, epochs=100, schedule="cosine")
+_SGD = RecipeConfig(
+    optimizer="momentum",
+    learning_rate=1e-2,
+    momentum=0.9,
+    weight_decay=5e-4,
+    batch_size=128,
+    steps=None,
+    epochs=100,
+    schedule="cosine",
+)
 PRESETS = {
-    "smoke": Config(n_seeds=2, setups=(Setup(_DIGITS, ModelConfig("cnn2d", (4, 8)), RecipeConfig(steps=20)),),
-                    eval=EvalConfig(every=10)),
+    "smoke": Config(
+        n_seeds=2,
+        setups=(Setup(_DIGITS, ModelConfig("cnn2d", (4, 8)), RecipeConfig(steps=20)),),
+        eval=EvalConfig(every=10),
+    ),
     "default": Config(setups=DEFAULT_SETUPS),
-    "paper": Config(setups=tuple(Setup(_CIFAR, ModelConfig(m), _SGD) for m in ("resnet18", "vgg19", "vit_small")),
-                    kd_alphas=(0.1, 0.5, 0.9), kd_temperatures=(1.0, 4.0), eval=EvalConfig(every=None)),
+    "paper": Config(
+        setups=tuple(Setup(_CIFAR, ModelConfig(m), _SGD) for m in ("resnet18", "vgg19", "vit_small")),
+        kd_alphas=(0.1, 0.5, 0.9),
+        kd_temperatures=(1.0, 4.0),
+        eval=EvalConfig(every=None),
+    ),
 }
 
 
@@ -315,8 +372,9 @@ def runlocal(config: Config) -> Config:
     One setup, because every program's first compile (initialisation included) costs seconds on a CPU.
     """
     setup = Setup(_DIGITS, ModelConfig("mlp", (8,)), RecipeConfig(batch_size=32, steps=4))
-    return dataclasses.replace(config, n_seeds=2, setups=(setup,), eval=EvalConfig(every=2),
-                               chunk_steps=2 if config.chunk_steps else None)
+    return dataclasses.replace(
+        config, n_seeds=2, setups=(setup,), eval=EvalConfig(every=2), chunk_steps=2 if config.chunk_steps else None
+    )
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -345,8 +403,9 @@ def _metrics_by_condition(logits_SxGxNxC, diverged_SxG, teacher_logits, labels, 
     return out
 
 
-def run_setup(config: Config, index: int, *, out_dir: str | None = None, resume=False, overwrite=False,
-              progress=True, probe=None) -> dict:
+def run_setup(
+    config: Config, index: int, *, out_dir: str | None = None, resume=False, overwrite=False, progress=True, probe=None
+) -> dict:
     """Train one setup's teachers and students; return per-seed metrics, records and the runs' keys.
 
     ``probe`` (used by ``backdoor_kd``) changes the teacher's training set and adds metrics: an object
@@ -356,30 +415,47 @@ def run_setup(config: Config, index: int, *, out_dir: str | None = None, resume=
     setup = config.setups[index]
     dataset = load_dataset(setup.data.dataset)
     keys = config.keys(index)
-    ckpt = ((lambda name: f"{out_dir}/checkpoints/{index}_{name}") if config.chunk_steps and out_dir
-            else (lambda name: None))
+    ckpt = (
+        (lambda name: f"{out_dir}/checkpoints/{index}_{name}")
+        if config.chunk_steps and out_dir
+        else (lambda name: None)
+    )
     common = dict(chunk_steps=config.chunk_steps, resume=resume, overwrite=overwrite, progress=progress)
     n = config.n_seeds
     t_data = dataset if probe is None else probe.teacher_dataset(dataset)
-    teacher, t_result = train_teacher(config.teacher_config(setup), t_data, keys["teacher"], n_seeds=n,
-                                      per_seed=True, checkpoint_dir=ckpt("teacher"), **common)
+    teacher, t_result = train_teacher(
+        config.teacher_config(setup),
+        t_data,
+        keys["teacher"],
+        n_seeds=n,
+        per_seed=True,
+        checkpoint_dir=ckpt("teacher"),
+        **common,
+    )
     trainer = make_train(config.student_config(setup), dataset, teacher)
     names = config.program_conditions()
-    result = run_sweep(trainer, keys["student"], n, config.grid(), keys=config.run_keys(keys["teacher"],
-                                                                                        keys["student"]),
-                       checkpoint_dir=ckpt("students"), desc=f"{setup.name} students", **common)
+    result = run_sweep(
+        trainer,
+        keys["student"],
+        n,
+        config.grid(),
+        keys=config.run_keys(keys["teacher"], keys["student"]),
+        checkpoint_dir=ckpt("students"),
+        desc=f"{setup.name} students",
+        **common,
+    )
     t_logits = trainer.teacher_inputs["logits"]["test"]  # [S, N, C], eval mode
     labels = trainer.data["y_test"]
-    per_seed = _metrics_by_condition(student_test_logits(result, trainer), result.diverged, t_logits, labels,
-                                     names)
+    per_seed = _metrics_by_condition(student_test_logits(result, trainer), result.diverged, t_logits, labels, names)
     teacher_acc = np.asarray(jnp.mean(jnp.argmax(t_logits, -1) == labels[None], axis=-1), np.float64)
     teacher_metrics = {"all/acc": teacher_acc}
     if probe is not None:
         fn = lambda p, r: probe.metrics(trainer, p, r)  # noqa: E731
         extra = jax.jit(jax.vmap(jax.vmap(fn)))(result.states.params, result.states.rest)  # [S, G]
         for g, name in enumerate(names):
-            per_seed[name] |= {k: np.where(result.diverged[:, g], np.nan, np.asarray(v[:, g], np.float64))
-                               for k, v in extra.items()}
+            per_seed[name] |= {
+                k: np.where(result.diverged[:, g], np.nan, np.asarray(v[:, g], np.float64)) for k, v in extra.items()
+            }
         t_extra = jax.jit(jax.vmap(lambda p, r: fn({"model": p}, r)))(teacher.params, teacher.rest)
         teacher_metrics |= {k: np.asarray(v, np.float64) for k, v in t_extra.items()}
     programs = 2
@@ -387,22 +463,36 @@ def run_setup(config: Config, index: int, *, out_dir: str | None = None, resume=
         u_teacher = untrained_teacher(teacher.model, keys["untrained"], n)
         u_trainer = make_train(config.untrained_config(setup), dataset, u_teacher)
         u_keys = seed_run_keys(keys["student"], n)  # the base condition's keys: paired with base seed by seed
-        u_result = run_sweep(u_trainer, keys["student"], n, keys=u_keys, checkpoint_dir=ckpt("untrained"),
-                             desc=f"{setup.name} rcd_untrained", **common)
-        per_seed |= _metrics_by_condition(student_test_logits(u_result, u_trainer), u_result.diverged, t_logits,
-                                          labels, ["rcd_untrained"])
+        u_result = run_sweep(
+            u_trainer,
+            keys["student"],
+            n,
+            keys=u_keys,
+            checkpoint_dir=ckpt("untrained"),
+            desc=f"{setup.name} rcd_untrained",
+            **common,
+        )
+        per_seed |= _metrics_by_condition(
+            student_test_logits(u_result, u_trainer), u_result.diverged, t_logits, labels, ["rcd_untrained"]
+        )
         if probe is not None:
             u_extra = jax.jit(jax.vmap(jax.vmap(fn)))(u_result.states.params, u_result.states.rest)
             per_seed["rcd_untrained"] |= {
                 k: np.where(u_result.diverged[:, 0], np.nan, np.asarray(v[:, 0], np.float64))
-                for k, v in u_extra.items()}
+                for k, v in u_extra.items()
+            }
         programs += 1
     diverged = {n: result.diverged[:, g] for g, n in enumerate(names)}
     if "rcd_untrained" in per_seed:
         diverged["rcd_untrained"] = u_result.diverged[:, 0]
-    return {"setup": setup, "per_seed": per_seed, "teacher_acc": teacher_acc, "teacher": teacher_metrics,
-            "programs": programs,
-            "records": _records(config, setup, per_seed, teacher_metrics, diverged, trainer.steps)}
+    return {
+        "setup": setup,
+        "per_seed": per_seed,
+        "teacher_acc": teacher_acc,
+        "teacher": teacher_metrics,
+        "programs": programs,
+        "records": _records(config, setup, per_seed, teacher_metrics, diverged, trainer.steps),
+    }
 
 
 def _whose(condition: str, s: int) -> tuple[str, str]:
@@ -417,17 +507,39 @@ def _records(config: Config, setup: Setup, per_seed: dict, teacher: dict, diverg
     base = {"setup": setup.name, "dataset": setup.data.dataset, "model": setup.model.name, "step": int(step)}
     for metric, values in teacher.items():
         for s, v in enumerate(values):
-            rows.append({**base, "condition": "teacher", "seed": s, "init_seed": f"teacher:{s}",
-                         "data_seed": f"teacher:{s}", "alpha": "", "temperature": "", "metric": metric,
-                         "value": float(v), "diverged": False})
+            rows.append(
+                {
+                    **base,
+                    "condition": "teacher",
+                    "seed": s,
+                    "init_seed": f"teacher:{s}",
+                    "data_seed": f"teacher:{s}",
+                    "alpha": "",
+                    "temperature": "",
+                    "metric": metric,
+                    "value": float(v),
+                    "diverged": False,
+                }
+            )
     for cond, metrics in per_seed.items():
         a, t = legend[cond].get("alpha", ""), legend[cond].get("temperature", "")
         for metric in sorted(metrics):
             for s, v in enumerate(metrics[metric]):
                 init, data = _whose(cond, s)
-                rows.append({**base, "condition": cond, "seed": s, "init_seed": init, "data_seed": data,
-                             "alpha": a, "temperature": t, "metric": metric, "value": float(v),
-                             "diverged": bool(diverged[cond][s])})
+                rows.append(
+                    {
+                        **base,
+                        "condition": cond,
+                        "seed": s,
+                        "init_seed": init,
+                        "data_seed": data,
+                        "alpha": a,
+                        "temperature": t,
+                        "metric": metric,
+                        "value": float(v),
+                        "diverged": bool(diverged[cond][s]),
+                    }
+                )
     return rows
 
 
@@ -435,19 +547,25 @@ def analyse(config: Config, per_seed: dict, teacher: dict) -> dict:
     """Summaries, the test family and the payoffs of one setup from ``{condition: {metric: [S]}}``
     (``teacher``: ``{metric: [S]}`` of the teachers)."""
     paired = stats.FAMILY_TESTS[config.test]
-    summary = {"teacher": {k: stats.summarize(v) for k, v in teacher.items()},
-               "conditions": {c: {k: stats.summarize(v) for k, v in m.items()} for c, m in per_seed.items()}}
+    summary = {
+        "teacher": {k: stats.summarize(v) for k, v in teacher.items()},
+        "conditions": {c: {k: stats.summarize(v) for k, v in m.items()} for c, m in per_seed.items()},
+    }
     family = config.family()
-    summary["tests"] = {metric: stats.compare_family({f"{a} - {b}": (per_seed[a][metric], per_seed[b][metric])
-                                                      for a, b in family}, test=config.test)
-                        for metric in config.test_metrics}
+    summary["tests"] = {
+        metric: stats.compare_family(
+            {f"{a} - {b}": (per_seed[a][metric], per_seed[b][metric]) for a, b in family}, test=config.test
+        )
+        for metric in config.test_metrics
+    }
     payoff = {}
     controls = [c for c in ("base", "siddo") if c in per_seed]
     for cond in per_seed:
         if cond.startswith(("kd_", "rcd")):
             for ctl in controls:
-                payoff[f"{cond} vs {ctl}"] = asymmetric_payoff(per_seed[cond], per_seed[ctl], paired=paired,
-                                                               n_resamples=1000)
+                payoff[f"{cond} vs {ctl}"] = asymmetric_payoff(
+                    per_seed[cond], per_seed[ctl], paired=paired, n_resamples=1000
+                )
     summary["payoff"] = payoff
     return summary
 
@@ -461,11 +579,18 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         runs.append(r)
         rows += r["records"]
         summary[r["setup"].name] = {"programs": r["programs"], **analyse(config, r["per_seed"], r["teacher"])}
-    out = {"setups": summary, "legend": config.legend(),
-           "family": {"comparisons": [f"{a} - {b}" for a, b in config.family()], "test": config.test,
-                      "correction": "Holm within each (setup, metric)", "metrics": list(config.test_metrics)},
-           "when": "final step; student s vs its own teacher s on the test set",
-           "compiled_programs": sum(r["programs"] for r in runs)}  # training sweeps
+    out = {
+        "setups": summary,
+        "legend": config.legend(),
+        "family": {
+            "comparisons": [f"{a} - {b}" for a, b in config.family()],
+            "test": config.test,
+            "correction": "Holm within each (setup, metric)",
+            "metrics": list(config.test_metrics),
+        },
+        "when": "final step; student s vs its own teacher s on the test set",
+        "compiled_programs": sum(r["programs"] for r in runs),
+    }  # training sweeps
     figures = {"figure.png": _metric_figure(config, out), "payoff.png": _payoff_figure(config, out)}
     write_outputs(out_dir, config=config, rows=rows, summary=out, figures=figures)
     return out
@@ -482,11 +607,18 @@ def _metric_figure(config: Config, summary: dict) -> bytes:
         conds = list(s["conditions"])
         for j, metric in enumerate(PLOT_METRICS):
             ref = s["teacher"]["all/acc"]["mean"] if metric == "all/acc" else None
-            plotting.points_with_ci(axes[i, j], conds, [s["conditions"][c][metric] for c in conds],
-                                 ylabel=metric, reference=ref, reference_label="teacher" if ref is not None else None)
+            plotting.points_with_ci(
+                axes[i, j],
+                conds,
+                [s["conditions"][c][metric] for c in conds],
+                ylabel=metric,
+                reference=ref,
+                reference_label="teacher" if ref is not None else None,
+            )
             axes[i, j].set_title(name, fontsize=8)
-    fig.suptitle(f"student vs its own teacher, test set, final step; mean and 95% CI over {config.n_seeds} seeds",
-                 fontsize=9)
+    fig.suptitle(
+        f"student vs its own teacher, test set, final step; mean and 95% CI over {config.n_seeds} seeds", fontsize=9
+    )
     return plotting.to_png(fig)
 
 
@@ -498,12 +630,24 @@ def _payoff_figure(config: Config, summary: dict) -> bytes:
         pay = summary["setups"][name]["payoff"]
         for j, (label, p) in enumerate((k, v) for k, v in pay.items() if k.endswith(" vs base")):
             x, y = p["teacher_correct/relative_gain"], p["teacher_incorrect/relative_gain"]
-            xe = [[max(x - p["teacher_correct/relative_gain_ci_low"], 0)],
-                  [max(p["teacher_correct/relative_gain_ci_high"] - x, 0)]]
-            ye = [[max(y - p["teacher_incorrect/relative_gain_ci_low"], 0)],
-                  [max(p["teacher_incorrect/relative_gain_ci_high"] - y, 0)]]
-            ax.errorbar([x], [y], xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="o", color=f"C{j}",
-                        capsize=2, label=label.removesuffix(" vs base"))
+            xe = [
+                [max(x - p["teacher_correct/relative_gain_ci_low"], 0)],
+                [max(p["teacher_correct/relative_gain_ci_high"] - x, 0)],
+            ]
+            ye = [
+                [max(y - p["teacher_incorrect/relative_gain_ci_low"], 0)],
+                [max(p["teacher_incorrect/relative_gain_ci_high"] - y, 0)],
+            ]
+            ax.errorbar(
+                [x],
+                [y],
+                xerr=np.nan_to_num(xe),
+                yerr=np.nan_to_num(ye),
+                fmt="o",
+                color=f"C{j}",
+                capsize=2,
+                label=label.removesuffix(" vs base"),
+            )
         lim = ax.get_xlim() + ax.get_ylim()
         lo, hi = min(lim), max(lim)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
@@ -516,6 +660,5 @@ def _payoff_figure(config: Config, summary: dict) -> bytes:
         ax.set_ylabel("relative gain in copying, teacher incorrect")
         ax.set_title(f"{name} (vs base)", fontsize=8)
         ax.legend(fontsize=6)
-    fig.suptitle("asymmetric payoff: above the diagonal = errors copied relatively more (95% bootstrap CI)",
-                 fontsize=9)
+    fig.suptitle("asymmetric payoff: above the diagonal = errors copied relatively more (95% bootstrap CI)", fontsize=9)
     return plotting.to_png(fig)

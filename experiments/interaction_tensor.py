@@ -100,8 +100,9 @@ class Config:
     chunk_steps: int | None = None
 
     def __post_init__(self):
-        check(self.n_seeds >= 2, f"n_seeds (models per group) must be at least 2 for group statistics, "
-                                 f"got {self.n_seeds}")
+        check(
+            self.n_seeds >= 2, f"n_seeds (models per group) must be at least 2 for group statistics, got {self.n_seeds}"
+        )
         check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
         check(0 < self.alpha < 1, f"alpha must lie in (0, 1), got {self.alpha}")
         check(self.k >= 1, f"k must be >= 1, got {self.k}")
@@ -113,12 +114,14 @@ class Config:
 
     def run_configs(self) -> dict[str, RunConfig]:
         """The teachers', baselines' and KD students' RunConfig."""
-        kd = ObjectiveConfig({"ce": {"weight": 1.0 - self.alpha},
-                              "kd": {"weight": self.alpha, "temperature": self.temperature}})
-        return {"teacher": RunConfig(model=self.teacher_model, recipe=self.teacher_recipe, data=self.data,
-                                     eval=self.eval),
-                "baseline": RunConfig(model=self.model, recipe=self.recipe, data=self.data, eval=self.eval),
-                "kd": RunConfig(model=self.model, objective=kd, recipe=self.recipe, data=self.data, eval=self.eval)}
+        kd = ObjectiveConfig(
+            {"ce": {"weight": 1.0 - self.alpha}, "kd": {"weight": self.alpha, "temperature": self.temperature}}
+        )
+        return {
+            "teacher": RunConfig(model=self.teacher_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval),
+            "baseline": RunConfig(model=self.model, recipe=self.recipe, data=self.data, eval=self.eval),
+            "kd": RunConfig(model=self.model, objective=kd, recipe=self.recipe, data=self.data, eval=self.eval),
+        }
 
     def layers(self) -> dict[str, str]:
         t = self.teacher_layer or self.layer
@@ -126,14 +129,29 @@ class Config:
 
 
 PRESETS = {
-    "smoke": Config(n_seeds=2, teacher_model=ModelConfig("cnn2d", (8, 16)), teacher_recipe=RecipeConfig(steps=40),
-                    model=ModelConfig("cnn2d", (4, 8)), recipe=RecipeConfig(steps=40), eval=EvalConfig(every=20),
-                    k=10, n_bootstrap=100, n_permutations=100),
+    "smoke": Config(
+        n_seeds=2,
+        teacher_model=ModelConfig("cnn2d", (8, 16)),
+        teacher_recipe=RecipeConfig(steps=40),
+        model=ModelConfig("cnn2d", (4, 8)),
+        recipe=RecipeConfig(steps=40),
+        eval=EvalConfig(every=20),
+        k=10,
+        n_bootstrap=100,
+        n_permutations=100,
+    ),
     "default": Config(),
-    "paper": Config(n_seeds=20, data=DataConfig("tfds:cifar100", crop_padding=4, flip=True, rotation=15.0),
-                    teacher_model=ModelConfig("resnet152"), teacher_recipe=_WDSL,
-                    model=ModelConfig("resnet18"), recipe=_WDSL, layer="stage4", eval=EvalConfig(every=None),
-                    chunk_steps=None),
+    "paper": Config(
+        n_seeds=20,
+        data=DataConfig("tfds:cifar100", crop_padding=4, flip=True, rotation=15.0),
+        teacher_model=ModelConfig("resnet152"),
+        teacher_recipe=_WDSL,
+        model=ModelConfig("resnet18"),
+        recipe=_WDSL,
+        layer="stage4",
+        eval=EvalConfig(every=None),
+        chunk_steps=None,
+    ),
 }
 
 
@@ -146,14 +164,18 @@ def _check_layers(config: Config, dataset, n_test: int) -> None:
         model = make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
         specs[group] = model
         x = jax.ShapeDtypeStruct((1, *dataset.in_shape), np.float32)
-        feats = jax.eval_shape(lambda k, x, model=model: model.apply(*model.init(k), x, train=False)[1],
-                               jax.random.key(0), x)
+        feats = jax.eval_shape(
+            lambda k, x, model=model: model.apply(*model.init(k), x, train=False)[1], jax.random.key(0), x
+        )
         name = layers[group]
         who = "teacher" if group == "teacher" else "student"
         check(name in feats, f"the {who} model {m.name} has no layer {name!r}; it has: {', '.join(sorted(feats))}")
         d = int(np.prod(feats[name].shape[1:]))
-        check(config.k <= min(d, n_test), f"k = {config.k} exceeds min(D, N) = {min(d, n_test)} for the {who}'s "
-                                          f"layer {name!r} (D = {d}, N = {n_test} test samples); lower k")
+        check(
+            config.k <= min(d, n_test),
+            f"k = {config.k} exceeds min(D, N) = {min(d, n_test)} for the {who}'s "
+            f"layer {name!r} (D = {d}, N = {n_test} test samples); lower k",
+        )
     check_objective(cfgs["kd"], specs["baseline"], specs["teacher"])
 
 
@@ -168,27 +190,36 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
 
     trainers, sweeps = {}, {}
     trainers["teacher"] = make_train(cfgs["teacher"], dataset)
-    sweeps["teacher"] = run_sweep(trainers["teacher"], keys["teacher"], n, checkpoint_dir=ckpt("teacher"),
-                                  desc="teachers", **sweep_kw)
-    check(not sweeps["teacher"].diverged.any(),
-          f"teacher seeds {np.flatnonzero(sweeps['teacher'].diverged[:, 0]).tolist()} diverged; lower the "
-          "teacher's learning rate")
+    sweeps["teacher"] = run_sweep(
+        trainers["teacher"], keys["teacher"], n, checkpoint_dir=ckpt("teacher"), desc="teachers", **sweep_kw
+    )
+    check(
+        not sweeps["teacher"].diverged.any(),
+        f"teacher seeds {np.flatnonzero(sweeps['teacher'].diverged[:, 0]).tolist()} diverged; lower the "
+        "teacher's learning rate",
+    )
     t_states = sweeps["teacher"].states
-    teacher = Teacher(trainers["teacher"].model, jax.tree.map(lambda a: a[:, 0], t_states.params["model"]),
-                      jax.tree.map(lambda a: a[:, 0], t_states.rest), per_seed=True)
+    teacher = Teacher(
+        trainers["teacher"].model,
+        jax.tree.map(lambda a: a[:, 0], t_states.params["model"]),
+        jax.tree.map(lambda a: a[:, 0], t_states.rest),
+        per_seed=True,
+    )
     trainers["baseline"] = make_train(cfgs["baseline"], dataset)
     trainers["kd"] = make_train(cfgs["kd"], dataset, teacher)
     for group in ("baseline", "kd"):
-        sweeps[group] = run_sweep(trainers[group], keys[group], n, checkpoint_dir=ckpt(group), desc=group,
-                                  **sweep_kw)
+        sweeps[group] = run_sweep(trainers[group], keys[group], n, checkpoint_dir=ckpt(group), desc=group, **sweep_kw)
 
     # Final models of each group -> test-set logits and activations at the layer (flattened).
     x_test, y_test = dataset.x_test, np.asarray(dataset.y_test)
     acts, probs, preds, group_of, seeds = [], [], [], [], {}
     for group in GROUPS:
         ens = from_sweep(sweeps[group], trainers[group], [group])
-        check(len(ens) >= 2, f"only {len(ens)} {group} model(s) finished without diverging; every group needs "
-                             "at least 2 (lower the learning rate)")
+        check(
+            len(ens) >= 2,
+            f"only {len(ens)} {group} model(s) finished without diverging; every group needs "
+            "at least 2 (lower the learning rate)",
+        )
         out = predict(ens, x_test, features=(layers[group],), batch_size=config.eval.batch_size)
         f = np.asarray(out["features"][layers[group]], np.float32)
         acts.extend(list(f.reshape(f.shape[0], f.shape[1], -1)))
@@ -199,9 +230,15 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         seeds[group] = [m["seed"] for m in ens.members]
     probs_all = np.concatenate(probs)
     del out
-    it = interaction.interaction_tensor(acts, k=config.k, corr_percentile=config.corr_percentile,
-                                        data_quantile=config.data_quantile, center=config.center,
-                                        int32_quirk=config.int32_quirk, seed=config.seed)
+    it = interaction.interaction_tensor(
+        acts,
+        k=config.k,
+        corr_percentile=config.corr_percentile,
+        data_quantile=config.data_quantile,
+        center=config.center,
+        int32_quirk=config.int32_quirk,
+        seed=config.seed,
+    )
     del acts
     omega = it.omega
     group_of = np.asarray(group_of)
@@ -215,8 +252,14 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     figure = _figure(omega, idx, summary, config, dataset)
     buf = io.BytesIO()
     np.savez_compressed(buf, omega=omega, assign=it.assign, group=group_of.astype("U8"))
-    write_outputs(out_dir, config=config, rows=train_rows, summary=summary, figures={"figure.png": figure},
-                  extra={"interaction.csv": results.records_csv(rows), "omega.npz": buf.getvalue()})
+    write_outputs(
+        out_dir,
+        config=config,
+        rows=train_rows,
+        summary=summary,
+        figures={"figure.png": figure},
+        extra={"interaction.csv": results.records_csv(rows), "omega.npz": buf.getvalue()},
+    )
     return summary
 
 
@@ -236,19 +279,43 @@ def _analyse(config, it, idx, probs, preds, y_test, sweeps, num_classes):
             "n_models": int(len(idx[g])),
             "stats": interaction.group_summary(omega, idx[g]),
             "bootstrap": boot,
-            "per_sample_count": {"mean": float(counts.mean()), "median": float(np.median(counts)),
-                                 "max": int(counts.max())},
+            "per_sample_count": {
+                "mean": float(counts.mean()),
+                "median": float(np.median(counts)),
+                "max": int(counts.max()),
+            },
             "confidence_vs_count": {k: conf[k] for k in ("spearman", "spearman_p", "pearson", "pearson_p")},
             "final_test_acc": stats.summarize(acc.mean(axis=1)),
             "training": results.summarize_sweep(sweeps[g], [g])[g].get("test/acc"),
         }
         for stat, ci in boot.items():
-            rows.append({"group": g, "condition": g, "seed": "", "step": "", "metric": f"it/{stat}",
-                         "value": ci["value"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "diverged": False})
-        rows.append({"group": g, "condition": g, "seed": "", "step": "", "metric": "it/spearman_conf_count",
-                     "value": conf["spearman"], "diverged": False})
-    claim = interaction.permutation_test(omega, idx["kd"], idx["baseline"], n_permutations=config.n_permutations,
-                                         seed=config.seed)
+            rows.append(
+                {
+                    "group": g,
+                    "condition": g,
+                    "seed": "",
+                    "step": "",
+                    "metric": f"it/{stat}",
+                    "value": ci["value"],
+                    "ci_low": ci["ci_low"],
+                    "ci_high": ci["ci_high"],
+                    "diverged": False,
+                }
+            )
+        rows.append(
+            {
+                "group": g,
+                "condition": g,
+                "seed": "",
+                "step": "",
+                "metric": "it/spearman_conf_count",
+                "value": conf["spearman"],
+                "diverged": False,
+            }
+        )
+    claim = interaction.permutation_test(
+        omega, idx["kd"], idx["baseline"], n_permutations=config.n_permutations, seed=config.seed
+    )
     claim["claim"] = "KD students use fewer unique features, each reused more often, than baselines"
     claim["holds_at_0.05"] = bool(claim["p_both"] < 0.05)
     claim["direction_agrees"] = bool(claim["delta_unique"] < 0 and claim["delta_occurrences"] > 0)
@@ -257,33 +324,69 @@ def _analyse(config, it, idx, probs, preds, y_test, sweeps, num_classes):
 
     base_preds = preds[GROUPS.index("baseline")]
     t_probs = probs[idx["teacher"]]
-    s_bar = {"teacher0": interaction.class_average_probs(t_probs[0], y_test, num_classes),
-             "teacher_mean": np.mean([interaction.class_average_probs(p, y_test, num_classes) for p in t_probs], 0)}
+    s_bar = {
+        "teacher0": interaction.class_average_probs(t_probs[0], y_test, num_classes),
+        "teacher_mean": np.mean([interaction.class_average_probs(p, y_test, num_classes) for p in t_probs], 0),
+    }
     confusion = {}
     for name, s in s_bar.items():
         res = interaction.confusion_similarity_over_seeds(s, list(base_preds), y_test)
         confusion[name] = res
         for metric, v in res.items():
-            rows.append({"group": "baseline", "condition": f"confusion_vs_{name}", "seed": "", "step": "",
-                         "metric": f"confusion/{metric}", "value": v["mean"], "ci_low": v["ci_low"],
-                         "ci_high": v["ci_high"], "diverged": False})
+            rows.append(
+                {
+                    "group": "baseline",
+                    "condition": f"confusion_vs_{name}",
+                    "seed": "",
+                    "step": "",
+                    "metric": f"confusion/{metric}",
+                    "value": v["mean"],
+                    "ci_low": v["ci_low"],
+                    "ci_high": v["ci_high"],
+                    "diverged": False,
+                }
+            )
     acc_b = groups["baseline"]["final_test_acc"]
     summary = {
-        "tensor": {"shape": [int(m), int(n), int(t)], "num_features": int(t), "gamma": float(it.gamma),
-                   "timings_s": it.timings, "k": config.k},
+        "tensor": {
+            "shape": [int(m), int(n), int(t)],
+            "num_features": int(t),
+            "gamma": float(it.gamma),
+            "timings_s": it.timings,
+            "k": config.k,
+        },
         "groups": groups,
         "claim_test": claim,
         "common_features": common,
         "confusion_vs_teacher": confusion,
         "accuracy_note": f"final-model test accuracy: baseline {acc_b['mean']:.3f}, "
-                         f"kd {groups['kd']['final_test_acc']['mean']:.3f}, "
-                         f"teacher {groups['teacher']['final_test_acc']['mean']:.3f}",
+        f"kd {groups['kd']['final_test_acc']['mean']:.3f}, "
+        f"teacher {groups['teacher']['final_test_acc']['mean']:.3f}",
     }
-    rows.append({"group": "kd-baseline", "condition": "claim", "seed": "", "step": "", "metric": "it/delta_unique",
-                 "value": claim["delta_unique"], "p": claim["p_fewer_unique"], "diverged": False})
-    rows.append({"group": "kd-baseline", "condition": "claim", "seed": "", "step": "",
-                 "metric": "it/delta_occurrences", "value": claim["delta_occurrences"],
-                 "p": claim["p_more_occurrences"], "diverged": False})
+    rows.append(
+        {
+            "group": "kd-baseline",
+            "condition": "claim",
+            "seed": "",
+            "step": "",
+            "metric": "it/delta_unique",
+            "value": claim["delta_unique"],
+            "p": claim["p_fewer_unique"],
+            "diverged": False,
+        }
+    )
+    rows.append(
+        {
+            "group": "kd-baseline",
+            "condition": "claim",
+            "seed": "",
+            "step": "",
+            "metric": "it/delta_occurrences",
+            "value": claim["delta_occurrences"],
+            "p": claim["p_more_occurrences"],
+            "diverged": False,
+        }
+    )
     return summary, rows
 
 
@@ -293,8 +396,12 @@ def _figure(omega, idx, summary, config, dataset) -> bytes:
     for g in GROUPS:
         curve = interaction.frequency_curve(omega, idx[g], used_only=True)[::-1]
         s = summary["groups"][g]["stats"]
-        axes[0, 0].plot(np.arange(1, curve.size + 1), curve, color=colors[g],
-                        label=f"{g}: {s['unique_features']} used, {s['occurrences_per_feature']:.0f} occ./feature")
+        axes[0, 0].plot(
+            np.arange(1, curve.size + 1),
+            curve,
+            color=colors[g],
+            label=f"{g}: {s['unique_features']} used, {s['occurrences_per_feature']:.0f} occ./feature",
+        )
         counts = interaction.sample_feature_count(omega, idx[g])
         axes[0, 1].hist(counts, bins=30, histtype="step", color=colors[g], label=f"{g} (mean {counts.mean():.1f})")
     axes[0, 0].set_xlabel("feature rank (used features, by frequency)")
@@ -304,18 +411,31 @@ def _figure(omega, idx, summary, config, dataset) -> bytes:
     axes[0, 1].set_ylabel("test samples")
     axes[0, 1].legend(fontsize=6)
     c = summary["claim_test"]
-    fig.suptitle(f"{dataset.name}: {config.n_seeds} per group; Ω {tuple(summary['tensor']['shape'])}; "
-                 f"KD−baseline Δunique {c['delta_unique']:.0f} (p {c['p_fewer_unique']:.3g}), "
-                 f"Δocc {c['delta_occurrences']:.0f} (p {c['p_more_occurrences']:.3g})", fontsize=7)
+    fig.suptitle(
+        f"{dataset.name}: {config.n_seeds} per group; Ω {tuple(summary['tensor']['shape'])}; "
+        f"KD−baseline Δunique {c['delta_unique']:.0f} (p {c['p_fewer_unique']:.3g}), "
+        f"Δocc {c['delta_occurrences']:.0f} (p {c['p_more_occurrences']:.3g})",
+        fontsize=7,
+    )
     return plotting.to_png(fig)
 
 
 def runlocal(config: Config) -> Config:
     """Any preset shrunk to a CPU smoke run: digits, tiny cnn2d models, 2 per group, a few steps."""
     layer = "block1"
-    return dataclasses.replace(config, n_seeds=2, data=DataConfig("digits"),
-                               teacher_model=ModelConfig("cnn2d", (4, 8)), model=ModelConfig("cnn2d", (4, 4)),
-                               teacher_recipe=RecipeConfig(steps=4), recipe=RecipeConfig(steps=4),
-                               eval=EvalConfig(every=2), layer=layer, teacher_layer=None, k=min(config.k, 8),
-                               n_bootstrap=20, n_permutations=20, chunk_steps=2 if config.chunk_steps else None)
-
+    return dataclasses.replace(
+        config,
+        n_seeds=2,
+        data=DataConfig("digits"),
+        teacher_model=ModelConfig("cnn2d", (4, 8)),
+        model=ModelConfig("cnn2d", (4, 4)),
+        teacher_recipe=RecipeConfig(steps=4),
+        recipe=RecipeConfig(steps=4),
+        eval=EvalConfig(every=2),
+        layer=layer,
+        teacher_layer=None,
+        k=min(config.k, 8),
+        n_bootstrap=20,
+        n_permutations=20,
+        chunk_steps=2 if config.chunk_steps else None,
+    )

@@ -90,8 +90,10 @@ class Config:
     eval: EvalConfig = EvalConfig(every=None)
 
     def __post_init__(self):
-        check(isinstance(self.n_seeds, int) and self.n_seeds >= 2,
-              f"n_seeds must be an integer >= 2 (bootstrap over seeds), got {self.n_seeds}")
+        check(
+            isinstance(self.n_seeds, int) and self.n_seeds >= 2,
+            f"n_seeds must be an integer >= 2 (bootstrap over seeds), got {self.n_seeds}",
+        )
         check(len(self.series) > 0, "no series: give at least one series of student shapes")
         check(len({s.name for s in self.series}) == len(self.series), "series repeat a name")
         for s in self.series:
@@ -104,11 +106,12 @@ class Config:
         check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
         check(self.n_resamples >= 100, f"n_resamples must be >= 100, got {self.n_resamples}")
         family = self.family()
-        check(len(family) > 0, "empty family of comparisons: keep at least two conditions or list comparisons "
-                               "as 'a:b'")
+        check(len(family) > 0, "empty family of comparisons: keep at least two conditions or list comparisons as 'a:b'")
         for a, b in family:
-            check(a in self.conditions and b in self.conditions and a != b,
-                  f"comparison {a}:{b} must name two different conditions of {self.conditions}")
+            check(
+                a in self.conditions and b in self.conditions and a != b,
+                f"comparison {a}:{b} must name two different conditions of {self.conditions}",
+            )
         RunConfig(model=self.teacher, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
         for m in self.shapes():
             self.student_config(m)
@@ -134,8 +137,13 @@ class Config:
     def objective(self) -> ObjectiveConfig:
         terms = {"ce": {"weight": 1.0}, "kd": {"weight": 0.0, "temperature": self.temperature}}
         if "rcd" in self.conditions:
-            terms["rcd"] = {"kind": "rcd", "weight": 0.0, "temperature": self.temperature, "per_example": True,
-                            "scale": self.rcd_scale}
+            terms["rcd"] = {
+                "kind": "rcd",
+                "weight": 0.0,
+                "temperature": self.temperature,
+                "per_example": True,
+                "scale": self.rcd_scale,
+            }
         return ObjectiveConfig(terms)
 
     def grid(self) -> dict[str, list[float]]:
@@ -153,29 +161,59 @@ class Config:
 
 
 def _mlp_series(widths, depths, depth_width):
-    return (Series("width", tuple(ModelConfig("mlp", (w,)) for w in widths)),
-            Series("depth", tuple(ModelConfig("mlp", (depth_width,) * d) for d in depths)))
+    return (
+        Series("width", tuple(ModelConfig("mlp", (w,)) for w in widths)),
+        Series("depth", tuple(ModelConfig("mlp", (depth_width,) * d) for d in depths)),
+    )
 
 
 _CIFAR = DataConfig("tfds:cifar10", val_fraction=0.1, crop_padding=4, flip=True)
-_SGD = RecipeConfig(optimizer="momentum", learning_rate=1e-2, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                    steps=None, epochs=100, schedule="cosine")
+_SGD = RecipeConfig(
+    optimizer="momentum",
+    learning_rate=1e-2,
+    momentum=0.9,
+    weight_decay=5e-4,
+    batch_size=128,
+    steps=None,
+    epochs=100,
+    schedule="cosine",
+)
 PRESETS = {
-    "smoke": Config(n_seeds=2, series=_mlp_series((4, 8), (1, 2), 4), teacher=ModelConfig("mlp", (32,)),
-                    teacher_recipe=RecipeConfig(steps=20), recipe=RecipeConfig(steps=20), n_resamples=200),
+    "smoke": Config(
+        n_seeds=2,
+        series=_mlp_series((4, 8), (1, 2), 4),
+        teacher=ModelConfig("mlp", (32,)),
+        teacher_recipe=RecipeConfig(steps=20),
+        recipe=RecipeConfig(steps=20),
+        n_resamples=200,
+    ),
     "default": Config(series=_mlp_series((4, 8, 16, 32, 64, 128), (1, 2, 3, 4), 16)),
-    "paper": Config(data=_CIFAR, teacher=ModelConfig("resnet18"), teacher_recipe=_SGD, recipe=_SGD,
-                    series=(Series("depth", tuple(ModelConfig(f"resnet{d}") for d in (8, 14, 20, 32, 56))),
-                            Series("width", tuple(ModelConfig(f"wrn_16_{k}") for k in (1, 2))))),
+    "paper": Config(
+        data=_CIFAR,
+        teacher=ModelConfig("resnet18"),
+        teacher_recipe=_SGD,
+        recipe=_SGD,
+        series=(
+            Series("depth", tuple(ModelConfig(f"resnet{d}") for d in (8, 14, 20, 32, 56))),
+            Series("width", tuple(ModelConfig(f"wrn_16_{k}") for k in (1, 2))),
+        ),
+    ),
 }
 
 
 def runlocal(config: Config) -> Config:
     """Any preset shrunk to a CPU smoke run: digits, tiny MLPs (one width and one depth step), 4 steps, 2 seeds."""
     return dataclasses.replace(
-        config, n_seeds=2, data=DataConfig("digits", val_fraction=0.1), teacher=ModelConfig("mlp", (8,)),
-        teacher_recipe=RecipeConfig(batch_size=32, steps=4), recipe=RecipeConfig(batch_size=32, steps=4),
-        series=_mlp_series((4, 8), (1, 2), 4), n_resamples=200, eval=EvalConfig(every=2))
+        config,
+        n_seeds=2,
+        data=DataConfig("digits", val_fraction=0.1),
+        teacher=ModelConfig("mlp", (8,)),
+        teacher_recipe=RecipeConfig(batch_size=32, steps=4),
+        recipe=RecipeConfig(batch_size=32, steps=4),
+        series=_mlp_series((4, 8), (1, 2), 4),
+        n_resamples=200,
+        eval=EvalConfig(every=2),
+    )
 
 
 def _student_metrics(result, trainer, teacher_logits, labels) -> dict:
@@ -185,9 +223,11 @@ def _student_metrics(result, trainer, teacher_logits, labels) -> dict:
     out = []
     for g in range(logits.shape[1]):
         m = jax.jit(functional_metrics_over_seeds)(logits[:, g], teacher_logits, labels)
-        vals = {"error": 1.0 - np.asarray(m["all/acc"], np.float64),
-                "disagreement": 1.0 - np.asarray(m["all/agreement"], np.float64),
-                "js": np.asarray(m["all/js"], np.float64)}
+        vals = {
+            "error": 1.0 - np.asarray(m["all/acc"], np.float64),
+            "disagreement": 1.0 - np.asarray(m["all/agreement"], np.float64),
+            "js": np.asarray(m["all/js"], np.float64),
+        }
         out.append({k: np.where(result.diverged[:, g], np.nan, v) for k, v in vals.items()})
     return out
 
@@ -207,44 +247,75 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         labels = trainer.data["y_test"]
         teacher_acc = float(jnp.mean(jnp.argmax(t_logits, -1) == labels))
         # The same student key for every shape: seed s draws the same data order in every program.
-        result = run_sweep(trainer, k_student, config.n_seeds, config.grid(), progress=progress,
-                           desc=f"{model.name}{list(model.widths or ())}")
+        result = run_sweep(
+            trainer,
+            k_student,
+            config.n_seeds,
+            config.grid(),
+            progress=progress,
+            desc=f"{model.name}{list(model.widths or ())}",
+        )
         per_shape.append(_student_metrics(result, trainer, t_logits, labels))
         n_params.append(make_model(model.name, dataset.in_shape, dataset.num_classes, model.widths).num_params())
     shape_index = {m: i for i, m in enumerate(config.shapes())}
-    teacher_params = make_model(config.teacher.name, dataset.in_shape, dataset.num_classes,
-                                config.teacher.widths).num_params()
+    teacher_params = make_model(
+        config.teacher.name, dataset.in_shape, dataset.num_classes, config.teacher.widths
+    ).num_params()
     rows, fits, shapes_summary = [], {}, {}
     for s in config.series:
         idx = [shape_index[m] for m in s.models]
         sizes = np.array([n_params[i] for i in idx], np.float64)
         fits[s.name] = {}
         for metric in METRICS:
-            per_seed = {c: np.stack([per_shape[i][g][metric] for i in idx])
-                        for g, c in enumerate(config.conditions)}  # [P, S]
-            fits[s.name][metric] = stats.power_law_exponents(sizes, per_seed, comparisons=config.family(),
-                                                             n_resamples=config.n_resamples, seed=config.seed)
+            per_seed = {
+                c: np.stack([per_shape[i][g][metric] for i in idx]) for g, c in enumerate(config.conditions)
+            }  # [P, S]
+            fits[s.name][metric] = stats.power_law_exponents(
+                sizes, per_seed, comparisons=config.family(), n_resamples=config.n_resamples, seed=config.seed
+            )
         for m, i in zip(s.models, idx):
             label = f"{m.name}{list(m.widths or ())}"
             shapes_summary.setdefault(s.name, {})[label] = {
                 "params": n_params[i],
-                "conditions": {c: {k: stats.summarize(v) for k, v in per_shape[i][g].items()}
-                               for g, c in enumerate(config.conditions)}}
+                "conditions": {
+                    c: {k: stats.summarize(v) for k, v in per_shape[i][g].items()}
+                    for g, c in enumerate(config.conditions)
+                },
+            }
             for g, c in enumerate(config.conditions):
                 for metric, values in per_shape[i][g].items():
                     for seed, v in enumerate(values):
-                        rows.append({"series": s.name, "model": m.name, "widths": "-".join(map(str, m.widths or ())),
-                                     "params": n_params[i], "condition": c, "seed": seed, "metric": metric,
-                                     "value": float(v), "diverged": bool(np.isnan(v))})
-    out = {"teacher": {"model": config.teacher.name, "widths": list(config.teacher.widths or ()),
-                       "params": teacher_params, "test_acc": teacher_acc},
-           "shapes": shapes_summary, "fits": fits,
-           "fit": "metric ≈ coef · params^exponent, least squares on seed means in log-log; 95% CI: seeds "
-                  "resampled within each shape, paired across conditions",
-           "family": {"comparisons": [f"{a} - {b}" for a, b in config.family()],
-                      "correction": "Holm within each (series, metric)"},
-           "when": "final step, test set; disagreement and js against the teacher",
-           "compiled_programs": 1 + len(config.shapes())}
+                        rows.append(
+                            {
+                                "series": s.name,
+                                "model": m.name,
+                                "widths": "-".join(map(str, m.widths or ())),
+                                "params": n_params[i],
+                                "condition": c,
+                                "seed": seed,
+                                "metric": metric,
+                                "value": float(v),
+                                "diverged": bool(np.isnan(v)),
+                            }
+                        )
+    out = {
+        "teacher": {
+            "model": config.teacher.name,
+            "widths": list(config.teacher.widths or ()),
+            "params": teacher_params,
+            "test_acc": teacher_acc,
+        },
+        "shapes": shapes_summary,
+        "fits": fits,
+        "fit": "metric ≈ coef · params^exponent, least squares on seed means in log-log; 95% CI: seeds "
+        "resampled within each shape, paired across conditions",
+        "family": {
+            "comparisons": [f"{a} - {b}" for a, b in config.family()],
+            "correction": "Holm within each (series, metric)",
+        },
+        "when": "final step, test set; disagreement and js against the teacher",
+        "compiled_programs": 1 + len(config.shapes()),
+    }
     write_outputs(out_dir, config=config, rows=rows, summary=out, figures={"figure.png": _figure(config, out)})
     return out
 
@@ -265,18 +336,27 @@ def _figure(config: Config, summary: dict) -> bytes:
                 # A CI reaching below 0 cannot be drawn on a log axis: clip the lower bar at 1% of the mean.
                 lo = np.minimum(np.nan_to_num(lo), 0.99 * mean)
                 shift = 1.0 + 0.04 * (k - 1)  # side by side, so the bars do not hide each other
-                ax.errorbar(x * shift, mean, yerr=[lo, np.nan_to_num(hi)], fmt="o", ms=4, capsize=3,
-                            color=f"C{k}", label=None)
+                ax.errorbar(
+                    x * shift, mean, yerr=[lo, np.nan_to_num(hi)], fmt="o", ms=4, capsize=3, color=f"C{k}", label=None
+                )
                 f = summary["fits"][name][metric]["fits"][c]
                 if np.isfinite(f["exponent"]):
                     xs = np.geomspace(x.min(), x.max(), 20)
-                    ax.plot(xs, f["coef"] * xs ** f["exponent"], color=f"C{k}", lw=1,
-                            label=f"{c}: b={f['exponent']:.2f} [{f['ci_low']:.2f}, {f['ci_high']:.2f}]")
+                    ax.plot(
+                        xs,
+                        f["coef"] * xs ** f["exponent"],
+                        color=f"C{k}",
+                        lw=1,
+                        label=f"{c}: b={f['exponent']:.2f} [{f['ci_low']:.2f}, {f['ci_high']:.2f}]",
+                    )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel(f"student parameters ({name} series)")
             ax.set_ylabel(metric)
             ax.legend(fontsize=6)
-    fig.suptitle(f"distillation scaling: mean and 95% CI over {config.n_seeds} seeds; lines: fitted power laws "
-                 "(b with 95% bootstrap CI)", fontsize=9)
+    fig.suptitle(
+        f"distillation scaling: mean and 95% CI over {config.n_seeds} seeds; lines: fitted power laws "
+        "(b with 95% bootstrap CI)",
+        fontsize=9,
+    )
     return plotting.to_png(fig)

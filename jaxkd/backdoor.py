@@ -34,8 +34,10 @@ class Trigger:
 
     def __post_init__(self):
         check(isinstance(self.size, int) and self.size >= 1, f"trigger size must be an integer >= 1, got {self.size}")
-        check(isinstance(self.target, int) and self.target >= 0,
-              f"trigger target must be a class index >= 0, got {self.target}")
+        check(
+            isinstance(self.target, int) and self.target >= 0,
+            f"trigger target must be a class index >= 0, got {self.target}",
+        )
 
     def mask(self, in_shape: tuple[int, ...]) -> np.ndarray:
         """Boolean ``[*in_shape]``: where the trigger writes.
@@ -66,8 +68,10 @@ def poison(dataset: Dataset, trigger: Trigger, fraction: float, seed: int) -> tu
     both differ from the clean dataset's.
     """
     check(0.0 < fraction <= 1.0, f"poison fraction must lie in (0, 1], got {fraction}")
-    check(trigger.target < dataset.num_classes,
-          f"trigger target {trigger.target} is not a class of {dataset.name} ({dataset.num_classes} classes)")
+    check(
+        trigger.target < dataset.num_classes,
+        f"trigger target {trigger.target} is not a class of {dataset.name} ({dataset.num_classes} classes)",
+    )
     candidates = np.flatnonzero(dataset.y_train != trigger.target)
     n = int(round(fraction * len(candidates)))
     check(n >= 1, f"poison fraction {fraction} of {len(candidates)} candidates rounds to no example; raise it")
@@ -76,8 +80,10 @@ def poison(dataset: Dataset, trigger: Trigger, fraction: float, seed: int) -> tu
     y = dataset.y_train.copy()
     x[idx] = trigger.apply(x[idx])
     y[idx] = trigger.target
-    name = (f"{dataset.name}+backdoor(size={trigger.size},value={trigger.value:g},target={trigger.target},"
-            f"fraction={fraction:g},seed={seed})")
+    name = (
+        f"{dataset.name}+backdoor(size={trigger.size},value={trigger.value:g},target={trigger.target},"
+        f"fraction={fraction:g},seed={seed})"
+    )
     return dataclasses.replace(dataset, name=name, x_train=x, y_train=y), idx
 
 

@@ -68,8 +68,9 @@ class SweepCheckpointer:
       max_to_keep: number of most recent checkpoints kept.
     """
 
-    def __init__(self, directory: str, fingerprint: dict, *, resume: bool, overwrite: bool = False,
-                 max_to_keep: int = 2):
+    def __init__(
+        self, directory: str, fingerprint: dict, *, resume: bool, overwrite: bool = False, max_to_keep: int = 2
+    ):
         self.directory = os.path.abspath(os.path.expanduser(directory))
         path = os.path.join(self.directory, FINGERPRINT)
         fingerprint = json.loads(json.dumps(fingerprint))
@@ -77,23 +78,30 @@ class SweepCheckpointer:
             raise ConfigError(f"checkpoint path {self.directory} is a file; choose another directory")
         existing = os.listdir(self.directory) if os.path.isdir(self.directory) else []
         if existing and not os.path.exists(path):
-            raise ConfigError(f"{self.directory} is not empty and holds no jaxkd checkpoint; "
-                              "choose an empty or new directory")
+            raise ConfigError(
+                f"{self.directory} is not empty and holds no jaxkd checkpoint; choose an empty or new directory"
+            )
         if existing and resume:
             try:
                 with open(path) as f:
                     saved = json.load(f)
             except (OSError, ValueError):
-                raise ConfigError(f"checkpoint fingerprint {path} is unreadable; run with --overwrite "
-                                  "to start over, or use another --out") from None
+                raise ConfigError(
+                    f"checkpoint fingerprint {path} is unreadable; run with --overwrite "
+                    "to start over, or use another --out"
+                ) from None
             field = first_difference(saved, fingerprint)
             if field is not None:
-                raise ConfigError(f"checkpoints in {self.directory} were written by a different run "
-                                  f"({field} differs); run with --overwrite to start over, or use another --out")
+                raise ConfigError(
+                    f"checkpoints in {self.directory} were written by a different run "
+                    f"({field} differs); run with --overwrite to start over, or use another --out"
+                )
         elif existing:
             if not overwrite:
-                raise ConfigError(f"{self.directory} holds checkpoints of an earlier sweep; pass --resume to "
-                                  "continue it or --overwrite to replace it")
+                raise ConfigError(
+                    f"{self.directory} holds checkpoints of an earlier sweep; pass --resume to "
+                    "continue it or --overwrite to replace it"
+                )
             for name in existing:  # only what this class writes
                 if _is_step_dir(name) or name in (FINGERPRINT, CHECKSUMS):
                     target = os.path.join(self.directory, name)
@@ -149,11 +157,12 @@ class SweepCheckpointer:
                 problems.append(f"step {s} fails its checksum")
                 continue
             if problems:
-                warnings.warn(f"checkpoint {'; '.join(problems)}; resuming from step {s}", RuntimeWarning,
-                              stacklevel=2)
+                warnings.warn(f"checkpoint {'; '.join(problems)}; resuming from step {s}", RuntimeWarning, stacklevel=2)
             return s, tree
-        raise ConfigError(f"checkpoints in {self.directory} are unreadable or damaged ({'; '.join(problems)}); "
-                          "run with --overwrite to start over")
+        raise ConfigError(
+            f"checkpoints in {self.directory} are unreadable or damaged ({'; '.join(problems)}); "
+            "run with --overwrite to start over"
+        )
 
     def close(self) -> None:
         self._manager.close()

@@ -35,8 +35,10 @@ class ModelConfig:
 
         check_name("model", self.name, MODELS)
         check_name("model dtype", self.dtype, DTYPES)
-        check(self.widths is None or (len(self.widths) > 0 and min(self.widths) > 0),
-              f"model widths must be positive integers, got {self.widths}")
+        check(
+            self.widths is None or (len(self.widths) > 0 and min(self.widths) > 0),
+            f"model widths must be positive integers, got {self.widths}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +117,10 @@ class EvalConfig:
         check(self.batch_size > 0, f"eval.batch_size must be positive, got {self.batch_size}")
         for s in self.splits:
             check_name("evaluation split", s, ("train", "val", "test"))
-        check(self.select.split("/")[0] in self.splits or self.select.split("/")[0] == "train",
-              f"eval.select {self.select!r} names a split that is not evaluated ({', '.join(self.splits)})")
+        check(
+            self.select.split("/")[0] in self.splits or self.select.split("/")[0] == "train",
+            f"eval.select {self.select!r} names a split that is not evaluated ({', '.join(self.splits)})",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,8 +50,9 @@ class Ensemble:
         """The sub-ensemble at member indices ``index`` (a list of ints or a boolean mask)."""
         index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, int)
         take = lambda t: jax.tree.map(lambda a: a[index], t)  # noqa: E731
-        return dataclasses.replace(self, params=take(self.params), rest=take(self.rest),
-                                   members=[self.members[i] for i in index])
+        return dataclasses.replace(
+            self, params=take(self.params), rest=take(self.rest), members=[self.members[i] for i in index]
+        )
 
 
 def from_sweep(result, trainer, conditions: list[str] | None = None, *, include_diverged: bool = False) -> Ensemble:
@@ -66,12 +67,26 @@ def from_sweep(result, trainer, conditions: list[str] | None = None, *, include_
     check(keep, "every run of the sweep diverged; there is no ensemble to save")
     si, gi = (np.asarray(v) for v in zip(*keep))
     take = lambda t: jax.tree.map(lambda a: np.asarray(a)[si, gi], t)  # noqa: E731
-    members = [{"seed": int(i), "condition": conditions[j], "grid_point": int(j),
-                "hparams": {k: float(v[j]) for k, v in result.grid.items()}} for i, j in keep]
+    members = [
+        {
+            "seed": int(i),
+            "condition": conditions[j],
+            "grid_point": int(j),
+            "hparams": {k: float(v[j]) for k, v in result.grid.items()},
+        }
+        for i, j in keep
+    ]
     mean = None if trainer.mean is None else tuple(float(v) for v in np.atleast_1d(np.asarray(trainer.mean)))
     std = None if trainer.std is None else tuple(float(v) for v in np.atleast_1d(np.asarray(trainer.std)))
-    return Ensemble(model=trainer.model, params=take(result.states.params["model"]), rest=take(result.states.rest),
-                    members=members, mean=mean, std=std, fingerprint=result.fingerprint)
+    return Ensemble(
+        model=trainer.model,
+        params=take(result.states.params["model"]),
+        rest=take(result.states.rest),
+        members=members,
+        mean=mean,
+        std=std,
+        fingerprint=result.fingerprint,
+    )
 
 
 def save_ensemble(path: str, ensemble: Ensemble) -> str:
@@ -83,8 +98,14 @@ def save_ensemble(path: str, ensemble: Ensemble) -> str:
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(path, "arrays"), {"params": ensemble.params, "rest": ensemble.rest})
         ckptr.wait_until_finished()
-    meta = {"model": ensemble.model.spec, "members": ensemble.members, "mean": ensemble.mean, "std": ensemble.std,
-            "fingerprint": ensemble.fingerprint, "content_hash": content_hash(ensemble)}
+    meta = {
+        "model": ensemble.model.spec,
+        "members": ensemble.members,
+        "mean": ensemble.mean,
+        "std": ensemble.std,
+        "fingerprint": ensemble.fingerprint,
+        "content_hash": content_hash(ensemble),
+    }
     with open(os.path.join(path, META), "w") as f:
         json.dump(meta, f, indent=1)
     return path
@@ -99,8 +120,9 @@ def load_ensemble(path: str) -> Ensemble:
     except (OSError, ValueError):
         raise ConfigError(f"{path} holds no readable jaxkd ensemble ({META} missing or damaged)") from None
     spec = meta["model"]
-    model = make_model(spec["name"], spec["in_shape"], spec["num_classes"], spec["widths"],
-                       spec.get("dtype", "float32"))
+    model = make_model(
+        spec["name"], spec["in_shape"], spec["num_classes"], spec["widths"], spec.get("dtype", "float32")
+    )
     m = len(meta["members"])
     one = jax.eval_shape(model.init, jax.random.key(0))
     target = {"params": one[0], "rest": one[1]}
@@ -111,11 +133,20 @@ def load_ensemble(path: str) -> Ensemble:
         except Exception as err:
             raise ConfigError(f"the arrays of ensemble {path} are unreadable ({str(err)[:100]})") from None
     tup = lambda v: None if v is None else tuple(v)  # noqa: E731
-    ensemble = Ensemble(model=model, params=arrays["params"], rest=arrays["rest"], members=meta["members"],
-                        mean=tup(meta["mean"]), std=tup(meta["std"]), fingerprint=meta["fingerprint"])
+    ensemble = Ensemble(
+        model=model,
+        params=arrays["params"],
+        rest=arrays["rest"],
+        members=meta["members"],
+        mean=tup(meta["mean"]),
+        std=tup(meta["std"]),
+        fingerprint=meta["fingerprint"],
+    )
     if meta.get("content_hash") != content_hash(ensemble):
-        raise ConfigError(f"the arrays of ensemble {path} do not match the content hash recorded in {META} "
-                          "(changed or damaged since it was saved); save the model again")
+        raise ConfigError(
+            f"the arrays of ensemble {path} do not match the content hash recorded in {META} "
+            "(changed or damaged since it was saved); save the model again"
+        )
     return ensemble
 
 
@@ -140,10 +171,11 @@ def predict(ensemble: Ensemble, x, *, features=(), batch_size: int = 512) -> dic
     mean = None if ensemble.mean is None else jnp.asarray(ensemble.mean, jnp.float32)
     std = None if ensemble.std is None else jnp.asarray(ensemble.std, jnp.float32)
     names = tuple(features)
-    spec = jax.eval_shape(lambda p, r, xb: ensemble.model.apply(p, r, xb, train=False)[1],
-                          *jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
-                                        (ensemble.params, ensemble.rest)),
-                          jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32))
+    spec = jax.eval_shape(
+        lambda p, r, xb: ensemble.model.apply(p, r, xb, train=False)[1],
+        *jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (ensemble.params, ensemble.rest)),
+        jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32),
+    )
     for n in names:
         check(n in spec, f"the model has no feature {n!r}; it has: {', '.join(sorted(spec))}")
 

@@ -27,8 +27,10 @@ def batched(fn, n: int, batch_size: int):
 
 def classification_metrics(logits_NxC, labels_N, teacher_logits_NxC=None, *, prefix: str) -> dict:
     """Mean accuracy, cross-entropy and (with a teacher) top-1 agreement, keyed ``prefix/name``."""
-    out = {f"{prefix}/acc": jnp.mean(accuracy(logits_NxC, labels_N)),
-           f"{prefix}/loss": jnp.mean(losses.cross_entropy(logits_NxC, labels_N))}
+    out = {
+        f"{prefix}/acc": jnp.mean(accuracy(logits_NxC, labels_N)),
+        f"{prefix}/loss": jnp.mean(losses.cross_entropy(logits_NxC, labels_N)),
+    }
     if teacher_logits_NxC is not None:
         out[f"{prefix}/agreement"] = jnp.mean(agreement(logits_NxC, teacher_logits_NxC))
     return out

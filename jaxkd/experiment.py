@@ -81,8 +81,9 @@ def _set(obj, path: list[str], text: str, full: str):
         fields = {f.name for f in dataclasses.fields(obj)}
         if head not in fields:
             prefix = full[: len(full) - len(".".join(path))]
-            raise ConfigError(f"unknown config key {full!r}; valid keys: "
-                              f"{', '.join(prefix + f for f in sorted(fields))}")
+            raise ConfigError(
+                f"unknown config key {full!r}; valid keys: {', '.join(prefix + f for f in sorted(fields))}"
+            )
         if rest:
             value = _set(getattr(obj, head), rest, text, full)
         else:
@@ -90,8 +91,10 @@ def _set(obj, path: list[str], text: str, full: str):
             sub = getattr(obj, head)
             if dataclasses.is_dataclass(sub) or isinstance(sub, Mapping):
                 keys = [f.name for f in dataclasses.fields(sub)] if dataclasses.is_dataclass(sub) else list(sub)
-                raise ConfigError(f"{full} is a group of settings, not a value; set one of its keys, e.g. "
-                                  f"{', '.join(f'{full}.{k}=...' for k in keys[:4])}")
+                raise ConfigError(
+                    f"{full} is a group of settings, not a value; set one of its keys, e.g. "
+                    f"{', '.join(f'{full}.{k}=...' for k in keys[:4])}"
+                )
             try:
                 value = _parse(hint, text)
             except (ValueError, TypeError):
@@ -101,8 +104,10 @@ def _set(obj, path: list[str], text: str, full: str):
         if rest:  # a new name adds an entry (a new objective term), validated with the rest
             return {**obj, head: _set(obj.get(head, {}), rest, text, full)}
         if isinstance(obj.get(head), Mapping):
-            raise ConfigError(f"{full} is a group of settings, not a value; set one of its keys, e.g. "
-                              f"{', '.join(f'{full}.{k}=...' for k in list(obj[head])[:4])}")
+            raise ConfigError(
+                f"{full} is a group of settings, not a value; set one of its keys, e.g. "
+                f"{', '.join(f'{full}.{k}=...' for k in list(obj[head])[:4])}"
+            )
         return {**obj, head: _parse_like(obj.get(head), text, full)}
     raise ConfigError(f"unknown config key {full!r}: {'.'.join(path)} is below a plain value")
 
@@ -163,19 +168,33 @@ class TeacherStudentRuns:
         if c is None:
             return
         check(c > 0, f"chunk_steps must be positive, got {c}")
-        check(self.eval.every is None or c % self.eval.every == 0,
-              f"chunk_steps ({c}) must be a multiple of the evaluation interval (eval.every = {self.eval.every})")
+        check(
+            self.eval.every is None or c % self.eval.every == 0,
+            f"chunk_steps ({c}) must be a multiple of the evaluation interval (eval.every = {self.eval.every})",
+        )
         for who, recipe in (("teacher", self.teacher_recipe), ("student", self.recipe)):
-            check(recipe.steps is None or recipe.steps % c == 0,
-                  f"chunk_steps ({c}) must divide the {who}'s {recipe.steps} steps")
+            check(
+                recipe.steps is None or recipe.steps % c == 0,
+                f"chunk_steps ({c}) must divide the {who}'s {recipe.steps} steps",
+            )
 
     def student_config(self) -> RunConfig:
-        return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data,
-                         eval=self.eval)
+        return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data, eval=self.eval)
 
 
-def train_teacher(config: RunConfig, dataset, key, *, n_seeds=1, per_seed=False, checkpoint_dir=None, resume=False,
-                  overwrite=False, progress=True, chunk_steps=None):
+def train_teacher(
+    config: RunConfig,
+    dataset,
+    key,
+    *,
+    n_seeds=1,
+    per_seed=False,
+    checkpoint_dir=None,
+    resume=False,
+    overwrite=False,
+    progress=True,
+    chunk_steps=None,
+):
     """Train a teacher sweep; returns ``(Teacher, SweepResult)``.
 
     With ``per_seed=False`` the teacher is seed 0; with ``per_seed=True``
@@ -183,8 +202,17 @@ def train_teacher(config: RunConfig, dataset, key, *, n_seeds=1, per_seed=False,
     teacher s).
     """
     trainer = make_train(config, dataset)
-    result = run_sweep(trainer, key, n_seeds, chunk_steps=chunk_steps, checkpoint_dir=checkpoint_dir,
-                       resume=resume, overwrite=overwrite, progress=progress, desc="teacher")
+    result = run_sweep(
+        trainer,
+        key,
+        n_seeds,
+        chunk_steps=chunk_steps,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        desc="teacher",
+    )
     if result.diverged[:, 0].any():
         raise ConfigError("the teacher diverged (NaN/Inf); lower its learning rate")
     params, rest = result.states.params["model"], result.states.rest
@@ -223,10 +251,12 @@ def run_methods(trainer, key, n_seeds: int, conditions: dict, teacher_result, **
     grid = {k: [conditions[c][k] for c in names] for k in conditions[names[0]]}
     result = run_sweep(trainer, key, n_seeds, grid, **sweep_kwargs)
     rows = results.records_from_sweep(result, names)
-    summary = {"conditions": results.summarize_sweep(result, names),
-               "comparisons": compare_to_baseline(result, names, names[0], ("test/acc", "test/agreement")),
-               "legend": {n: {k: v for k, v in conditions[n].items() if v} for n in names},
-               "teacher_live": trainer.teacher_live}
+    summary = {
+        "conditions": results.summarize_sweep(result, names),
+        "comparisons": compare_to_baseline(result, names, names[0], ("test/acc", "test/agreement")),
+        "legend": {n: {k: v for k, v in conditions[n].items() if v} for n in names},
+        "teacher_live": trainer.teacher_live,
+    }
     if teacher_result is not None:
         rows = results.records_from_sweep(teacher_result, ["teacher"]) + rows
         summary = {"teacher": results.summarize_sweep(teacher_result, ["teacher"])["teacher"], **summary}
@@ -247,8 +277,11 @@ def compare_to_baseline(result, names: list[str], baseline: str, metrics, *, sel
             continue
         h = np.where(result.diverged[..., None], np.nan, result.history[metric])
         for when, vals in (("selected", np.take_along_axis(h, pick[..., None], -1)[..., 0]), ("last", h[..., -1])):
-            tests = {f"{n} - {baseline}": stats.paired_test(vals[:, g], vals[:, b])
-                     for g, n in enumerate(names) if n != baseline}
+            tests = {
+                f"{n} - {baseline}": stats.paired_test(vals[:, g], vals[:, b])
+                for g, n in enumerate(names)
+                if n != baseline
+            }
             adj = stats.holm([t["p"] if np.isfinite(t["p"]) else 1.0 for t in tests.values()])
             for t, p in zip(tests.values(), adj):
                 t["p_holm"] = float(p)

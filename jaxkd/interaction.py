@@ -119,8 +119,17 @@ def _project(x_NxD, mean_1xD, v_DxK, *, fix_signs):
     return jnp.matmul(x, _orient(v_DxK, x, fix_signs), precision=_HIGHEST)
 
 
-def pca_project(x_NxD, k: int, *, center: bool = True, solver: str = "auto", fix_signs: str | None = "loading",
-                seed: int = 0, n_iter: int = 7, oversample: int = 10) -> jax.Array:
+def pca_project(
+    x_NxD,
+    k: int,
+    *,
+    center: bool = True,
+    solver: str = "auto",
+    fix_signs: str | None = "loading",
+    seed: int = 0,
+    n_iter: int = 7,
+    oversample: int = 10,
+) -> jax.Array:
     """Projections of one model's activations on its top-``k`` principal directions, [N, k] float32.
 
     ``center=True`` projects the mean-centred matrix (sklearn ``PCA``, the reference KD tensor);
@@ -156,8 +165,15 @@ def pca_project(x_NxD, k: int, *, center: bool = True, solver: str = "auto", fix
         v = _sl.eigh(gram, subset_by_index=[d - k, d - 1], driver="evr")[1][:, ::-1]
         v = jnp.asarray(np.ascontiguousarray(v))
     else:
-        v, mean = _directions(x, jax.random.key(seed), k=k, center=bool(center), solver=solver, n_iter=int(n_iter),
-                              oversample=int(oversample))
+        v, mean = _directions(
+            x,
+            jax.random.key(seed),
+            k=k,
+            center=bool(center),
+            solver=solver,
+            n_iter=int(n_iter),
+            oversample=int(oversample),
+        )
     proj = _project(x, mean, v, fix_signs=fix_signs)
     check(bool(jnp.all(jnp.isfinite(proj))), "activations contain NaN or Inf")
     return proj
@@ -259,8 +275,10 @@ def greedy_cluster(abs_corr, gamma: float, *, int32_quirk: bool = False) -> np.n
     that none is, so its released tensors are unaffected).
     """
     a = np.asarray(abs_corr)
-    check(a.ndim == 4 and a.shape[0] == a.shape[1] and a.shape[2] == a.shape[3],
-          f"abs_corr must be [M, M, K, K], got shape {a.shape}")
+    check(
+        a.ndim == 4 and a.shape[0] == a.shape[1] and a.shape[2] == a.shape[3],
+        f"abs_corr must be [M, M, K, K], got shape {a.shape}",
+    )
     return _greedy(a, gamma, int32_quirk)[0]
 
 
@@ -300,8 +318,10 @@ def _as_models(activations) -> list:
     if isinstance(activations, (list, tuple)):
         xs = list(activations)
     else:
-        check(np.ndim(activations) == 3, f"activations must be [M, N, D] or a list of [N, D_m], "
-              f"got shape {np.shape(activations)}")
+        check(
+            np.ndim(activations) == 3,
+            f"activations must be [M, N, D] or a list of [N, D_m], got shape {np.shape(activations)}",
+        )
         xs = [activations[i] for i in range(np.shape(activations)[0])]
     check(len(xs) >= 1, "activations hold no models")
     shapes = [np.shape(x) for x in xs]
@@ -310,10 +330,20 @@ def _as_models(activations) -> list:
     return xs
 
 
-def interaction_tensor(activations, *, k: int = 50, corr_percentile: float = 99.0, data_quantile: float = 0.9,
-                       center: bool = True, int32_quirk: bool = False, block: int = 10,
-                       fix_signs: str | None = "loading", align_signs: bool = False, solver: str = "auto",
-                       seed: int = 0) -> InteractionTensor:
+def interaction_tensor(
+    activations,
+    *,
+    k: int = 50,
+    corr_percentile: float = 99.0,
+    data_quantile: float = 0.9,
+    center: bool = True,
+    int32_quirk: bool = False,
+    block: int = 10,
+    fix_signs: str | None = "loading",
+    align_signs: bool = False,
+    solver: str = "auto",
+    seed: int = 0,
+) -> InteractionTensor:
     """The interaction tensor Ω of M models on N samples (steps 1-7 of the module docstring).
 
     Args:
@@ -339,8 +369,10 @@ def interaction_tensor(activations, *, k: int = 50, corr_percentile: float = 99.
     check(int(block) >= 1, f"block must be >= 1, got {block}")
     n = np.shape(xs[0])[0]
     for i, x in enumerate(xs):
-        check(1 <= k <= min(n, np.shape(x)[1]), f"k = {k} must lie in [1, min(N, D)] = [1, {min(n, np.shape(x)[1])}]"
-              f" for model {i}; lower k")
+        check(
+            1 <= k <= min(n, np.shape(x)[1]),
+            f"k = {k} must lie in [1, min(N, D)] = [1, {min(n, np.shape(x)[1])}] for model {i}; lower k",
+        )
     times = {}
     t0 = time.perf_counter()
     projs = []
@@ -408,8 +440,13 @@ def sample_feature_count(omega, group) -> np.ndarray:
 def _summary_from_freq(freq, n_samples, n_models) -> dict:
     used = int(np.count_nonzero(freq))
     total = int(freq.sum())
-    return {"unique_features": used, "occurrences_per_feature": total / used if used else float("nan"),
-            "total_occurrences": total, "features_per_sample": total / n_samples, "n_models": int(n_models)}
+    return {
+        "unique_features": used,
+        "occurrences_per_feature": total / used if used else float("nan"),
+        "total_occurrences": total,
+        "features_per_sample": total / n_samples,
+        "n_models": int(n_models),
+    }
 
 
 def group_summary(omega, group) -> dict:
@@ -444,14 +481,22 @@ def confidence_vs_count(omega, group, true_probs, *, count: str = "total") -> di
     omega = np.asarray(omega)
     idx = _models(omega, group)
     probs = np.asarray(true_probs, np.float64)
-    check(probs.ndim == 2 and probs.shape[1] == omega.shape[1] and probs.shape[0] in (omega.shape[0], idx.size),
-          f"true_probs must be [M, N] or [|G|, N] with N = {omega.shape[1]}, got shape {probs.shape}")
+    check(
+        probs.ndim == 2 and probs.shape[1] == omega.shape[1] and probs.shape[0] in (omega.shape[0], idx.size),
+        f"true_probs must be [M, N] or [|G|, N] with N = {omega.shape[1]}, got shape {probs.shape}",
+    )
     conf = (probs[idx] if probs.shape[0] == omega.shape[0] else probs).mean(axis=0)
     cnt = omega[idx].sum(axis=(0, 2), dtype=np.int64) if count == "total" else sample_feature_count(omega, idx)
     rho, p_rho = _st.spearmanr(cnt, conf)
     r, p_r = _st.pearsonr(cnt, conf)
-    return {"confidence": conf, "count": cnt, "spearman": float(rho), "spearman_p": float(p_rho),
-            "pearson": float(r), "pearson_p": float(p_r)}
+    return {
+        "confidence": conf,
+        "count": cnt,
+        "spearman": float(rho),
+        "spearman_p": float(p_rho),
+        "pearson": float(r),
+        "pearson_p": float(p_r),
+    }
 
 
 class _Packed:
@@ -499,8 +544,14 @@ def bootstrap_group_stats(omega, group, *, n_resamples: int = 1000, level: float
         for s in _STATS:
             draws[s][b] = res[s]
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    return {s: {"value": point[s], "ci_low": float(np.nanpercentile(draws[s], lo)),
-                "ci_high": float(np.nanpercentile(draws[s], hi))} for s in _STATS}
+    return {
+        s: {
+            "value": point[s],
+            "ci_low": float(np.nanpercentile(draws[s], lo)),
+            "ci_high": float(np.nanpercentile(draws[s], hi)),
+        }
+        for s in _STATS
+    }
 
 
 def permutation_test(omega, group_a, group_b, *, n_permutations: int = 1000, seed: int = 0) -> dict:
@@ -522,21 +573,33 @@ def permutation_test(omega, group_a, group_b, *, n_permutations: int = 1000, see
     def deltas(ia, ib):
         sa = _summary_from_freq(packed.freq(ia), n, len(ia))
         sb = _summary_from_freq(packed.freq(ib), n, len(ib))
-        return (sa["unique_features"] - sb["unique_features"],
-                sa["occurrences_per_feature"] - sb["occurrences_per_feature"], sa, sb)
+        return (
+            sa["unique_features"] - sb["unique_features"],
+            sa["occurrences_per_feature"] - sb["occurrences_per_feature"],
+            sa,
+            sb,
+        )
 
     order = np.arange(pooled.size)
-    du, do, sa, sb = deltas(order[: a.size], order[a.size:])
+    du, do, sa, sb = deltas(order[: a.size], order[a.size :])
     rng = np.random.default_rng(seed)
     perm_u, perm_o = np.empty(int(n_permutations)), np.empty(int(n_permutations))
     for i in range(int(n_permutations)):
         p = rng.permutation(pooled.size)
-        perm_u[i], perm_o[i], _, _ = deltas(p[: a.size], p[a.size:])
+        perm_u[i], perm_o[i], _, _ = deltas(p[: a.size], p[a.size :])
     p_u = (1 + np.count_nonzero(perm_u <= du)) / (1 + n_permutations)
     p_o = (1 + np.count_nonzero(perm_o >= do)) / (1 + n_permutations)
-    return {"a": sa, "b": sb, "delta_unique": float(du), "delta_occurrences": float(do),
-            "p_fewer_unique": float(p_u), "p_more_occurrences": float(p_o), "p_both": float(max(p_u, p_o)),
-            "n_permutations": int(n_permutations), "seed": int(seed)}
+    return {
+        "a": sa,
+        "b": sb,
+        "delta_unique": float(du),
+        "delta_occurrences": float(do),
+        "p_fewer_unique": float(p_u),
+        "p_more_occurrences": float(p_o),
+        "p_both": float(max(p_u, p_o)),
+        "n_permutations": int(n_permutations),
+        "seed": int(seed),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,8 +649,10 @@ def confusion_similarity(avg_probs_CxC, ratios_CxC) -> dict:
     Per-class values are returned as ``cosine_per_class`` and ``soft_iou_per_class``.
     """
     s, p = np.asarray(avg_probs_CxC, np.float64), np.asarray(ratios_CxC, np.float64)
-    check(s.ndim == 2 and s.shape[0] == s.shape[1] and s.shape == p.shape,
-          f"both matrices must be [C, C] of one shape, got {s.shape} and {p.shape}")
+    check(
+        s.ndim == 2 and s.shape[0] == s.shape[1] and s.shape == p.shape,
+        f"both matrices must be [C, C] of one shape, got {s.shape} and {p.shape}",
+    )
     c = s.shape[0]
     off = ~np.eye(c, dtype=bool)
     so, po = s[off].reshape(c, c - 1), p[off].reshape(c, c - 1)
@@ -595,17 +660,22 @@ def confusion_similarity(avg_probs_CxC, ratios_CxC) -> dict:
     cos = np.divide((so * po).sum(axis=1), norms, out=np.zeros(c), where=norms > 0)
     union = np.maximum(so, po).sum(axis=1)
     iou = np.divide(np.minimum(so, po).sum(axis=1), union, out=np.zeros(c), where=union >= 1e-12)
-    return {"pearson": float(np.corrcoef(so.ravel(), po.ravel())[0, 1]),
-            "spearman": float(_st.spearmanr(so.ravel(), po.ravel()).statistic),
-            "cosine": float(cos.mean()), "soft_iou": float(iou.mean()),
-            "cosine_per_class": cos, "soft_iou_per_class": iou}
+    return {
+        "pearson": float(np.corrcoef(so.ravel(), po.ravel())[0, 1]),
+        "spearman": float(_st.spearmanr(so.ravel(), po.ravel()).statistic),
+        "cosine": float(cos.mean()),
+        "soft_iou": float(iou.mean()),
+        "cosine_per_class": cos,
+        "soft_iou_per_class": iou,
+    }
 
 
 _CONFUSION_METRICS = ("pearson", "spearman", "cosine", "soft_iou")
 
 
-def confusion_similarity_over_seeds(avg_probs_CxC, preds_SxN: Sequence, labels_N, *, eps: float = 1e-8,
-                                    level: float = 0.95) -> dict:
+def confusion_similarity_over_seeds(
+    avg_probs_CxC, preds_SxN: Sequence, labels_N, *, eps: float = 1e-8, level: float = 0.95
+) -> dict:
     """:func:`confusion_similarity` of the teacher's S̄ against each baseline seed's P̄, summarised over seeds.
 
     Returns ``{metric: jaxkd.stats.summarize(values) | {"values": [...]}}`` (mean, std, Student-t

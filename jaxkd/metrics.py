@@ -104,11 +104,15 @@ def functional_metrics(student_logits_NxC, teacher_logits_NxC, labels_N, *, num_
       num_classes: C; inferred from the logits when omitted (must match them when given).
     """
     c = student_logits_NxC.shape[-1]
-    check(student_logits_NxC.ndim == 2 and teacher_logits_NxC.shape == student_logits_NxC.shape,
-          f"functional_metrics needs student and teacher logits of one shape [N, C], got "
-          f"{student_logits_NxC.shape} and {teacher_logits_NxC.shape}")
-    check(labels_N.shape == student_logits_NxC.shape[:1],
-          f"labels must have shape {student_logits_NxC.shape[:1]}, got {labels_N.shape}")
+    check(
+        student_logits_NxC.ndim == 2 and teacher_logits_NxC.shape == student_logits_NxC.shape,
+        f"functional_metrics needs student and teacher logits of one shape [N, C], got "
+        f"{student_logits_NxC.shape} and {teacher_logits_NxC.shape}",
+    )
+    check(
+        labels_N.shape == student_logits_NxC.shape[:1],
+        f"labels must have shape {student_logits_NxC.shape[:1]}, got {labels_N.shape}",
+    )
     check(num_classes is None or num_classes == c, f"num_classes={num_classes} but the logits have {c} classes")
     pred_s, pred_t = jnp.argmax(student_logits_NxC, -1), jnp.argmax(teacher_logits_NxC, -1)
     per = {
@@ -131,8 +135,11 @@ def functional_metrics(student_logits_NxC, teacher_logits_NxC, labels_N, *, num_
     out["all/teacher_acc"] = jnp.mean(t_ok.astype(jnp.float32))
     # On teacher-wrong examples the three outcomes are exclusive (the teacher's label is not the true one).
     wrong, n_wrong = ~t_ok, out["teacher_incorrect/n"]
-    outcomes = {"copy_error": pred_s == pred_t, "other_error": (pred_s != pred_t) & (pred_s != labels_N),
-                "correct": pred_s == labels_N}
+    outcomes = {
+        "copy_error": pred_s == pred_t,
+        "other_error": (pred_s != pred_t) & (pred_s != labels_N),
+        "correct": pred_s == labels_N,
+    }
     for name, hit in outcomes.items():
         out[f"teacher_incorrect/n_{name}"] = jnp.sum(wrong & hit, dtype=jnp.int32)
         out[f"teacher_incorrect/{name}"] = _masked_mean(hit.astype(jnp.float32), wrong, n_wrong)
@@ -153,8 +160,10 @@ def functional_metrics_over_seeds(student_logits_SxNxC, teacher_logits, labels_N
 
 
 def _seed_values(metrics, key, who):
-    check(isinstance(metrics, Mapping) and key in metrics,
-          f"asymmetric_payoff: the {who} needs per-seed values under {key!r} (from functional_metrics)")
+    check(
+        isinstance(metrics, Mapping) and key in metrics,
+        f"asymmetric_payoff: the {who} needs per-seed values under {key!r} (from functional_metrics)",
+    )
     return np.asarray(metrics[key], np.float64).ravel()
 
 
@@ -180,13 +189,29 @@ def _seed_bootstrap_ci(fn, n_a, n_b, *, paired, level, n_resamples, seed):
     # A resample at the ceiling makes the ratio NaN and so the bound NaN; scipy's warning would say "BCa".
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", _st.DegenerateDataWarning)
-        res = _st.bootstrap(data, stat, n_resamples=n_resamples, vectorized=True, axis=-1, confidence_level=level,
-                            method="percentile", rng=np.random.default_rng(seed))
+        res = _st.bootstrap(
+            data,
+            stat,
+            n_resamples=n_resamples,
+            vectorized=True,
+            axis=-1,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def asymmetric_payoff(condition, control, *, paired: bool, metric: str = "agreement", level: float = 0.95,
-                      n_resamples: int = 2000, seed: int = 0) -> dict:
+def asymmetric_payoff(
+    condition,
+    control,
+    *,
+    paired: bool,
+    metric: str = "agreement",
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Gain of a condition over its matched control on the teacher-correct and teacher-incorrect subsets.
 
     For subset s, with ``a_s`` the condition's and ``b_s`` the control's per-seed
@@ -222,8 +247,11 @@ def asymmetric_payoff(condition, control, *, paired: bool, metric: str = "agreem
     a = {s: _seed_values(condition, f"{s}/{metric}", "condition") for s in subsets}
     b = {s: _seed_values(control, f"{s}/{metric}", "control") for s in subsets}
     if paired:
-        check(len(a["teacher_correct"]) == len(b["teacher_correct"]) and len(a["teacher_incorrect"]) == len(
-            b["teacher_incorrect"]), "asymmetric_payoff(paired=True) needs as many condition seeds as control seeds")
+        check(
+            len(a["teacher_correct"]) == len(b["teacher_correct"])
+            and len(a["teacher_incorrect"]) == len(b["teacher_incorrect"]),
+            "asymmetric_payoff(paired=True) needs as many condition seeds as control seeds",
+        )
     boot = dict(paired=paired, level=level, n_resamples=n_resamples, seed=seed)
     out = {"effect_size_kind": "cohens_dz" if paired else "hedges_g"}
     for s in subsets:
@@ -240,11 +268,21 @@ def asymmetric_payoff(condition, control, *, paired: bool, metric: str = "agreem
         head = 1.0 - float(np.mean(y)) if len(y) else np.nan
         rel = gain / head if head > 0 else np.nan
         rlo, rhi = _seed_bootstrap_ci(lambda i, j, x=x, y=y: _relative_gain(x[i], y[j]), len(x), len(y), **boot)
-        out |= {f"{s}/control": float(np.mean(y)) if len(y) else np.nan,
-                f"{s}/condition": float(np.mean(x)) if len(x) else np.nan,
-                f"{s}/gain": gain, f"{s}/gain_ci_low": lo, f"{s}/gain_ci_high": hi, f"{s}/headroom": head,
-                f"{s}/relative_gain": rel, f"{s}/relative_gain_ci_low": rlo, f"{s}/relative_gain_ci_high": rhi,
-                f"{s}/p": t["p"], f"{s}/effect_size": es, f"{s}/n_condition": len(x), f"{s}/n_control": len(y)}
+        out |= {
+            f"{s}/control": float(np.mean(y)) if len(y) else np.nan,
+            f"{s}/condition": float(np.mean(x)) if len(x) else np.nan,
+            f"{s}/gain": gain,
+            f"{s}/gain_ci_low": lo,
+            f"{s}/gain_ci_high": hi,
+            f"{s}/headroom": head,
+            f"{s}/relative_gain": rel,
+            f"{s}/relative_gain_ci_low": rlo,
+            f"{s}/relative_gain_ci_high": rhi,
+            f"{s}/p": t["p"],
+            f"{s}/effect_size": es,
+            f"{s}/n_condition": len(x),
+            f"{s}/n_control": len(y),
+        }
     out["asymmetry"] = out["teacher_incorrect/relative_gain"] - out["teacher_correct/relative_gain"]
     # The bootstrap of the asymmetry keeps each seed's two subsets together.
     ac, ai, bc, bi = a["teacher_correct"], a["teacher_incorrect"], b["teacher_correct"], b["teacher_incorrect"]
@@ -252,7 +290,8 @@ def asymmetric_payoff(condition, control, *, paired: bool, metric: str = "agreem
     if paired:
         ka = kb = ka & kb
     ac, ai, bc, bi = ac[ka], ai[ka], bc[kb], bi[kb]
-    lo, hi = _seed_bootstrap_ci(lambda i, j: _relative_gain(ai[i], bi[j]) - _relative_gain(ac[i], bc[j]),
-                                len(ac), len(bc), **boot)
+    lo, hi = _seed_bootstrap_ci(
+        lambda i, j: _relative_gain(ai[i], bi[j]) - _relative_gain(ac[i], bc[j]), len(ac), len(bc), **boot
+    )
     out["asymmetry_ci_low"], out["asymmetry_ci_high"] = lo, hi
     return out

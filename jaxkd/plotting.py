@@ -60,10 +60,16 @@ def points_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_l
     span = top - bottom
     ax.set_ylim(bottom - 0.3 * span - 1e-3, top + 0.2 * span + 1e-3)
     if ax.get_ylim()[0] > 0:
-        ax.text(0.01, 0.01, "axis does not start at 0", transform=ax.transAxes, fontsize=6, color="0.4",
-                va="bottom", ha="left")
-
-
+        ax.text(
+            0.01,
+            0.01,
+            "axis does not start at 0",
+            transform=ax.transAxes,
+            fontsize=6,
+            color="0.4",
+            va="bottom",
+            ha="left",
+        )
 
 
 def curves_with_band(ax, steps, curves_by_label: dict, *, ylabel, xlabel="step"):

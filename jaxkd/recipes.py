@@ -61,15 +61,19 @@ class RecipeConfig:
         check_name("optimizer", self.optimizer, OPTIMIZERS)
         check_name("schedule", self.schedule, SCHEDULES)
         check(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
-        check((self.steps is None) != (self.epochs is None),
-              "set exactly one of recipe.steps and recipe.epochs (the other to none)")
+        check(
+            (self.steps is None) != (self.epochs is None),
+            "set exactly one of recipe.steps and recipe.epochs (the other to none)",
+        )
         check((self.steps or 1) > 0 and (self.epochs or 1) > 0, "the run's duration must be positive")
         for name, constraint in RECIPE_HPARAMS.items():
             check_value(name, getattr(self, name), constraint)
         check(self.decay_rate > 0, f"decay_rate must be positive, got {self.decay_rate}")
         check(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
-        check(list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
-              f"milestones must be positive and increasing, got {self.milestones}")
+        check(
+            list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
+            f"milestones must be positive and increasing, got {self.milestones}",
+        )
 
     def hparams(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in RECIPE_HPARAMS}
@@ -104,13 +108,32 @@ class RecipeConfig:
 # Named recipes from the literature (see ../shared/docs/peers.md).
 RECIPES = {
     # RepDistiller / mdistiller CIFAR-100: 240 epochs, lr 0.05, x0.1 at 150/180/210, wd 5e-4, batch 64.
-    "repdistiller_cifar": RecipeConfig(optimizer="momentum", learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
-                                       schedule="multistep", milestones=(150, 180, 210), decay_rate=0.1,
-                                       batch_size=64, steps=None, epochs=240),
+    "repdistiller_cifar": RecipeConfig(
+        optimizer="momentum",
+        learning_rate=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="multistep",
+        milestones=(150, 180, 210),
+        decay_rate=0.1,
+        batch_size=64,
+        steps=None,
+        epochs=240,
+    ),
     # Kang & Kim (WDSL) CIFAR-100, 200 epochs: lr 0.1, 1 warm-up epoch, x0.2 at 60/120/160, batch 128.
-    "wdsl_cifar": RecipeConfig(optimizer="momentum", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
-                               schedule="multistep", milestones=(60, 120, 160), decay_rate=0.2, warmup=1.0,
-                               batch_size=128, steps=None, epochs=200),
+    "wdsl_cifar": RecipeConfig(
+        optimizer="momentum",
+        learning_rate=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="multistep",
+        milestones=(60, 120, 160),
+        decay_rate=0.2,
+        warmup=1.0,
+        batch_size=128,
+        steps=None,
+        epochs=200,
+    ),
 }
 
 

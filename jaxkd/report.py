@@ -42,12 +42,39 @@ FORMATS = ("text", "csv", "json", "markdown")
 
 # Keys a comparison (one test) may carry, in the order they are looked for.
 _STATISTIC_KEYS = ("t", "statistic", "u", "U", "z")
-_EFFECT_NAMES = {"cohens_dz": ("Cohen's d_z", "d_z"), "hedges_g": ("Hedges' g", "g"),
-                 "cohens_d": ("Cohen's d", "d"), "rank_biserial": ("rank-biserial r", "r_rb"),
-                 "effect_size": ("effect size", "effect")}
-CSV_COLUMNS = ("kind", "table", "metric", "at", "condition", "mean", "std", "ci_low", "ci_high", "n", "n_seeds",
-               "n_diverged", "comparison", "test", "diff_mean", "diff_ci_low", "diff_ci_high", "statistic",
-               "statistic_kind", "p", "p_adjusted", "correction", "effect_size", "effect_size_kind")
+_EFFECT_NAMES = {
+    "cohens_dz": ("Cohen's d_z", "d_z"),
+    "hedges_g": ("Hedges' g", "g"),
+    "cohens_d": ("Cohen's d", "d"),
+    "rank_biserial": ("rank-biserial r", "r_rb"),
+    "effect_size": ("effect size", "effect"),
+}
+CSV_COLUMNS = (
+    "kind",
+    "table",
+    "metric",
+    "at",
+    "condition",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n",
+    "n_seeds",
+    "n_diverged",
+    "comparison",
+    "test",
+    "diff_mean",
+    "diff_ci_low",
+    "diff_ci_high",
+    "statistic",
+    "statistic_kind",
+    "p",
+    "p_adjusted",
+    "correction",
+    "effect_size",
+    "effect_size_kind",
+)
 
 
 def load_run(path: str) -> dict:
@@ -65,11 +92,14 @@ def load_run(path: str) -> dict:
         entries = set(os.listdir(shown))
         runs = sorted(e for e in entries if os.path.isfile(os.path.join(shown, e, "summary.json")))
         if runs:
-            raise ConfigError(f"{shown} holds no summary.json but runs below it do: {', '.join(runs)}; "
-                              "report one of those")
+            raise ConfigError(
+                f"{shown} holds no summary.json but runs below it do: {', '.join(runs)}; report one of those"
+            )
         if entries & {"checkpoints", "config.json", "records.csv"} or any(e.startswith(".staging-") for e in entries):
-            raise ConfigError(f"{shown} is not a finished run (no summary.json yet): it was interrupted or is still "
-                              "running; finish it with `jaxkd run ... --resume` (or rerun it), then report it")
+            raise ConfigError(
+                f"{shown} is not a finished run (no summary.json yet): it was interrupted or is still "
+                "running; finish it with `jaxkd run ... --resume` (or rerun it), then report it"
+            )
         raise ConfigError(f"{shown} has no summary.json, so it is not a jaxkd results directory; {hint}")
     try:
         with open(summary_path) as f:
@@ -117,8 +147,9 @@ def _members(block: dict) -> list[tuple[str, str, dict]]:
 
 def available_metrics(tables) -> list[str]:
     """Every metric any member of any table summarises, sorted."""
-    return sorted({m for _, block in tables for _, _, c in _members(block) for m, v in c.items()
-                   if _is_metric_summary(v)})
+    return sorted(
+        {m for _, block in tables for _, _, c in _members(block) for m, v in c.items() if _is_metric_summary(v)}
+    )
 
 
 def condition_rows(tables, metrics, at: str) -> list[dict]:
@@ -130,10 +161,22 @@ def condition_rows(tables, metrics, at: str) -> list[dict]:
                 s = (c.get(metric) or {}).get(at)
                 if not isinstance(s, dict):
                     continue
-                rows.append({"kind": role, "table": table, "metric": metric, "at": at, "condition": name,
-                             "mean": _num(s.get("mean")), "std": _num(s.get("std")),
-                             "ci_low": _num(s.get("ci_low")), "ci_high": _num(s.get("ci_high")),
-                             "n": s.get("n"), "n_seeds": c.get("n_seeds"), "n_diverged": c.get("n_diverged")})
+                rows.append(
+                    {
+                        "kind": role,
+                        "table": table,
+                        "metric": metric,
+                        "at": at,
+                        "condition": name,
+                        "mean": _num(s.get("mean")),
+                        "std": _num(s.get("std")),
+                        "ci_low": _num(s.get("ci_low")),
+                        "ci_high": _num(s.get("ci_high")),
+                        "n": s.get("n"),
+                        "n_seeds": c.get("n_seeds"),
+                        "n_diverged": c.get("n_diverged"),
+                    }
+                )
     return rows
 
 
@@ -157,12 +200,25 @@ def _comparison_row(table: str, path: tuple, t: dict, metrics: set) -> dict:
     effect = next((k for k in _EFFECT_NAMES if k in t), None)
     stat = next((k for k in _STATISTIC_KEYS if k in t), None)
     n = t.get("n", t.get("n_a"))
-    return {"kind": "comparison", "table": table, "metric": metric, "at": at, "comparison": name,
-            "test": t.get("test", ""), "diff_mean": _num(t.get("diff_mean", t.get("diff"))),
-            "diff_ci_low": _num(t.get("diff_ci_low")), "diff_ci_high": _num(t.get("diff_ci_high")),
-            "statistic": _num(t.get(stat)), "statistic_kind": stat or "", "p": _num(t.get("p")),
-            "p_adjusted": _num(t.get(adjusted)), "correction": adjusted[2:] if adjusted else "",
-            "effect_size": _num(t.get(effect)), "effect_size_kind": effect or "", "n": n}
+    return {
+        "kind": "comparison",
+        "table": table,
+        "metric": metric,
+        "at": at,
+        "comparison": name,
+        "test": t.get("test", ""),
+        "diff_mean": _num(t.get("diff_mean", t.get("diff"))),
+        "diff_ci_low": _num(t.get("diff_ci_low")),
+        "diff_ci_high": _num(t.get("diff_ci_high")),
+        "statistic": _num(t.get(stat)),
+        "statistic_kind": stat or "",
+        "p": _num(t.get("p")),
+        "p_adjusted": _num(t.get(adjusted)),
+        "correction": adjusted[2:] if adjusted else "",
+        "effect_size": _num(t.get(effect)),
+        "effect_size_kind": effect or "",
+        "n": n,
+    }
 
 
 def comparison_rows(tables, metrics, at: str, known=()) -> list[dict]:
@@ -194,13 +250,17 @@ def scalar_entries(node, prefix: str = "") -> tuple[dict, int]:
 
 def _at_note(at: str, selected_by: str | None) -> str:
     if at == "selected":
-        return (f"at selected: each seed's evaluation picked by {selected_by or 'the validation metric'} "
-                "(the test set never picks)")
+        return (
+            f"at selected: each seed's evaluation picked by {selected_by or 'the validation metric'} "
+            "(the test set never picks)"
+        )
     if at == "last":
         return "at last: the final evaluation of each seed"
-    return ("at max_over_evals: each seed's best value over all evaluations (maximum; minimum for losses); for "
-            "test/ metrics this is the TEST-SET MAXIMUM, chosen on the test set, so it is optimistic (kept only to "
-            "compare with papers that report it)")
+    return (
+        "at max_over_evals: each seed's best value over all evaluations (maximum; minimum for losses); for "
+        "test/ metrics this is the TEST-SET MAXIMUM, chosen on the test set, so it is optimistic (kept only to "
+        "compare with papers that report it)"
+    )
 
 
 def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
@@ -215,11 +275,15 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
     tables = condition_tables(summary)
     if not tables:
         if metrics:
-            raise ConfigError(f"{run}/summary.json has no condition table (no 'conditions' entry), so --metric does "
-                              "not apply; drop --metric to see its scalar entries")
+            raise ConfigError(
+                f"{run}/summary.json has no condition table (no 'conditions' entry), so --metric does "
+                "not apply; drop --metric to see its scalar entries"
+            )
         scalars, lists = scalar_entries(summary)
-        note = (f"{run}/summary.json has no condition table (no 'conditions' entry); its scalar entries follow, "
-                f"its {lists} lists (curves) are in summary.json")
+        note = (
+            f"{run}/summary.json has no condition table (no 'conditions' entry); its scalar entries follow, "
+            f"its {lists} lists (curves) are in summary.json"
+        )
         return {"run": run, "kind": "scalars", "scalars": scalars, "lists_omitted": lists, "notes": [note]}
     known = available_metrics(tables)
     if metrics:
@@ -228,24 +292,36 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
             check_name("metric", m, known)
     else:
         metrics = [m for m in known if m.startswith("test/")] or known
-    selected_by = next((c.get("selected_by") for _, b in tables for _, _, c in _members(b) if c.get("selected_by")),
-                       None)
+    selected_by = next(
+        (c.get("selected_by") for _, b in tables for _, _, c in _members(b) if c.get("selected_by")), None
+    )
     notes = [_at_note(at, selected_by)]
     for table, block in tables:
         for name, _, c in _members(block):
             if c.get("n_diverged"):
                 seeds = [str(s) for s in c.get("diverged_seeds") or []]
                 which = f"; seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}" if seeds else ""
-                notes.append(f"{table + ': ' if table else ''}{name}: {c['n_diverged']} of {c.get('n_seeds')} seeds "
-                             f"diverged (NaN/Inf{which}) and are excluded")
+                notes.append(
+                    f"{table + ': ' if table else ''}{name}: {c['n_diverged']} of {c.get('n_seeds')} seeds "
+                    f"diverged (NaN/Inf{which}) and are excluded"
+                )
     comparisons = comparison_rows(tables, metrics, at, known)
     if not comparisons:
-        notes.append("no tests on these metrics at this evaluation point"
-                     + (" (the run's tests are at selected and last)" if at == "max_over_evals" else ""))
+        notes.append(
+            "no tests on these metrics at this evaluation point"
+            + (" (the run's tests are at selected and last)" if at == "max_over_evals" else "")
+        )
     legend = {table: block["legend"] for table, block in tables if isinstance(block.get("legend"), dict)}
-    return {"run": run, "kind": "conditions", "at": at, "metrics": metrics,
-            "conditions": condition_rows(tables, metrics, at), "comparisons": comparisons,
-            "legend": legend, "notes": notes}
+    return {
+        "run": run,
+        "kind": "conditions",
+        "at": at,
+        "metrics": metrics,
+        "conditions": condition_rows(tables, metrics, at),
+        "comparisons": comparisons,
+        "legend": legend,
+        "notes": notes,
+    }
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
@@ -310,8 +386,17 @@ def _comparison_header(rows) -> tuple[list[str], str]:
     corr = sorted({r["correction"] for r in rows if r["correction"]})
     effects = sorted({r["effect_size_kind"] for r in rows if r["effect_size_kind"]})
     eff_col = _EFFECT_NAMES[effects[0]][1] if len(effects) == 1 else "effect"
-    header = ["metric", "comparison", "diff", "95% CI", stats[0] if len(stats) == 1 else "statistic", "p",
-              f"p ({corr[0].capitalize()})" if len(corr) == 1 else "p (corrected)", eff_col, "n"]
+    header = [
+        "metric",
+        "comparison",
+        "diff",
+        "95% CI",
+        stats[0] if len(stats) == 1 else "statistic",
+        "p",
+        f"p ({corr[0].capitalize()})" if len(corr) == 1 else "p (corrected)",
+        eff_col,
+        "n",
+    ]
     desc = ", ".join(tests) or "tests"
     if corr:
         desc += f"; p corrected by {'/'.join(c.capitalize() for c in corr)} within each metric and evaluation point"
@@ -321,9 +406,17 @@ def _comparison_header(rows) -> tuple[list[str], str]:
 
 
 def _comparison_cells(r) -> list[str]:
-    return [r["metric"], r["comparison"], _fmt(r["diff_mean"]), _ci(r["diff_ci_low"], r["diff_ci_high"]),
-            _fmt_short(r["statistic"]), _fmt_p(r["p"]), _fmt_p(r["p_adjusted"]), _fmt_short(r["effect_size"]),
-            str(r["n"])]
+    return [
+        r["metric"],
+        r["comparison"],
+        _fmt(r["diff_mean"]),
+        _ci(r["diff_ci_low"], r["diff_ci_high"]),
+        _fmt_short(r["statistic"]),
+        _fmt_p(r["p"]),
+        _fmt_p(r["p_adjusted"]),
+        _fmt_short(r["effect_size"]),
+        str(r["n"]),
+    ]
 
 
 def _legend_text(entry) -> str:
@@ -335,8 +428,12 @@ def _legend_text(entry) -> str:
 def _aligned(header: list[str], rows: list[list[str]], left: int, indent: str = "  ") -> list[str]:
     """Columns padded to one width; the first ``left`` (names) left-aligned, numbers right-aligned."""
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: indent + "  ".join(  # noqa: E731
-        c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    line = lambda cells: (
+        indent
+        + "  ".join(  # noqa: E731
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+    )
     return [line(header)] + [line(r) for r in rows]
 
 
@@ -351,9 +448,11 @@ def render_text(report: dict) -> str:
             width = max(len(k) for k in report["scalars"])
             lines += [f"  {k:<{width}}  {_scalar(v)}" for k, v in report["scalars"].items()]
         return "\n".join(lines) + "\n"
-    lines = [f"run {report['run']}",
-             "mean ± std over seeds; 95% CI of the mean (Student t); n = seeds used (used/total when some diverged)",
-             *report["notes"]]
+    lines = [
+        f"run {report['run']}",
+        "mean ± std over seeds; 95% CI of the mean (Student t); n = seeds used (used/total when some diverged)",
+        *report["notes"],
+    ]
     for table in _tables(report):
         if table:
             lines += ["", f"== {table} =="]

@@ -38,8 +38,16 @@ def records_from_sweep(result, conditions: list[str]) -> list[dict]:
         for s in range(values.shape[0]):
             for g, cond in enumerate(conditions):
                 for e, step in enumerate(result.steps):
-                    rows.append({"condition": cond, "seed": s, "step": int(step), "metric": metric,
-                                 "value": float(values[s, g, e]), "diverged": bool(result.diverged[s, g])})
+                    rows.append(
+                        {
+                            "condition": cond,
+                            "seed": s,
+                            "step": int(step),
+                            "metric": metric,
+                            "value": float(values[s, g, e]),
+                            "diverged": bool(result.diverged[s, g]),
+                        }
+                    )
     return rows
 
 
@@ -67,18 +75,24 @@ def summarize_sweep(result, conditions: list[str], *, select: str = "val/acc", l
     out = {}
     for g, cond in enumerate(conditions):
         ok = ~result.diverged[:, g]
-        per = {"n_seeds": int(result.n_seeds), "n_diverged": int((~ok).sum()),
-               "diverged_seeds": [int(s) for s in np.flatnonzero(~ok)],
-               "hparams": {k: float(v[g]) for k, v in result.grid.items()}, "selected_by": select,
-               "selected_steps": [int(result.steps[i]) for i in pick[ok, g]]}
+        per = {
+            "n_seeds": int(result.n_seeds),
+            "n_diverged": int((~ok).sum()),
+            "diverged_seeds": [int(s) for s in np.flatnonzero(~ok)],
+            "hparams": {k: float(v[g]) for k, v in result.grid.items()},
+            "selected_by": select,
+            "selected_steps": [int(result.steps[i]) for i in pick[ok, g]],
+        }
         for metric, values in sorted(result.history.items()):
             v = values[ok, g, :]
             lower = _lower_is_better(metric)
             extreme = v.min(axis=-1) if lower else v.max(axis=-1)
             at_pick = v[np.arange(len(v)), pick[ok, g]]
-            per[metric] = {"last": stats.summarize(v[:, -1], level=level),
-                           "selected": stats.summarize(at_pick, level=level),
-                           "max_over_evals": stats.summarize(extreme, level=level)}
+            per[metric] = {
+                "last": stats.summarize(v[:, -1], level=level),
+                "selected": stats.summarize(at_pick, level=level),
+                "max_over_evals": stats.summarize(extreme, level=level),
+            }
         out[cond] = per
     return out
 
@@ -114,8 +128,16 @@ def env_stamp() -> dict:
             return None
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=os.path.dirname(os.path.abspath(__file__)),
+            ).stdout.strip()
+            or None
+        )
     except Exception:
         commit = None
     return {

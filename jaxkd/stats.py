@@ -90,9 +90,18 @@ def welch_test(a, b, *, level: float = 0.95) -> dict:
     a, b = _clean(a), _clean(b)
     na, nb = len(a), len(b)
     if na < 2 or nb < 2:
-        return {"test": "welch t", "t": _NAN, "p": _NAN, "df": _NAN, "hedges_g": _NAN, "n_a": na, "n_b": nb,
-                "diff_mean": float(np.mean(a) - np.mean(b)) if na and nb else _NAN,
-                "diff_ci_low": _NAN, "diff_ci_high": _NAN}
+        return {
+            "test": "welch t",
+            "t": _NAN,
+            "p": _NAN,
+            "df": _NAN,
+            "hedges_g": _NAN,
+            "n_a": na,
+            "n_b": nb,
+            "diff_mean": float(np.mean(a) - np.mean(b)) if na and nb else _NAN,
+            "diff_ci_low": _NAN,
+            "diff_ci_high": _NAN,
+        }
     res = _st.ttest_ind(a, b, equal_var=False)
     ci = res.confidence_interval(level)
     return {
@@ -190,8 +199,9 @@ def _paired_mean_diff(x, y, axis=-1):
     return np.mean(x - y, axis=axis)
 
 
-def permutation_test(a, b, *, paired: bool = False, n_resamples: int = 9999, seed: int = 0,
-                     alternative: str = "two-sided") -> dict:
+def permutation_test(
+    a, b, *, paired: bool = False, n_resamples: int = 9999, seed: int = 0, alternative: str = "two-sided"
+) -> dict:
     """Permutation test of equal means (``scipy.stats.permutation_test``).
 
     Statistic ``mean(a) - mean(b)``. Independent: group labels are permuted.
@@ -206,12 +216,25 @@ def permutation_test(a, b, *, paired: bool = False, n_resamples: int = 9999, see
     else:
         a, b = _clean(a), _clean(b)
         kind, stat, n_ok = "independent", _mean_diff, len(a) >= 1 and len(b) >= 1 and len(a) + len(b) >= 3
-    out = {"test": "paired permutation" if paired else "permutation", "statistic": _NAN, "p": _NAN,
-           "n_a": len(a), "n_b": len(b)}
+    out = {
+        "test": "paired permutation" if paired else "permutation",
+        "statistic": _NAN,
+        "p": _NAN,
+        "n_a": len(a),
+        "n_b": len(b),
+    }
     if not n_ok:
         return out
-    res = _st.permutation_test((a, b), stat, permutation_type=kind, vectorized=True, n_resamples=n_resamples,
-                               alternative=alternative, axis=-1, rng=np.random.default_rng(seed))
+    res = _st.permutation_test(
+        (a, b),
+        stat,
+        permutation_type=kind,
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative=alternative,
+        axis=-1,
+        rng=np.random.default_rng(seed),
+    )
     return out | {"statistic": float(res.statistic), "p": float(res.pvalue)}
 
 
@@ -229,8 +252,9 @@ def mannwhitney_test(a, b, *, alternative: str = "two-sided", method: str = "aut
     return {"test": "mann-whitney U", "u": u, "p": float(res.pvalue), "cles": u / (na * nb), "n_a": na, "n_b": nb}
 
 
-def bootstrap_diff_ci(a, b, *, paired: bool, level: float = 0.95, n_resamples: int = 2000, seed: int = 0,
-                      method: str = "percentile") -> tuple[float, float]:
+def bootstrap_diff_ci(
+    a, b, *, paired: bool, level: float = 0.95, n_resamples: int = 2000, seed: int = 0, method: str = "percentile"
+) -> tuple[float, float]:
     """Bootstrap CI of ``mean(a) - mean(b)`` (``scipy.stats.bootstrap``).
 
     Paired: seed pairs are resampled together. Unpaired: each group is resampled on
@@ -244,41 +268,74 @@ def bootstrap_diff_ci(a, b, *, paired: bool, level: float = 0.95, n_resamples: i
         stat = _mean_diff
     if min(len(a), len(b)) < 2:
         return _NAN, _NAN
-    res = _st.bootstrap((a, b), stat, paired=paired, vectorized=True, axis=-1, n_resamples=n_resamples,
-                        confidence_level=level, method=method, rng=np.random.default_rng(seed))
+    res = _st.bootstrap(
+        (a, b),
+        stat,
+        paired=paired,
+        vectorized=True,
+        axis=-1,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method=method,
+        rng=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 # test name -> whether it pairs seeds
-FAMILY_TESTS = {"welch": False, "paired": True, "permutation": False, "paired_permutation": True,
-                "mannwhitney": False}
+FAMILY_TESTS = {"welch": False, "paired": True, "permutation": False, "paired_permutation": True, "mannwhitney": False}
 
 
 def _compare(a, b, test: str, *, level: float, n_resamples: int, seed: int) -> dict:
     paired = FAMILY_TESTS[test]
     if test == "welch":
         r = welch_test(a, b, level=level)
-        return {"test": r["test"], "statistic": r["t"], "p": r["p"], "diff": r["diff_mean"],
-                "ci_low": r["diff_ci_low"], "ci_high": r["diff_ci_high"], "n_a": r["n_a"], "n_b": r["n_b"]}
+        return {
+            "test": r["test"],
+            "statistic": r["t"],
+            "p": r["p"],
+            "diff": r["diff_mean"],
+            "ci_low": r["diff_ci_low"],
+            "ci_high": r["diff_ci_high"],
+            "n_a": r["n_a"],
+            "n_b": r["n_b"],
+        }
     if test == "paired":
         r = paired_test(a, b, level=level)
-        return {"test": r["test"], "statistic": r["t"], "p": r["p"], "diff": r["diff_mean"],
-                "ci_low": r["diff_ci_low"], "ci_high": r["diff_ci_high"], "n_a": r["n"], "n_b": r["n"]}
+        return {
+            "test": r["test"],
+            "statistic": r["t"],
+            "p": r["p"],
+            "diff": r["diff_mean"],
+            "ci_low": r["diff_ci_low"],
+            "ci_high": r["diff_ci_high"],
+            "n_a": r["n"],
+            "n_b": r["n"],
+        }
     if test == "mannwhitney":
         r = mannwhitney_test(a, b)
         stat = r["u"]
     else:
         r = permutation_test(a, b, paired=paired, n_resamples=n_resamples, seed=seed)
         stat = r["statistic"]
-    x, y = (_pairs(a, b) if paired else (_clean(a), _clean(b)))
+    x, y = _pairs(a, b) if paired else (_clean(a), _clean(b))
     lo, hi = bootstrap_diff_ci(x, y, paired=paired, level=level, n_resamples=n_resamples, seed=seed)
     diff = float(np.mean(x) - np.mean(y)) if len(x) and len(y) else _NAN
-    return {"test": r["test"], "statistic": stat, "p": r["p"], "diff": diff, "ci_low": lo, "ci_high": hi,
-            "n_a": r["n_a"], "n_b": r["n_b"]}
+    return {
+        "test": r["test"],
+        "statistic": stat,
+        "p": r["p"],
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "n_a": r["n_a"],
+        "n_b": r["n_b"],
+    }
 
 
-def compare_family(comparisons: dict, *, test: str = "welch", level: float = 0.95, n_resamples: int = 9999,
-                   seed: int = 0) -> dict[str, dict]:
+def compare_family(
+    comparisons: dict, *, test: str = "welch", level: float = 0.95, n_resamples: int = 9999, seed: int = 0
+) -> dict[str, dict]:
     """Run one test per declared comparison ``{name: (a, b)}`` and Holm-correct over the family.
 
     Per comparison: ``test``, ``statistic`` (t; permutation: mean(a) - mean(b); Mann-Whitney: U),
@@ -292,13 +349,17 @@ def compare_family(comparisons: dict, *, test: str = "welch", level: float = 0.9
       comparisons: name -> (a, b) per-seed values; the paired tests need equal lengths (seed i with seed i).
       test: ``welch``, ``paired``, ``permutation``, ``paired_permutation`` or ``mannwhitney``.
     """
-    check(isinstance(comparisons, dict) and len(comparisons) > 0,
-          "empty family of comparisons: declare at least one {name: (a, b)} to compare")
+    check(
+        isinstance(comparisons, dict) and len(comparisons) > 0,
+        "empty family of comparisons: declare at least one {name: (a, b)} to compare",
+    )
     check_name("test", test, FAMILY_TESTS)
     out = {}
     for name, pair in comparisons.items():
-        check(isinstance(pair, (tuple, list)) and len(pair) == 2,
-              f"comparison {name!r} must be a pair (a, b) of per-seed values")
+        check(
+            isinstance(pair, (tuple, list)) and len(pair) == 2,
+            f"comparison {name!r} must be a pair (a, b) of per-seed values",
+        )
         a, b = pair
         if FAMILY_TESTS[test]:
             a, b = _pairs(a, b, f"comparison {name!r} ({test} test)")
@@ -321,8 +382,16 @@ def _loglog_slopes(lx_P, ly_RxP):
     return slope, ly_RxP.mean(-1) - slope * lx_P.mean()
 
 
-def power_law_exponents(x, per_seed: dict, *, comparisons=(), paired: bool = True, level: float = 0.95,
-                        n_resamples: int = 2000, seed: int = 0) -> dict:
+def power_law_exponents(
+    x,
+    per_seed: dict,
+    *,
+    comparisons=(),
+    paired: bool = True,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Power-law exponents of seed means against ``x``, with seed-bootstrap CIs, and tests of their differences.
 
     For each condition ``c`` the fit is ``mean_s y_c[p, s] ≈ coef · x[p] ** exponent`` by least squares in
@@ -342,8 +411,10 @@ def power_law_exponents(x, per_seed: dict, *, comparisons=(), paired: bool = Tru
       comparisons: ``[(a, b), ...]`` condition names.
     """
     x = np.asarray(x, np.float64)
-    check(x.ndim == 1 and np.all(x > 0) and len(np.unique(x)) >= 2,
-          f"power-law sizes must be >= 2 distinct positive values, got {x.tolist()}")
+    check(
+        x.ndim == 1 and np.all(x > 0) and len(np.unique(x)) >= 2,
+        f"power-law sizes must be >= 2 distinct positive values, got {x.tolist()}",
+    )
     ys = {c: np.asarray(v, np.float64) for c, v in per_seed.items()}
     for c, v in ys.items():
         check(v.ndim == 2 and v.shape[0] == len(x), f"condition {c!r}: values must be [P={len(x)}, S], got {v.shape}")
@@ -373,7 +444,7 @@ def power_law_exponents(x, per_seed: dict, *, comparisons=(), paired: bool = Tru
         with np.errstate(invalid="ignore"):
             fit = fit_power_law(x, np.nanmean(v, axis=1))
         b = boot[c][np.isfinite(boot[c])]
-        lo, hi = (np.quantile(b, [alpha, 1 - alpha]) if len(b) else (_NAN, _NAN))
+        lo, hi = np.quantile(b, [alpha, 1 - alpha]) if len(b) else (_NAN, _NAN)
         fits[c] = {**fit, "ci_low": float(lo), "ci_high": float(hi), "n_resamples_used": int(len(b))}
     out = {}
     for a, b in comparisons:
@@ -385,11 +456,22 @@ def power_law_exponents(x, per_seed: dict, *, comparisons=(), paired: bool = Tru
             p = min(1.0, 2 * min(1 + np.sum(d <= 0), 1 + np.sum(d >= 0)) / (r + 1))
         else:
             lo = hi = p = _NAN
-        out[f"{a} - {b}"] = {"diff": fits[a]["exponent"] - fits[b]["exponent"], "ci_low": float(lo),
-                             "ci_high": float(hi), "p": float(p), "n_resamples_used": r}
+        out[f"{a} - {b}"] = {
+            "diff": fits[a]["exponent"] - fits[b]["exponent"],
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "p": float(p),
+            "n_resamples_used": r,
+        }
     if out:
         ps = np.array([r["p"] for r in out.values()])
         for r, p, q in zip(out.values(), ps, holm(np.where(np.isfinite(ps), ps, 1.0))):
             r["p_holm"] = float(q) if np.isfinite(p) else _NAN
-    return {"fits": fits, "comparisons": out, "paired": paired, "level": level, "n_resamples": n_resamples,
-            "test": "two-sided percentile bootstrap of the exponent difference, seeds resampled per shape"}
+    return {
+        "fits": fits,
+        "comparisons": out,
+        "paired": paired,
+        "level": level,
+        "n_resamples": n_resamples,
+        "test": "two-sided percentile bootstrap of the exponent difference, seeds resampled per shape",
+    }

@@ -77,11 +77,15 @@ class RunKeys:
     def __post_init__(self):
         for name in ("init", "data"):
             a = getattr(self, name)
-            check(jnp.issubdtype(a.dtype, jax.dtypes.prng_key) and a.ndim == 2,
-                  f"RunKeys.{name} must be a [seeds, grid points] array of typed keys (jax.random.key), "
-                  f"got {a.dtype} {a.shape}")
-        check(self.init.shape == self.data.shape,
-              f"RunKeys.init {self.init.shape} and RunKeys.data {self.data.shape} differ in shape")
+            check(
+                jnp.issubdtype(a.dtype, jax.dtypes.prng_key) and a.ndim == 2,
+                f"RunKeys.{name} must be a [seeds, grid points] array of typed keys (jax.random.key), "
+                f"got {a.dtype} {a.shape}",
+            )
+        check(
+            self.init.shape == self.data.shape,
+            f"RunKeys.init {self.init.shape} and RunKeys.data {self.data.shape} differ in shape",
+        )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -101,8 +105,10 @@ class RunKeys:
         return RunKeys(mix(self.init, other.init, init), mix(self.data, other.data, data))
 
     def fingerprint(self) -> dict:
-        return {name: hashlib.sha256(np.asarray(jax.random.key_data(getattr(self, name))).tobytes()).hexdigest()[:16]
-                for name in ("init", "data")}
+        return {
+            name: hashlib.sha256(np.asarray(jax.random.key_data(getattr(self, name))).tobytes()).hexdigest()[:16]
+            for name in ("init", "data")
+        }
 
 
 def seed_run_keys(key, n_seeds: int, grid_size: int = 1) -> RunKeys:
@@ -129,8 +135,7 @@ def _full_grid(trainer: Trainer, grid: dict | None) -> dict[str, np.ndarray]:
     g = sizes.pop() if sizes else 1
     defaults = trainer.hparams()
     return {
-        name: np.broadcast_to(np.asarray(grid.get(name, defaults[name]), np.float64), (g,)).copy()
-        for name in defaults
+        name: np.broadcast_to(np.asarray(grid.get(name, defaults[name]), np.float64), (g,)).copy() for name in defaults
     }
 
 
@@ -181,8 +186,15 @@ class SweepProgram:
     round-off.
     """
 
-    def __init__(self, trainer: Trainer, n_seeds: int, grid: dict | None = None, *, shard: bool = True,
-                 vmap_width: int | None | str = "auto"):
+    def __init__(
+        self,
+        trainer: Trainer,
+        n_seeds: int,
+        grid: dict | None = None,
+        *,
+        shard: bool = True,
+        vmap_width: int | None | str = "auto",
+    ):
         self.trainer, self.n_seeds = trainer, int(n_seeds)
         self.grid = _full_grid(trainer, grid)
         self.grid_size = g = len(next(iter(self.grid.values())))
@@ -202,9 +214,11 @@ class SweepProgram:
         per_seed = trainer.teacher is not None and trainer.teacher.per_seed
         tin = trainer.teacher_inputs
         if per_seed:
-            check(trainer.teacher.n_seeds == self.n_seeds,
-                  f"the per-seed teacher has {trainer.teacher.n_seeds} members but the sweep has {self.n_seeds} "
-                  "seeds; they must match")
+            check(
+                trainer.teacher.n_seeds == self.n_seeds,
+                f"the per-seed teacher has {trainer.teacher.n_seeds} members but the sweep has {self.n_seeds} "
+                "seeds; they must match",
+            )
             tin = place(_pad_seeds(tin, self.padded_seeds), seed_sharding)
         else:
             tin = place(tin, replicated)
@@ -217,8 +231,13 @@ class SweepProgram:
 
         def init_keys(init_keys_SxG, data_keys_SxG):
             s, g_ = init_keys_SxG.shape[:2]
-            flat = jax.lax.map(lambda k: trainer.init(*k), (init_keys_SxG.reshape(s * g_, *init_keys_SxG.shape[2:]),
-                                                             data_keys_SxG.reshape(s * g_, *data_keys_SxG.shape[2:])))
+            flat = jax.lax.map(
+                lambda k: trainer.init(*k),
+                (
+                    init_keys_SxG.reshape(s * g_, *init_keys_SxG.shape[2:]),
+                    data_keys_SxG.reshape(s * g_, *data_keys_SxG.shape[2:]),
+                ),
+            )
             return jax.tree.map(lambda a: a.reshape(s, g_, *a.shape[1:]), flat)
 
         # lax.map, not vmap: XLA:CPU takes ~15 s to compile two partitionable-threefry draws under a double
@@ -255,9 +274,13 @@ class SweepProgram:
         if fn is None:
             local = functools.partial(self._local_advance, num_steps=num_steps)
             if self.mesh is not None:  # each device advances its own seeds; nothing is gathered
-                local = jax.shard_map(local, mesh=self.mesh, check_vma=False,
-                                      in_specs=(P("seed"), P(), P(), P("seed") if self.per_seed else P()),
-                                      out_specs=(P("seed"), P("seed")))
+                local = jax.shard_map(
+                    local,
+                    mesh=self.mesh,
+                    check_vma=False,
+                    in_specs=(P("seed"), P(), P(), P("seed") if self.per_seed else P()),
+                    out_specs=(P("seed"), P("seed")),
+                )
             fn = self._advance_fns[num_steps] = jax.jit(local, donate_argnums=0)
         return fn
 
@@ -330,12 +353,18 @@ def run_sweep(
     program = SweepProgram(trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width)
     s_pad = program.padded_seeds
     if keys is not None:
-        check(keys.shape == (int(n_seeds), program.grid_size),
-              f"keys are {keys.shape} (seeds, grid points) but the sweep has {n_seeds} seeds and "
-              f"{program.grid_size} grid points")
+        check(
+            keys.shape == (int(n_seeds), program.grid_size),
+            f"keys are {keys.shape} (seeds, grid points) but the sweep has {n_seeds} seeds and "
+            f"{program.grid_size} grid points",
+        )
     full_fingerprint = {
-        **trainer.fingerprint, "key": np.asarray(jax.random.key_data(key)).tolist(), "n_seeds": int(n_seeds),
-        "chunk_steps": chunk, "grid": {k: v.tolist() for k, v in program.grid.items()}, **(fingerprint or {}),
+        **trainer.fingerprint,
+        "key": np.asarray(jax.random.key_data(key)).tolist(),
+        "n_seeds": int(n_seeds),
+        "chunk_steps": chunk,
+        "grid": {k: v.tolist() for k, v in program.grid.items()},
+        **(fingerprint or {}),
     }
     if keys is not None:
         full_fingerprint["run_keys"] = keys.fingerprint()
@@ -355,9 +384,13 @@ def run_sweep(
 
             def target_for(step):
                 n_eval = step // every
-                return {"state": state_target,
-                        "history": {k: jax.ShapeDtypeStruct((s_pad, program.grid_size, n_eval), v.dtype)
-                                    for k, v in hist_shape.items()}}
+                return {
+                    "state": state_target,
+                    "history": {
+                        k: jax.ShapeDtypeStruct((s_pad, program.grid_size, n_eval), v.dtype)
+                        for k, v in hist_shape.items()
+                    },
+                }
 
             latest, restored = ckpt.restore(latest, target_for)
             states = restored["state"]
@@ -391,11 +424,15 @@ def run_sweep(
     diverged = ~(np.asarray(_finite(states.params)) & finite_hist)
     if diverged.any():
         bad = ", ".join(f"seed {s} at grid point {g}" for s, g in zip(*np.nonzero(diverged)))
-        warnings.warn(f"{int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are "
-                      f"excluded from summaries: {bad}", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are excluded from summaries: {bad}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     steps = np.arange(1, total // every + 1) * every
-    return SweepResult(states=states, history=hist, steps=steps, grid=program.grid, diverged=diverged,
-                       fingerprint=full_fingerprint)
+    return SweepResult(
+        states=states, history=hist, steps=steps, grid=program.grid, diverged=diverged, fingerprint=full_fingerprint
+    )
 
 
 def _concat(history: list[dict]) -> dict[str, np.ndarray]:

@@ -53,8 +53,11 @@ class Teacher:
         from jaxkd.errors import check
 
         if not per_seed:
-            check(len(ensemble) == 1, f"a shared teacher is one model, but the ensemble holds {len(ensemble)}; "
-                                      "set per_seed_teacher=true to pair member s with student seed s")
+            check(
+                len(ensemble) == 1,
+                f"a shared teacher is one model, but the ensemble holds {len(ensemble)}; "
+                "set per_seed_teacher=true to pair member s with student seed s",
+            )
             take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
             return cls(ensemble.model, take(ensemble.params), take(ensemble.rest))
         return cls(ensemble.model, ensemble.params, ensemble.rest, per_seed=True)

@@ -86,8 +86,7 @@ def ce(*, label_smoothing: float = 0.0) -> Term:
     def apply(aux, state, s_out, t_out, batch, key, hp):
         return losses.label_smoothing_ce(s_out[0], batch["y"], smoothing=hp["label_smoothing"]), state
 
-    return Term("ce", apply, hparams={"label_smoothing": label_smoothing},
-                constraints={"label_smoothing": "unit_open"})
+    return Term("ce", apply, hparams={"label_smoothing": label_smoothing}, constraints={"label_smoothing": "unit_open"})
 
 
 def kd(*, temperature: float = 4.0) -> Term:
@@ -99,8 +98,9 @@ def kd(*, temperature: float = 4.0) -> Term:
     def apply(aux, state, s_out, t_out, batch, key, hp):
         return losses.kd_loss(s_out[0], t_out[0], temperature=hp["temperature"]), state
 
-    return Term("kd", apply, hparams={"temperature": temperature}, constraints={"temperature": "positive"},
-                needs_teacher=True)
+    return Term(
+        "kd", apply, hparams={"temperature": temperature}, constraints={"temperature": "positive"}, needs_teacher=True
+    )
 
 
 def dkd(*, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> Term:
@@ -111,11 +111,17 @@ def dkd(*, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> T
     """
 
     def apply(aux, state, s_out, t_out, batch, key, hp):
-        return losses.dkd_loss(s_out[0], t_out[0], batch["y"], alpha=hp["alpha"], beta=hp["beta"],
-                               temperature=hp["temperature"]), state
+        return losses.dkd_loss(
+            s_out[0], t_out[0], batch["y"], alpha=hp["alpha"], beta=hp["beta"], temperature=hp["temperature"]
+        ), state
 
-    return Term("dkd", apply, hparams={"alpha": alpha, "beta": beta, "temperature": temperature},
-                constraints={"alpha": "nonneg", "beta": "nonneg", "temperature": "positive"}, needs_teacher=True)
+    return Term(
+        "dkd",
+        apply,
+        hparams={"alpha": alpha, "beta": beta, "temperature": temperature},
+        constraints={"alpha": "nonneg", "beta": "nonneg", "temperature": "positive"},
+        needs_teacher=True,
+    )
 
 
 def dist(*, beta: float = 2.0, gamma: float = 2.0, temperature: float = 4.0) -> Term:
@@ -126,11 +132,17 @@ def dist(*, beta: float = 2.0, gamma: float = 2.0, temperature: float = 4.0) -> 
     """
 
     def apply(aux, state, s_out, t_out, batch, key, hp):
-        return losses.dist_loss(s_out[0], t_out[0], beta=hp["beta"], gamma=hp["gamma"],
-                                temperature=hp["temperature"]), state
+        return losses.dist_loss(
+            s_out[0], t_out[0], beta=hp["beta"], gamma=hp["gamma"], temperature=hp["temperature"]
+        ), state
 
-    return Term("dist", apply, hparams={"beta": beta, "gamma": gamma, "temperature": temperature},
-                constraints={"beta": "nonneg", "gamma": "nonneg", "temperature": "positive"}, needs_teacher=True)
+    return Term(
+        "dist",
+        apply,
+        hparams={"beta": beta, "gamma": gamma, "temperature": temperature},
+        constraints={"beta": "nonneg", "gamma": "nonneg", "temperature": "positive"},
+        needs_teacher=True,
+    )
 
 
 def rcd(*, temperature: float = 4.0, scale: float = 1.0, per_example: bool = False) -> Term:
@@ -158,12 +170,18 @@ def rcd(*, temperature: float = 4.0, scale: float = 1.0, per_example: bool = Fal
             noise = jax.random.normal(key, logits.shape)
         return losses.kd_loss(logits, hp["scale"] * noise, temperature=hp["temperature"]), state
 
-    return Term("rcd", apply, init=init, hparams={"temperature": temperature, "scale": scale},
-                constraints={"temperature": "positive", "scale": "nonneg"})
+    return Term(
+        "rcd",
+        apply,
+        init=init,
+        hparams={"temperature": temperature, "scale": scale},
+        constraints={"temperature": "positive", "scale": "nonneg"},
+    )
 
 
-def confusion(*, temperature: float = 2.0, momentum: float = 0.9, smoothing: float = 0.1,
-              update: str = "eval", split: str = "val") -> Term:
+def confusion(
+    *, temperature: float = 2.0, momentum: float = 0.9, smoothing: float = 0.1, update: str = "eval", split: str = "val"
+) -> Term:
     """Confusion Distillation (Kang & Kim, arXiv 2606.03052): KD towards a row of an EMA confusion matrix.
 
     State ``Q`` ([C, C]) starts as the label-smoothing matrix
@@ -177,8 +195,10 @@ def confusion(*, temperature: float = 2.0, momentum: float = 0.9, smoothing: flo
     Needs no teacher.
     """
     check(update in ("eval", "step"), f"confusion update must be 'eval' or 'step', got {update!r}")
-    check(split in ("train", "val", "test"), f"confusion split must be 'val' (default), 'train' or 'test' "
-                                             f"(test-label leakage), got {split!r}")
+    check(
+        split in ("train", "val", "test"),
+        f"confusion split must be 'val' (default), 'train' or 'test' (test-label leakage), got {split!r}",
+    )
 
     def init(key, s_spec, t_spec):
         c = s_spec[0].shape[-1]
@@ -201,9 +221,15 @@ def confusion(*, temperature: float = 2.0, momentum: float = 0.9, smoothing: flo
             state = ema(state, jax.lax.stop_gradient(logits), batch["y"], hp)
         return values, state
 
-    return Term("confusion", apply, init=init, hparams={"temperature": temperature, "momentum": momentum},
-                constraints={"temperature": "positive", "momentum": "unit"},
-                eval_update=ema if update == "eval" else None, eval_split=split)
+    return Term(
+        "confusion",
+        apply,
+        init=init,
+        hparams={"temperature": temperature, "momentum": momentum},
+        constraints={"temperature": "positive", "momentum": "unit"},
+        eval_update=ema if update == "eval" else None,
+        eval_split=split,
+    )
 
 
 # --- feature terms -------------------------------------------------------------------------------
@@ -229,8 +255,11 @@ def fitnet(*, student: str, teacher: str) -> Term:
 
     def init(key, s_spec, t_spec):
         fs, ft = _feature(s_spec, student, "student"), _feature(t_spec, teacher, "teacher")
-        check(fs.ndim == ft.ndim, f"fitnet: student feature {student!r} has shape {fs.shape[1:]} and teacher "
-                                  f"feature {teacher!r} {ft.shape[1:]}; pick features of the same rank")
+        check(
+            fs.ndim == ft.ndim,
+            f"fitnet: student feature {student!r} has shape {fs.shape[1:]} and teacher "
+            f"feature {teacher!r} {ft.shape[1:]}; pick features of the same rank",
+        )
         kernel = jax.nn.initializers.lecun_normal()(key, (fs.shape[-1], ft.shape[-1]), jnp.float32)
         return {"kernel": kernel, "bias": jnp.zeros((ft.shape[-1],), jnp.float32)}, {}
 
@@ -240,8 +269,9 @@ def fitnet(*, student: str, teacher: str) -> Term:
         projected = jnp.einsum("...c,cd->...d", f, aux["kernel"]) + bias
         return features.fitnet_loss(projected, t_out[1][teacher]), state
 
-    return Term("fitnet", apply, init=init, needs_teacher=True, student_features=(student,),
-                teacher_features=(teacher,))
+    return Term(
+        "fitnet", apply, init=init, needs_teacher=True, student_features=(student,), teacher_features=(teacher,)
+    )
 
 
 def at(*, student: tuple[str, ...], teacher: tuple[str, ...], p: float = 2.0) -> Term:
@@ -253,14 +283,18 @@ def at(*, student: tuple[str, ...], teacher: tuple[str, ...], p: float = 2.0) ->
     RepDistiller uses p = 2 and weight 1000.
     """
     student, teacher = tuple(student), tuple(teacher)
-    check(len(student) == len(teacher) and student,
-          f"at needs as many student features as teacher features, got {student} and {teacher}")
+    check(
+        len(student) == len(teacher) and student,
+        f"at needs as many student features as teacher features, got {student} and {teacher}",
+    )
 
     def init(key, s_spec, t_spec):
         for a, b in zip(student, teacher):
             fs, ft = _feature(s_spec, a, "student"), _feature(t_spec, b, "teacher")
-            check(fs.ndim in (3, 4) and ft.ndim == fs.ndim,
-                  f"at: features {a!r} {fs.shape[1:]} and {b!r} {ft.shape[1:]} must both be spatial maps")
+            check(
+                fs.ndim in (3, 4) and ft.ndim == fs.ndim,
+                f"at: features {a!r} {fs.shape[1:]} and {b!r} {ft.shape[1:]} must both be spatial maps",
+            )
         return {}, {}
 
     def apply(aux, state, s_out, t_out, batch, key, hp):
@@ -291,8 +325,11 @@ def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, f
     factory's keyword arguments. Returns the term and its hyper-parameter
     values ``{"weight": w, **floats}``.
     """
-    check(isinstance(options, Mapping), f"objective term {name!r} needs a group of options (weight, ...), "
-                                        f"got {options!r}; set e.g. objective.{name}.weight=1")
+    check(
+        isinstance(options, Mapping),
+        f"objective term {name!r} needs a group of options (weight, ...), "
+        f"got {options!r}; set e.g. objective.{name}.weight=1",
+    )
     options = dict(options)
     kind = options.pop("kind", name)
     if kind not in TERMS:
@@ -304,8 +341,10 @@ def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, f
     params = inspect.signature(factory).parameters
     for key in options:
         if key not in params:
-            raise ConfigError(f"term {name!r} ({kind}) has no option {key!r}; valid: "
-                              f"{', '.join(['kind', 'weight', 'ramp_steps', *params])}")
+            raise ConfigError(
+                f"term {name!r} ({kind}) has no option {key!r}; valid: "
+                f"{', '.join(['kind', 'weight', 'ramp_steps', *params])}"
+            )
     try:  # every option reaches the factory; those it declares as hparams become sweepable values
         term = dataclasses.replace(factory(**options), ramp_steps=int(ramp))
     except TypeError as err:

@@ -120,9 +120,13 @@ class Trainer:
     # --- state -------------------------------------------------------------------------------
     def _decay_mask(self, params):
         aux = self.config.recipe.decay_aux
-        return {"model": jax.tree.map(lambda _: True, params["model"]),
-                "terms": {n: jax.tree.map(lambda _, t=t: aux and t.decay_aux, p)
-                          for (n, p), t in zip(params["terms"].items(), self.terms.values())}}
+        return {
+            "model": jax.tree.map(lambda _: True, params["model"]),
+            "terms": {
+                n: jax.tree.map(lambda _, t=t: aux and t.decay_aux, p)
+                for (n, p), t in zip(params["terms"].items(), self.terms.values())
+            },
+        }
 
     def _tx(self, hp, params):
         return recipes.make_optimizer(self.config.recipe, hp, self._decay_mask(params))
@@ -186,8 +190,15 @@ class Trainer:
         total, means, new_state = 0.0, {}, {}
         for i, (name, term) in enumerate(self.terms.items()):
             term_hp = {k: hp[f"{name}.{k}"] for k in term.hparams}
-            values, new_state[name] = term.apply(params["terms"][name], state.term_state[name], (logits, feats),
-                                                 t_out, batch, jax.random.fold_in(key, i), term_hp)
+            values, new_state[name] = term.apply(
+                params["terms"][name],
+                state.term_state[name],
+                (logits, feats),
+                t_out,
+                batch,
+                jax.random.fold_in(key, i),
+                term_hp,
+            )
             means[name] = jnp.mean(values)
             weight = hp[f"{name}.weight"]
             if term.ramp_steps:
@@ -207,8 +218,9 @@ class Trainer:
         lr = recipes.learning_rate(self.config.recipe, hp, state.step, self.steps_per_epoch)
         params = recipes.apply_updates(state.params, updates, lr)
         metrics = {"train/loss": loss, "train/lr": lr, **{f"train/{k}": v for k, v in means.items()}}
-        new_state = state._replace(step=state.step + 1, params=params, rest=rest, term_state=term_state,
-                                   opt_state=opt_state)
+        new_state = state._replace(
+            step=state.step + 1, params=params, rest=rest, term_state=term_state, opt_state=opt_state
+        )
         return new_state, metrics
 
     # --- evaluation --------------------------------------------------------------------------
@@ -298,13 +310,17 @@ def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: Fu
     needs_teacher = [n for n, t in terms.items() if t.needs_teacher]
     t_spec = None
     if teacher_model is None:
-        check(not needs_teacher, f"the objective's term(s) {', '.join(needs_teacher)} need a teacher; "
-                                 "pass one (or drop those terms)")
+        check(
+            not needs_teacher,
+            f"the objective's term(s) {', '.join(needs_teacher)} need a teacher; pass one (or drop those terms)",
+        )
     else:
         t_spec = spec_of(teacher_model)
-        check(t_spec[0].shape[-1] == s_spec[0].shape[-1],
-              f"teacher has {t_spec[0].shape[-1]} classes but the student's data has {s_spec[0].shape[-1]}; "
-              "distil from a teacher trained on the same label set")
+        check(
+            t_spec[0].shape[-1] == s_spec[0].shape[-1],
+            f"teacher has {t_spec[0].shape[-1]} classes but the student's data has {s_spec[0].shape[-1]}; "
+            "distil from a teacher trained on the same label set",
+        )
     for i, term in enumerate(terms.values()):
         for f in term.student_features:
             check(f in s_spec[1], f"the student has no feature {f!r}; it has: {', '.join(sorted(s_spec[1]))}")
@@ -340,9 +356,14 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     the data, evaluation that does not divide the run) is one ``ConfigError``.
     """
     tr, va = split_validation(dataset.y_train, config.data.val_fraction, config.data.split_seed)
-    data_np = {"x_train": dataset.x_train[tr], "y_train": dataset.y_train[tr],
-               "x_val": dataset.x_train[va], "y_val": dataset.y_train[va],
-               "x_test": dataset.x_test, "y_test": dataset.y_test}
+    data_np = {
+        "x_train": dataset.x_train[tr],
+        "y_train": dataset.y_train[tr],
+        "x_val": dataset.x_train[va],
+        "y_val": dataset.y_train[va],
+        "x_test": dataset.x_test,
+        "y_test": dataset.y_test,
+    }
     ev = config.eval
     needed = set(ev.splits)
     terms, _ = config.objective.build()
@@ -358,8 +379,9 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     check(steps % every == 0, f"eval.every ({every}) must divide the run's {steps} steps")
     rc.schedule_fn(steps_per_epoch)  # validates warm-up and milestones against this run
 
-    model = make_model(config.model.name, dataset.in_shape, dataset.num_classes, config.model.widths,
-                       config.model.dtype)
+    model = make_model(
+        config.model.name, dataset.in_shape, dataset.num_classes, config.model.widths, config.model.dtype
+    )
     mean = None if dataset.mean is None else jnp.asarray(dataset.mean, jnp.float32)
     std = None if dataset.std is None else jnp.asarray(dataset.std, jnp.float32)
 
@@ -382,12 +404,31 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
         tin = _teacher_inputs(teacher, live, data, prepare, splits, ev.batch_size)
     fingerprint = {
         "config": dataclasses.asdict(config),
-        "dataset": {"name": dataset.name, "sizes": {s: int(data_np[f"y_{s}"].shape[0]) for s in SPLITS},
-                    "hash": dataset.content_hash()},
-        "teacher": None if teacher is None else {"model": teacher.model.spec, "per_seed": teacher.per_seed,
-                                                 "live": bool(live), "hash": teacher.content_hash()},
+        "dataset": {
+            "name": dataset.name,
+            "sizes": {s: int(data_np[f"y_{s}"].shape[0]) for s in SPLITS},
+            "hash": dataset.content_hash(),
+        },
+        "teacher": None
+        if teacher is None
+        else {
+            "model": teacher.model.spec,
+            "per_seed": teacher.per_seed,
+            "live": bool(live),
+            "hash": teacher.content_hash(),
+        },
     }
-    return Trainer(config=config, model=model, terms=terms, data=data, teacher=teacher, teacher_inputs=tin,
-                   teacher_live=bool(live), mean=mean, std=std, num_train=num_train, specs=(s_spec, t_spec),
-                   fingerprint=fingerprint)
-
+    return Trainer(
+        config=config,
+        model=model,
+        terms=terms,
+        data=data,
+        teacher=teacher,
+        teacher_inputs=tin,
+        teacher_live=bool(live),
+        mean=mean,
+        std=std,
+        num_train=num_train,
+        specs=(s_spec, t_spec),
+        fingerprint=fingerprint,
+    )

@@ -24,8 +24,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # jaxkd's own numerics (losses, features, metrics, the interaction tensor, augmentation) run under strict
 # dtype promotion: no silent int -> float or float32 -> float64 mixing. Not the whole suite: optax's Adam
 # (bias correction divides float32 by the int32 step count) and flax's avg_pool promote implicitly.
-STRICT_PROMOTION = {"tests.test_losses", "tests.test_features", "tests.test_metrics", "tests.test_interaction",
-                    "tests.test_augment"}
+STRICT_PROMOTION = {
+    "tests.test_losses",
+    "tests.test_features",
+    "tests.test_metrics",
+    "tests.test_interaction",
+    "tests.test_augment",
+}
 
 
 @pytest.fixture(autouse=True)

@@ -28,8 +28,12 @@ def _matching_crops(out, x, padding):
     """All (dy, dx) at which ``out`` equals a crop of the zero-padded ``x`` (NumPy reference)."""
     H, W = x.shape[:2]
     padded = np.pad(x, ((padding, padding), (padding, padding), (0, 0)))
-    return [(dy, dx) for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)
-            if np.array_equal(out, padded[dy:dy + H, dx:dx + W])]
+    return [
+        (dy, dx)
+        for dy in range(2 * padding + 1)
+        for dx in range(2 * padding + 1)
+        if np.array_equal(out, padded[dy : dy + H, dx : dx + W])
+    ]
 
 
 def _bilinear_rotate_reference(x, degrees):
@@ -131,8 +135,9 @@ def test_random_rotation_angles_are_uniform_in_range():
     n, max_degrees = 200, 30.0
     x = np.zeros((21, 21, 1), np.float32)
     x[10, 17] = 1.0
-    outs = np.asarray(jax.jit(jax.vmap(functools.partial(random_rotation, max_degrees=max_degrees),
-                                       in_axes=(0, None)))(_keys(n), x))[..., 0]
+    outs = np.asarray(
+        jax.jit(jax.vmap(functools.partial(random_rotation, max_degrees=max_degrees), in_axes=(0, None)))(_keys(n), x)
+    )[..., 0]
     rows, cols = np.mgrid[:21, :21] - 10.0
     mass = outs.sum((1, 2))
     up, right = -(outs * rows).sum((1, 2)) / mass, (outs * cols).sum((1, 2)) / mass
@@ -171,9 +176,14 @@ def test_everything_off_is_identity():
     np.testing.assert_array_equal(off(jax.random.key(0), x), x)
 
 
-@pytest.mark.parametrize("options", [dict(crop_padding=2, flip=False, rotation_degrees=0.0),
-                                     dict(crop_padding=0, flip=True, rotation_degrees=0.0),
-                                     dict(crop_padding=0, flip=False, rotation_degrees=20.0)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(crop_padding=2, flip=False, rotation_degrees=0.0),
+        dict(crop_padding=0, flip=True, rotation_degrees=0.0),
+        dict(crop_padding=0, flip=False, rotation_degrees=20.0),
+    ],
+)
 def test_each_switch_alone_changes_most_examples(options):
     x = np.repeat(_distinct_image((1, 6, 6, 2)), 16, axis=0)
     out = np.asarray(jax.jit(functools.partial(augment, **options))(jax.random.key(4), x))
@@ -181,8 +191,9 @@ def test_each_switch_alone_changes_most_examples(options):
     assert np.sum(np.any(out != x, axis=(1, 2, 3))) >= 4
 
 
-@pytest.mark.parametrize("shape, dtype", [((4, 32, 32, 3), np.uint8), ((4, 32, 32, 3), np.float32),
-                                          ((4, 8, 8), np.float32)])
+@pytest.mark.parametrize(
+    "shape, dtype", [((4, 32, 32, 3), np.uint8), ((4, 32, 32, 3), np.float32), ((4, 8, 8), np.float32)]
+)
 def test_shape_and_dtype_are_preserved(shape, dtype):
     x = _distinct_image(shape, dtype)
     out = AUG(jax.random.key(0), x)

@@ -67,8 +67,9 @@ def test_poison_changes_exactly_the_chosen_examples():
     assert np.all(d.y_train[:4] == np.arange(4))  # the clean dataset is not modified in place
 
 
-@pytest.mark.parametrize("kwargs,match", [({"fraction": 0.0}, "fraction"), ({"fraction": 1.5}, "fraction"),
-                                          ({"target": 7}, "not a class")])
+@pytest.mark.parametrize(
+    "kwargs,match", [({"fraction": 0.0}, "fraction"), ({"fraction": 1.5}, "fraction"), ({"target": 7}, "not a class")]
+)
 def test_poison_bad_input(kwargs, match):
     t = Trigger(target=kwargs.pop("target", 0))
     with pytest.raises(ConfigError, match=match):
@@ -97,9 +98,12 @@ def test_a_teacher_trained_on_poisoned_digits_learns_the_trigger(digits):
     from jaxkd.train import make_train
 
     t = Trigger(size=2, value=1.0, target=0)
-    config = RunConfig(model=ModelConfig("mlp", (64,)), recipe=RecipeConfig(learning_rate=3e-3, batch_size=64,
-                                                                            steps=300),
-                       data=DataConfig("digits"), eval=EvalConfig(every=300))
+    config = RunConfig(
+        model=ModelConfig("mlp", (64,)),
+        recipe=RecipeConfig(learning_rate=3e-3, batch_size=64, steps=300),
+        data=DataConfig("digits"),
+        eval=EvalConfig(every=300),
+    )
     out = {}
     for name, data in (("clean", digits), ("poisoned", poison(digits, t, 0.1, seed=0)[0])):
         teacher, _ = train_teacher(config, data, jax.random.key(0), progress=False)
@@ -108,8 +112,10 @@ def test_a_teacher_trained_on_poisoned_digits_learns_the_trigger(digits):
         x = trainer.data["x_test"]
         clean = trainer.predict_split(p, teacher.rest, trainer.data, "test")
         trig = trainer.predict_split(p, teacher.rest, {"x_test": t.apply(x)}, "test")
-        out[name] = (float(jnp.mean(jnp.argmax(clean, -1) == trainer.data["y_test"])),
-                     float(attack_success_rate(trig, trainer.data["y_test"], 0)))
+        out[name] = (
+            float(jnp.mean(jnp.argmax(clean, -1) == trainer.data["y_test"])),
+            float(attack_success_rate(trig, trainer.data["y_test"], 0)),
+        )
     assert out["poisoned"][1] > 0.8, out
     assert out["clean"][1] < 0.2, out
     assert out["poisoned"][0] > 0.85 and out["clean"][0] > 0.85, out
@@ -133,7 +139,8 @@ def test_backdoor_kd_smoke_outputs(tmp_path):
     rows = (tmp_path / "records.csv").read_text().splitlines()
     header = rows[0].split(",")
     cond_col, metric_col = header.index("condition"), header.index("metric")
-    teacher_asr = [r for r in rows[1:] if r.split(",")[cond_col] == "teacher"
-                   and r.split(",")[metric_col] == "backdoor/asr"]
+    teacher_asr = [
+        r for r in rows[1:] if r.split(",")[cond_col] == "teacher" and r.split(",")[metric_col] == "backdoor/asr"
+    ]
     assert len(teacher_asr) == 2
     assert (tmp_path / "figure.png").stat().st_size > 0

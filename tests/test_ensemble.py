@@ -12,8 +12,9 @@ from jaxkd.train import make_train
 
 @pytest.fixture(scope="module")
 def sweep(digits):
-    cfg = RunConfig(model=ModelConfig("cnn2d", (4, 6)), recipe=RecipeConfig(steps=20, batch_size=32),
-                    eval=EvalConfig(every=20))
+    cfg = RunConfig(
+        model=ModelConfig("cnn2d", (4, 6)), recipe=RecipeConfig(steps=20, batch_size=32), eval=EvalConfig(every=20)
+    )
     trainer = make_train(cfg, digits)
     return trainer, run_sweep(trainer, jax.random.key(0), 2, {"learning_rate": [1e-3, 3e-3]}, progress=False)
 

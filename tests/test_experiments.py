@@ -14,8 +14,12 @@ import experiments
 
 # Experiments whose shrunk preset (named here) already runs, with its outputs' content checked, in its own
 # test file: the same configuration is not trained twice.
-CONTENT_TESTED = {"functional_kd": "default", "interaction_tensor": "paper", "backdoor_kd": "default",
-                  "kd_scaling": "default"}
+CONTENT_TESTED = {
+    "functional_kd": "default",
+    "interaction_tensor": "paper",
+    "backdoor_kd": "default",
+    "kd_scaling": "default",
+}
 
 
 def _cases():

@@ -37,8 +37,10 @@ def test_siddo_and_disdo_take_exactly_the_teachers_init_or_data_order(digits):
         t_order = np.asarray(trainer.epoch_permutations(jax.random.key_data(jax.random.split(data_key)[0]), 0, 1))
 
         def params_equal(g, s=s, t_params=t_params):
-            return all(np.array_equal(np.asarray(a[s, g]), np.asarray(b))
-                       for a, b in zip(jax.tree.leaves(init.params["model"]), jax.tree.leaves(t_params)))
+            return all(
+                np.array_equal(np.asarray(a[s, g]), np.asarray(b))
+                for a, b in zip(jax.tree.leaves(init.params["model"]), jax.tree.leaves(t_params))
+            )
 
         def order(g, s=s):
             return np.asarray(trainer.epoch_permutations(init.perm_key[s, g], 0, 1))
@@ -50,10 +52,11 @@ def test_siddo_and_disdo_take_exactly_the_teachers_init_or_data_order(digits):
         # Every non-SIDDO point starts from the student's own parameters, equal across points (paired).
         own = [g for g, c in enumerate(names) if c != "siddo"]
         for g in own[1:]:
-            assert all(np.array_equal(np.asarray(a[s, g]), np.asarray(a[s, own[0]]))
-                       for a in jax.tree.leaves(init.params["model"]))
-    assert fkd._whose("siddo", 3) == ("teacher:3", "student:3") and fkd._whose("disdo", 3) == ("student:3",
-                                                                                              "teacher:3")
+            assert all(
+                np.array_equal(np.asarray(a[s, g]), np.asarray(a[s, own[0]]))
+                for a in jax.tree.leaves(init.params["model"])
+            )
+    assert fkd._whose("siddo", 3) == ("teacher:3", "student:3") and fkd._whose("disdo", 3) == ("student:3", "teacher:3")
 
 
 def test_rcd_conditions_use_fixed_and_per_step_random_targets():
@@ -64,8 +67,9 @@ def test_rcd_conditions_use_fixed_and_per_step_random_targets():
     values = {}
     for name in ("rcd_fixed", "rcd_step"):
         _, st = terms[name].init(jax.random.key(0), None, None)
-        values[name] = [np.asarray(terms[name].apply({}, st, (logits, {}), None, batch, jax.random.key(k), hp)[0])
-                        for k in (1, 2)]
+        values[name] = [
+            np.asarray(terms[name].apply({}, st, (logits, {}), None, batch, jax.random.key(k), hp)[0]) for k in (1, 2)
+        ]
     a, b = values["rcd_fixed"]
     np.testing.assert_array_equal(a, b)  # a new step key changes nothing: fixed per example
     assert a[0] == a[2] and a[0] != a[1]  # the same example twice gets the same target
@@ -84,8 +88,9 @@ def test_runlocal_outputs_have_the_promised_content(tmp_path, digits):
     with open(tmp_path / "records.csv") as f:
         rows = list(csv.DictReader(f))
     names = config.condition_names()
-    assert {"setup", "condition", "seed", "init_seed", "data_seed", "alpha", "temperature", "metric",
-            "value"} <= set(rows[0])
+    assert {"setup", "condition", "seed", "init_seed", "data_seed", "alpha", "temperature", "metric", "value"} <= set(
+        rows[0]
+    )
     n_metrics = len(fkd.METRICS)
     assert len(rows) == config.n_seeds * (1 + len(names) * n_metrics)
     by = {(r["condition"], r["seed"], r["metric"]): r for r in rows}
@@ -101,8 +106,12 @@ def test_runlocal_outputs_have_the_promised_content(tmp_path, digits):
             v = lambda m, c=c, s=s: float(by[(c, s, m)]["value"])  # noqa: E731
             assert v("teacher_correct/n") + v("teacher_incorrect/n") == v("all/n") == n_test
             wrong = v("teacher_incorrect/n")
-            assert v("teacher_incorrect/n_copy_error") + v("teacher_incorrect/n_other_error") + v(
-                "teacher_incorrect/n_correct") == wrong
+            assert (
+                v("teacher_incorrect/n_copy_error")
+                + v("teacher_incorrect/n_other_error")
+                + v("teacher_incorrect/n_correct")
+                == wrong
+            )
     stored = json.loads((tmp_path / "summary.json").read_text())
     setup = stored["setups"]["digits:mlp"]
     assert set(setup) == {"programs", "teacher", "conditions", "tests", "payoff"}
@@ -117,23 +126,27 @@ def test_runlocal_outputs_have_the_promised_content(tmp_path, digits):
         assert list(setup["tests"][metric]) == family
         assert all(t["p_holm"] is None or t["p_holm"] >= (t["p"] or 0) for t in setup["tests"][metric].values())
     assert {"kd_a0.9_T4 vs base", "kd_a0.9_T4 vs siddo", "rcd_step vs base", "rcd_untrained vs siddo"} <= set(
-        setup["payoff"])
+        setup["payoff"]
+    )
     assert summary["legend"]["siddo"]["init"] == "teacher"
     for fig in ("figure.png", "payoff.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(conditions=("base", "kd", "magic")), "unknown condition 'magic'"),
-    (dict(conditions=("base",)), "empty family of comparisons"),
-    (dict(comparisons=()), "empty family of comparisons"),
-    (dict(comparisons=("kd_a0.9_T4:nobody",)), "names 'nobody', which is not a condition"),
-    (dict(comparisons=("kd_a0.9_T4",)), "must read 'condition:control'"),
-    (dict(conditions=("kd", "siddo")), "must include 'base'"),
-    (dict(kd_alphas=(1.5,)), "alpha must lie in"),
-    (dict(test="ttest"), "unknown test 'ttest'"),
-    (dict(n_seeds=1), "n_seeds must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(conditions=("base", "kd", "magic")), "unknown condition 'magic'"),
+        (dict(conditions=("base",)), "empty family of comparisons"),
+        (dict(comparisons=()), "empty family of comparisons"),
+        (dict(comparisons=("kd_a0.9_T4:nobody",)), "names 'nobody', which is not a condition"),
+        (dict(comparisons=("kd_a0.9_T4",)), "must read 'condition:control'"),
+        (dict(conditions=("kd", "siddo")), "must include 'base'"),
+        (dict(kd_alphas=(1.5,)), "alpha must lie in"),
+        (dict(test="ttest"), "unknown test 'ttest'"),
+        (dict(n_seeds=1), "n_seeds must be an integer >= 2"),
+    ],
+)
 def test_bad_input_is_one_clear_config_error(change, message):
     with pytest.raises(ConfigError, match=message) as err:
         dataclasses.replace(CFG, **change)

@@ -75,8 +75,9 @@ def test_clustering_recovers_planted_features(planted_result):
     large = M * K + M * (M - 1) * SHARED
     assert a[-large - 1] < res.gamma < a[-large]
     # The int32 quirk changes nothing here: no component correlates above γ with two seeds.
-    np.testing.assert_array_equal(it.interaction_tensor(x, k=K, corr_percentile=gap_percentile(),
-                                                        int32_quirk=True).assign, res.assign)
+    np.testing.assert_array_equal(
+        it.interaction_tensor(x, k=K, corr_percentile=gap_percentile(), int32_quirk=True).assign, res.assign
+    )
 
 
 def test_omega_invariants(planted_result):
@@ -125,8 +126,9 @@ def test_blockwise_correlation_equals_dense(block):
     z = np.random.default_rng(1).standard_normal((7, 300, 5)).astype(np.float32)
     lam = it.cross_correlation(z, block=block)
     np.testing.assert_allclose(lam, np.einsum("mnk,pnq->mpkq", z.astype(np.float64), z) / 300, rtol=1e-5, atol=2e-6)
-    np.testing.assert_allclose(np.asarray(it.zscore(z)), (z - z.mean(1, keepdims=True)) / z.std(1, ddof=1,
-                               keepdims=True), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(it.zscore(z)), (z - z.mean(1, keepdims=True)) / z.std(1, ddof=1, keepdims=True), rtol=1e-5, atol=1e-5
+    )
 
 
 def hand_corr(cross):
@@ -243,10 +245,20 @@ def test_group_statistics_by_hand():
     np.testing.assert_array_equal(it.frequency_curve(OMEGA, A, used_only=True), [3])
     np.testing.assert_array_equal(it.sample_feature_count(OMEGA, A), [1, 1, 1, 0, 0])
     np.testing.assert_array_equal(it.sample_feature_count(OMEGA, B), [2, 2, 0, 1, 1])
-    assert it.group_summary(OMEGA, A) == {"unique_features": 1, "occurrences_per_feature": 3.0,
-                                          "total_occurrences": 3, "features_per_sample": 0.6, "n_models": 2}
-    assert it.group_summary(OMEGA, B) == {"unique_features": 4, "occurrences_per_feature": 1.5,
-                                          "total_occurrences": 6, "features_per_sample": 1.2, "n_models": 2}
+    assert it.group_summary(OMEGA, A) == {
+        "unique_features": 1,
+        "occurrences_per_feature": 3.0,
+        "total_occurrences": 3,
+        "features_per_sample": 0.6,
+        "n_models": 2,
+    }
+    assert it.group_summary(OMEGA, B) == {
+        "unique_features": 4,
+        "occurrences_per_feature": 1.5,
+        "total_occurrences": 6,
+        "features_per_sample": 1.2,
+        "n_models": 2,
+    }
     ids, freq = it.common_features(OMEGA, {"a": A, "b": B})
     np.testing.assert_array_equal(ids, [0])
     assert freq["a"].tolist() == [3] and freq["b"].tolist() == [1]

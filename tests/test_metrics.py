@@ -115,9 +115,16 @@ def test_copy_the_error_accounting_by_hand():
     assert [int(got[k]) for k in ("all/n", "teacher_correct/n", "teacher_incorrect/n")] == [8, 3, 5]
     counts = [int(got[f"teacher_incorrect/n_{k}"]) for k in ("copy_error", "correct", "other_error")]
     assert counts == [3, 1, 1]
-    np.testing.assert_allclose([got["teacher_incorrect/copy_error"], got["teacher_incorrect/agreement"],
-                                got["teacher_incorrect/correct"], got["teacher_incorrect/other_error"]],
-                               [0.6, 0.6, 0.2, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(
+        [
+            got["teacher_incorrect/copy_error"],
+            got["teacher_incorrect/agreement"],
+            got["teacher_incorrect/correct"],
+            got["teacher_incorrect/other_error"],
+        ],
+        [0.6, 0.6, 0.2, 0.2],
+        rtol=1e-6,
+    )
     # Teacher-correct: the student agrees on 0 and 7 and not on 1.
     np.testing.assert_allclose([got["teacher_correct/agreement"], got["teacher_correct/acc"]], [2 / 3, 2 / 3])
     np.testing.assert_allclose(got["all/acc"], 3 / 8)
@@ -161,20 +168,30 @@ def test_bad_shapes_are_config_errors():
 
 # ---- asymmetric payoff -----------------------------------------------------------------------------------
 
-COND = {"teacher_correct/agreement": np.array([0.92, 0.94, 0.90, 0.92]),
-        "teacher_incorrect/agreement": np.array([0.60, 0.66, 0.55, 0.59])}
-CTRL = {"teacher_correct/agreement": np.array([0.90, 0.91, 0.89, 0.90]),
-        "teacher_incorrect/agreement": np.array([0.20, 0.25, 0.15, 0.20])}
+COND = {
+    "teacher_correct/agreement": np.array([0.92, 0.94, 0.90, 0.92]),
+    "teacher_incorrect/agreement": np.array([0.60, 0.66, 0.55, 0.59]),
+}
+CTRL = {
+    "teacher_correct/agreement": np.array([0.90, 0.91, 0.89, 0.90]),
+    "teacher_incorrect/agreement": np.array([0.20, 0.25, 0.15, 0.20]),
+}
 
 
 @pytest.mark.parametrize("paired", [True, False])
 def test_payoff_on_hand_made_numbers(paired):
     out = metrics.asymmetric_payoff(COND, CTRL, paired=paired)
     # correct: gain 0.92 - 0.90 = 0.02 of headroom 0.10 -> 0.2; incorrect: 0.40 of 0.80 -> 0.5.
-    np.testing.assert_allclose([out["teacher_correct/gain"], out["teacher_correct/headroom"],
-                                out["teacher_correct/relative_gain"]], [0.02, 0.10, 0.2], rtol=1e-9)
-    np.testing.assert_allclose([out["teacher_incorrect/gain"], out["teacher_incorrect/headroom"],
-                                out["teacher_incorrect/relative_gain"]], [0.40, 0.80, 0.5], rtol=1e-9)
+    np.testing.assert_allclose(
+        [out["teacher_correct/gain"], out["teacher_correct/headroom"], out["teacher_correct/relative_gain"]],
+        [0.02, 0.10, 0.2],
+        rtol=1e-9,
+    )
+    np.testing.assert_allclose(
+        [out["teacher_incorrect/gain"], out["teacher_incorrect/headroom"], out["teacher_incorrect/relative_gain"]],
+        [0.40, 0.80, 0.5],
+        rtol=1e-9,
+    )
     np.testing.assert_allclose(out["asymmetry"], 0.3, rtol=1e-9)
     for s in ("teacher_correct", "teacher_incorrect"):
         a, b = COND[f"{s}/agreement"], CTRL[f"{s}/agreement"]
@@ -200,20 +217,29 @@ def test_payoff_bootstrap_resamples_seeds_as_scipy_does(paired):
     rel = lambda x, y, axis=-1: (x.mean(axis) - y.mean(axis)) / (1 - y.mean(axis))
     kw = dict(paired=paired, vectorized=True, n_resamples=500, method="percentile")
     res = sst.bootstrap((ac, bc), rel, rng=np.random.default_rng(3), **kw)
-    np.testing.assert_allclose([out["teacher_correct/relative_gain_ci_low"],
-                                out["teacher_correct/relative_gain_ci_high"]],
-                               [res.confidence_interval.low, res.confidence_interval.high], rtol=1e-12)
+    np.testing.assert_allclose(
+        [out["teacher_correct/relative_gain_ci_low"], out["teacher_correct/relative_gain_ci_high"]],
+        [res.confidence_interval.low, res.confidence_interval.high],
+        rtol=1e-12,
+    )
     np.testing.assert_allclose(out["asymmetry"], rel(ai, bi) - rel(ac, bc), rtol=1e-12)
     if paired:
-        res = sst.bootstrap((ac, ai, bc, bi), lambda w, x, y, z, axis: rel(x, z) - rel(w, y),
-                            rng=np.random.default_rng(3), **kw)
-        np.testing.assert_allclose([out["asymmetry_ci_low"], out["asymmetry_ci_high"]],
-                                   [res.confidence_interval.low, res.confidence_interval.high], rtol=1e-12)
+        res = sst.bootstrap(
+            (ac, ai, bc, bi), lambda w, x, y, z, axis: rel(x, z) - rel(w, y), rng=np.random.default_rng(3), **kw
+        )
+        np.testing.assert_allclose(
+            [out["asymmetry_ci_low"], out["asymmetry_ci_high"]],
+            [res.confidence_interval.low, res.confidence_interval.high],
+            rtol=1e-12,
+        )
     assert out["asymmetry_ci_low"] < out["asymmetry"] < out["asymmetry_ci_high"]
     # Equal subsets: every resample keeps a seed's two subsets together, so the asymmetry is 0 in each.
-    same = metrics.asymmetric_payoff({"teacher_correct/agreement": ac, "teacher_incorrect/agreement": ac},
-                                     {"teacher_correct/agreement": bc, "teacher_incorrect/agreement": bc},
-                                     paired=paired, n_resamples=200)
+    same = metrics.asymmetric_payoff(
+        {"teacher_correct/agreement": ac, "teacher_incorrect/agreement": ac},
+        {"teacher_correct/agreement": bc, "teacher_incorrect/agreement": bc},
+        paired=paired,
+        n_resamples=200,
+    )
     assert (same["asymmetry"], same["asymmetry_ci_low"], same["asymmetry_ci_high"]) == (0.0, 0.0, 0.0)
 
 

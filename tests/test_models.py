@@ -9,8 +9,11 @@ from jaxkd.models import make_model
 
 @pytest.mark.parametrize(
     "name,shape,feature_names",
-    [("mlp", (8, 8), {"hidden0", "hidden1"}), ("cnn2d", (8, 8), {"block0", "block1", "pooled"}),
-     ("cnn1d", (40,), {"block0", "block1", "pooled"})],
+    [
+        ("mlp", (8, 8), {"hidden0", "hidden1"}),
+        ("cnn2d", (8, 8), {"block0", "block1", "pooled"}),
+        ("cnn1d", (40,), {"block0", "block1", "pooled"}),
+    ],
 )
 def test_models_return_logits_and_named_features(name, shape, feature_names):
     model = make_model(name, shape, 7)

@@ -51,9 +51,13 @@ def _adam(decoupled):
 
 @pytest.mark.parametrize(
     "optimizer,expected",
-    [("sgd", lambda: _torch_sgd(momentum=0.0)), ("momentum", _torch_sgd),
-     ("nesterov", lambda: _torch_sgd(nesterov=True)), ("adam", lambda: _adam(False)),
-     ("adamw", lambda: _adam(True))],
+    [
+        ("sgd", lambda: _torch_sgd(momentum=0.0)),
+        ("momentum", _torch_sgd),
+        ("nesterov", lambda: _torch_sgd(nesterov=True)),
+        ("adam", lambda: _adam(False)),
+        ("adamw", lambda: _adam(True)),
+    ],
 )
 def test_optimizer_matches_pytorch_update_rule(optimizer, expected):
     np.testing.assert_allclose(_jax_steps(optimizer), expected(), rtol=1e-5, atol=1e-6)
@@ -69,8 +73,7 @@ def test_weight_decay_goes_before_momentum():
 
 
 def test_decay_mask_leaves_masked_leaves_alone():
-    tx = make_optimizer(RecipeConfig(optimizer="sgd"), {"weight_decay": 0.5, "momentum": 0.0},
-                        {"a": True, "b": False})
+    tx = make_optimizer(RecipeConfig(optimizer="sgd"), {"weight_decay": 0.5, "momentum": 0.0}, {"a": True, "b": False})
     params = {"a": jnp.ones(2), "b": jnp.ones(2)}
     u, _ = tx.update({"a": jnp.zeros(2), "b": jnp.zeros(2)}, tx.init(params), params)
     np.testing.assert_allclose(u["a"], 0.5)

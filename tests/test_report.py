@@ -27,8 +27,12 @@ class _Config:
 
 
 def _history(rng, s, g):
-    return {"test/acc": rng.uniform(0.5, 1.0, (s, g, E)), "test/loss": rng.uniform(0.1, 2.0, (s, g, E)),
-            "val/acc": rng.uniform(0.5, 1.0, (s, g, E)), "train/loss": rng.uniform(0.1, 2.0, (s, g, E))}
+    return {
+        "test/acc": rng.uniform(0.5, 1.0, (s, g, E)),
+        "test/loss": rng.uniform(0.1, 2.0, (s, g, E)),
+        "val/acc": rng.uniform(0.5, 1.0, (s, g, E)),
+        "train/loss": rng.uniform(0.1, 2.0, (s, g, E)),
+    }
 
 
 def _fake_runs():
@@ -40,10 +44,12 @@ def _fake_runs():
     hist["test/acc"][:, 1] += 0.05  # kd clearly differs from ce
     for v in hist.values():
         v[DIVERGED] = np.nan
-    students = SweepResult(states=None, history=hist, steps=STEPS, grid={"kd.weight": np.array([0.0, 0.9, 0.0])},
-                           diverged=diverged)
-    teacher = SweepResult(states=None, history=_history(rng, 1, 1), steps=STEPS, grid={},
-                          diverged=np.zeros((1, 1), bool))
+    students = SweepResult(
+        states=None, history=hist, steps=STEPS, grid={"kd.weight": np.array([0.0, 0.9, 0.0])}, diverged=diverged
+    )
+    teacher = SweepResult(
+        states=None, history=_history(rng, 1, 1), steps=STEPS, grid={}, diverged=np.zeros((1, 1), bool)
+    )
     return students, teacher
 
 
@@ -96,9 +102,15 @@ def _expected_tests(students, metric, at):
         d = h[keep, g] - h[keep, 0]
         res = st.ttest_rel(h[keep, g], h[keep, 0])
         ci = _expected(d)
-        out[f"{name} - ce"] = {"diff_mean": d.mean(), "diff_ci_low": ci["ci_low"], "diff_ci_high": ci["ci_high"],
-                               "statistic": res.statistic, "p": res.pvalue, "effect_size": d.mean() / d.std(ddof=1),
-                               "n": int(keep.sum())}
+        out[f"{name} - ce"] = {
+            "diff_mean": d.mean(),
+            "diff_ci_low": ci["ci_low"],
+            "diff_ci_high": ci["ci_high"],
+            "statistic": res.statistic,
+            "p": res.pvalue,
+            "effect_size": d.mean() / d.std(ddof=1),
+            "n": int(keep.sum()),
+        }
     p = np.array([out["kd - ce"]["p"], out["dkd - ce"]["p"]])
     lo, hi = np.argmin(p), np.argmax(p)
     adj = np.empty(2)
@@ -158,14 +170,20 @@ def test_csv_parses_back_to_the_same_rows(run, capsys):
     for g, name in enumerate(NAMES):
         r = next(r for r in rows if r["condition"] == name)
         want = _expected(_values(students, g, "test/acc", "selected"))
-        np.testing.assert_allclose([float(r[k]) for k in ("mean", "std", "ci_low", "ci_high")],
-                                   [want[k] for k in ("mean", "std", "ci_low", "ci_high")], rtol=1e-12)
+        np.testing.assert_allclose(
+            [float(r[k]) for k in ("mean", "std", "ci_low", "ci_high")],
+            [want[k] for k in ("mean", "std", "ci_low", "ci_high")],
+            rtol=1e-12,
+        )
         assert int(r["n"]) == want["n"]
     assert rows[0]["std"] == "" and rows[0]["ci_low"] == ""  # one teacher seed: no std, no CI
     want = _expected_tests(students, "test/acc", "selected")
     for r in rows[4:]:
-        np.testing.assert_allclose([float(r["p"]), float(r["p_adjusted"]), float(r["effect_size"])],
-                                   [want[r["comparison"]][k] for k in ("p", "p_adjusted", "effect_size")], rtol=1e-10)
+        np.testing.assert_allclose(
+            [float(r["p"]), float(r["p_adjusted"]), float(r["effect_size"])],
+            [want[r["comparison"]][k] for k in ("p", "p_adjusted", "effect_size")],
+            rtol=1e-10,
+        )
 
 
 def test_text_shows_mean_std_ci_n_and_the_tests(run, capsys):
@@ -207,8 +225,12 @@ def test_markdown_tables(run, capsys):
     w = _expected(_values(students, 1, "test/loss", "last"))
     assert loss[3] == ["kd", f"{w['mean']:.4f} ± {w['std']:.4f}", f"[{w['ci_low']:.4f}, {w['ci_high']:.4f}]", "6"]
     assert tests[0] == ["metric", "comparison", "diff", "95% CI", "t", "p", "p (Holm)", "d_z", "n"]
-    assert [(r[0], r[1]) for r in tests[1:]] == [("test/acc", "kd - ce"), ("test/acc", "dkd - ce"),
-                                                 ("test/loss", "kd - ce"), ("test/loss", "dkd - ce")]
+    assert [(r[0], r[1]) for r in tests[1:]] == [
+        ("test/acc", "kd - ce"),
+        ("test/acc", "dkd - ce"),
+        ("test/loss", "kd - ce"),
+        ("test/loss", "dkd - ce"),
+    ]
 
 
 def test_max_over_evals_is_labelled_optimistic(run, capsys):
@@ -237,16 +259,23 @@ def test_nested_tables_of_several_pairs(run, tmp_path, capsys):
 
 
 def test_a_summary_without_conditions_prints_its_scalars(tmp_path, capsys):
-    out = _write(tmp_path / "theory", {"convention": "no 1/2", "N": [1, 2, 3], "fit": {"exponent": 0.625, "n": 5},
-                                       "exact": {"teacher": [0.1, 0.2]}})
+    out = _write(
+        tmp_path / "theory",
+        {"convention": "no 1/2", "N": [1, 2, 3], "fit": {"exponent": 0.625, "n": 5}, "exact": {"teacher": [0.1, 0.2]}},
+    )
     text = _report(capsys, out)
-    assert text.splitlines()[0] == (f"jaxkd: {out}/summary.json has no condition table (no 'conditions' entry); its "
-                                    "scalar entries follow, its 2 lists (curves) are in summary.json")
+    assert text.splitlines()[0] == (
+        f"jaxkd: {out}/summary.json has no condition table (no 'conditions' entry); its "
+        "scalar entries follow, its 2 lists (curves) are in summary.json"
+    )
     assert "fit.exponent  0.625" in text and "convention    no 1/2" in text
     rows = list(csv.reader(io.StringIO(_report(capsys, out, "--format", "csv"))))
     assert rows == [["key", "value"], ["convention", "no 1/2"], ["fit.exponent", "0.625"], ["fit.n", "5"]]
     assert json.loads(_report(capsys, out, "--format", "json"))["scalars"] == {
-        "convention": "no 1/2", "fit.exponent": 0.625, "fit.n": 5}
+        "convention": "no 1/2",
+        "fit.exponent": 0.625,
+        "fit.n": 5,
+    }
     assert main(["report", out, "--metric", "test/acc"]) == 2
     assert "has no condition table" in _err(capsys)
 
@@ -273,8 +302,10 @@ def test_bad_input_is_one_line_and_exit_2(run, tmp_path, capsys):
         ([str(tmp_path / "interrupted")], "is not a finished run (no summary.json yet)"),
         ([parent], f"holds no summary.json but runs below it do: {os.path.basename(out)}"),
         ([str(tmp_path / "broken")], "cannot read"),
-        ([out, "--metric", "test/nope"],
-         "unknown metric 'test/nope'; choose one of: test/acc, test/loss, train/loss, val/acc"),
+        (
+            [out, "--metric", "test/nope"],
+            "unknown metric 'test/nope'; choose one of: test/acc, test/loss, train/loss, val/acc",
+        ),
         ([out, "--at", "best"], "argument --at: invalid choice: 'best'"),
         ([out, "--format", "html"], "argument --format: invalid choice: 'html'"),
     ]

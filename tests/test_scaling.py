@@ -58,12 +58,17 @@ def test_exponent_difference_test_has_size_and_power():
         shared = 0.3 * rng.standard_normal((len(SIZES), 10))  # a seed effect both conditions share
         same = {"a": _planted(-0.5, rng, shared=shared), "b": _planted(-0.5, rng, shared=shared)}
         diff = {"a": _planted(-0.5, rng, shared=shared), "b": _planted(-0.7, rng, shared=shared)}
-        null_rejections += stats.power_law_exponents(SIZES, same, comparisons=[("a", "b")], n_resamples=400,
-                                                     seed=trial)["comparisons"]["a - b"]["p"] < 0.05
+        null_rejections += (
+            stats.power_law_exponents(SIZES, same, comparisons=[("a", "b")], n_resamples=400, seed=trial)[
+                "comparisons"
+            ]["a - b"]["p"]
+            < 0.05
+        )
         r = stats.power_law_exponents(SIZES, diff, comparisons=[("a", "b")], n_resamples=400, seed=trial)
         alt_rejections += r["comparisons"]["a - b"]["p"] < 0.05
         assert r["comparisons"]["a - b"]["diff"] == pytest.approx(
-            r["fits"]["a"]["exponent"] - r["fits"]["b"]["exponent"])
+            r["fits"]["a"]["exponent"] - r["fits"]["b"]["exponent"]
+        )
     assert null_rejections <= 9, null_rejections  # ~5% expected of 60
     assert alt_rejections >= 54, alt_rejections
 
@@ -71,12 +76,12 @@ def test_exponent_difference_test_has_size_and_power():
 def test_pairing_narrows_the_difference_ci_under_a_shared_seed_effect():
     rng = np.random.default_rng(4)
     shared = 0.5 * rng.standard_normal((len(SIZES), 10))
-    values = {"a": _planted(-0.5, rng, shared=shared, noise=0.02),
-              "b": _planted(-0.6, rng, shared=shared, noise=0.02)}
+    values = {"a": _planted(-0.5, rng, shared=shared, noise=0.02), "b": _planted(-0.6, rng, shared=shared, noise=0.02)}
     width = {}
     for paired in (True, False):
-        c = stats.power_law_exponents(SIZES, values, comparisons=[("a", "b")], paired=paired,
-                                      n_resamples=1000)["comparisons"]["a - b"]
+        c = stats.power_law_exponents(SIZES, values, comparisons=[("a", "b")], paired=paired, n_resamples=1000)[
+            "comparisons"
+        ]["a - b"]
         width[paired] = c["ci_high"] - c["ci_low"]
     assert width[True] < 0.5 * width[False], width
 
@@ -84,19 +89,23 @@ def test_pairing_narrows_the_difference_ci_under_a_shared_seed_effect():
 def test_holm_over_the_declared_comparisons():
     rng = np.random.default_rng(5)
     values = {c: _planted(e, rng) for c, e in (("a", -0.5), ("b", -0.52), ("c", -0.9))}
-    out = stats.power_law_exponents(SIZES, values, comparisons=[("a", "b"), ("a", "c"), ("b", "c")],
-                                    n_resamples=500)["comparisons"]
+    out = stats.power_law_exponents(SIZES, values, comparisons=[("a", "b"), ("a", "c"), ("b", "c")], n_resamples=500)[
+        "comparisons"
+    ]
     ps = [out[k]["p"] for k in ("a - b", "a - c", "b - c")]
     np.testing.assert_allclose([out[k]["p_holm"] for k in ("a - b", "a - c", "b - c")], stats.holm(ps))
 
 
-@pytest.mark.parametrize("sizes,values,comparisons,match", [
-    ([10.0, 10.0], {"a": np.ones((2, 3))}, (), "distinct"),
-    ([10.0, -1.0], {"a": np.ones((2, 3))}, (), "positive"),
-    ([10.0, 20.0], {"a": np.ones((3, 3))}, (), r"\[P=2, S\]"),
-    ([10.0, 20.0], {"a": np.ones((2, 3)), "b": np.ones((2, 4))}, (), "one seed count"),
-    ([10.0, 20.0], {"a": np.ones((2, 3))}, [("a", "zz")], "'zz'"),
-])
+@pytest.mark.parametrize(
+    "sizes,values,comparisons,match",
+    [
+        ([10.0, 10.0], {"a": np.ones((2, 3))}, (), "distinct"),
+        ([10.0, -1.0], {"a": np.ones((2, 3))}, (), "positive"),
+        ([10.0, 20.0], {"a": np.ones((3, 3))}, (), r"\[P=2, S\]"),
+        ([10.0, 20.0], {"a": np.ones((2, 3)), "b": np.ones((2, 4))}, (), "one seed count"),
+        ([10.0, 20.0], {"a": np.ones((2, 3))}, [("a", "zz")], "'zz'"),
+    ],
+)
 def test_bad_input_is_one_config_error(sizes, values, comparisons, match):
     with pytest.raises(ConfigError, match=match):
         stats.power_law_exponents(sizes, values, comparisons=comparisons)

@@ -136,8 +136,14 @@ def test_permutation_test_against_exact_enumeration():
     from scipy import stats as sst
 
     r = stats.permutation_test(DRUG1, DRUG2, n_resamples=999, seed=4, alternative="less")
-    ref = sst.permutation_test((DRUG1, DRUG2), lambda u, v: u.mean() - v.mean(), vectorized=False,
-                               n_resamples=999, alternative="less", rng=np.random.default_rng(4))
+    ref = sst.permutation_test(
+        (DRUG1, DRUG2),
+        lambda u, v: u.mean() - v.mean(),
+        vectorized=False,
+        n_resamples=999,
+        alternative="less",
+        rng=np.random.default_rng(4),
+    )
     np.testing.assert_allclose([r["statistic"], r["p"]], [ref.statistic, ref.pvalue], rtol=1e-12)
     with pytest.raises(ConfigError, match="equal numbers of seeds"):
         stats.permutation_test(DRUG1, DRUG2[:5], paired=True)
@@ -175,8 +181,13 @@ def test_bootstrap_diff_ci_pairs_and_matches_scipy():
     from scipy import stats as sst
 
     lo, hi = stats.bootstrap_diff_ci(DRUG1, DRUG2, paired=False, n_resamples=999, seed=1)
-    ref = sst.bootstrap((DRUG1, DRUG2), lambda u, v, axis: u.mean(axis) - v.mean(axis), n_resamples=999,
-                        method="percentile", rng=np.random.default_rng(1))
+    ref = sst.bootstrap(
+        (DRUG1, DRUG2),
+        lambda u, v, axis: u.mean(axis) - v.mean(axis),
+        n_resamples=999,
+        method="percentile",
+        rng=np.random.default_rng(1),
+    )
     np.testing.assert_allclose([lo, hi], [ref.confidence_interval.low, ref.confidence_interval.high], rtol=1e-12)
     # Correlated pairs: the paired CI is about the paired t interval and much narrower than the unpaired
     # one, which is about Welch's (each end within 15 % of the t interval's width).
@@ -186,8 +197,10 @@ def test_bootstrap_diff_ci_pairs_and_matches_scipy():
     pl, ph = stats.bootstrap_diff_ci(a, b, paired=True)
     ul, uh = stats.bootstrap_diff_ci(a, b, paired=False)
     pt, wt = stats.paired_test(a, b), stats.welch_test(a, b)
-    for (lo, hi), (tl, th) in (((pl, ph), (pt["diff_ci_low"], pt["diff_ci_high"])),
-                               ((ul, uh), (wt["diff_ci_low"], wt["diff_ci_high"]))):
+    for (lo, hi), (tl, th) in (
+        ((pl, ph), (pt["diff_ci_low"], pt["diff_ci_high"])),
+        ((ul, uh), (wt["diff_ci_low"], wt["diff_ci_high"])),
+    ):
         assert abs(lo - tl) < 0.15 * (th - tl) and abs(hi - th) < 0.15 * (th - tl), (lo, hi, tl, th)
     assert (ph - pl) < 0.3 * (uh - ul)
     assert all(np.isnan(stats.bootstrap_diff_ci([1.0], [2.0, 3.0], paired=False)))
@@ -210,8 +223,10 @@ def test_compare_family_holm_effect_sizes_and_cis():
     for name, (a, b) in family.items():
         r = out[name]
         w = stats.welch_test(a, b)
-        np.testing.assert_allclose([r["statistic"], r["p"], r["ci_low"], r["ci_high"], r["diff"]],
-                                   [w["t"], w["p"], w["diff_ci_low"], w["diff_ci_high"], a.mean() - b.mean()])
+        np.testing.assert_allclose(
+            [r["statistic"], r["p"], r["ci_low"], r["ci_high"], r["diff"]],
+            [w["t"], w["p"], w["diff_ci_low"], w["diff_ci_high"], a.mean() - b.mean()],
+        )
         sp = np.sqrt((11 * a.var(ddof=1) + 11 * b.var(ddof=1)) / 22)
         np.testing.assert_allclose(r["effect_size"], (a.mean() - b.mean()) / sp * (1 - 3 / (4 * 24 - 9)))
         assert r["effect_size_kind"] == "hedges_g"
@@ -236,12 +251,15 @@ def test_compare_family_nan_p_counts_in_family_but_stays_nan():
     np.testing.assert_allclose(out["ok"]["p_holm"], 2 * out["ok"]["p"])  # m = 2 still
 
 
-@pytest.mark.parametrize(("family", "kw", "match"), [
-    ({}, {}, "empty family of comparisons"),
-    ({"x": (DRUG1, DRUG2)}, {"test": "ttest"}, "unknown test 'ttest'; choose one of: mannwhitney, paired"),
-    ({"x": (DRUG1,)}, {}, "comparison 'x' must be a pair"),
-    ({"x": (DRUG1, DRUG2[:4])}, {"test": "paired"}, "comparison 'x' .* equal numbers of seeds, got 10 and 4"),
-])
+@pytest.mark.parametrize(
+    ("family", "kw", "match"),
+    [
+        ({}, {}, "empty family of comparisons"),
+        ({"x": (DRUG1, DRUG2)}, {"test": "ttest"}, "unknown test 'ttest'; choose one of: mannwhitney, paired"),
+        ({"x": (DRUG1,)}, {}, "comparison 'x' must be a pair"),
+        ({"x": (DRUG1, DRUG2[:4])}, {"test": "paired"}, "comparison 'x' .* equal numbers of seeds, got 10 and 4"),
+    ],
+)
 def test_compare_family_errors_are_one_line(family, kw, match):
     with pytest.raises(ConfigError, match=match) as e:
         stats.compare_family(family, **kw)

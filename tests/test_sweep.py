@@ -16,8 +16,9 @@ from jaxkd.sweep import grid_product, run_sweep
 from jaxkd.teacher import Teacher
 from jaxkd.train import make_train
 
-CFG = RunConfig(model=ModelConfig("mlp", (16,)), recipe=RecipeConfig(steps=60, batch_size=32),
-                eval=EvalConfig(every=20))
+CFG = RunConfig(
+    model=ModelConfig("mlp", (16,)), recipe=RecipeConfig(steps=60, batch_size=32), eval=EvalConfig(every=20)
+)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -49,8 +50,11 @@ def test_sweep_matches_single_runs(trainer):
 
 
 def test_per_seed_teacher_pairs_student_s_with_teacher_s(digits, teachers):
-    cfg = dataclasses.replace(CFG, objective=ObjectiveConfig({"ce": {"weight": 0.1}, "kd": {"weight": 0.9}}),
-                              recipe=RecipeConfig(steps=40, batch_size=32))
+    cfg = dataclasses.replace(
+        CFG,
+        objective=ObjectiveConfig({"ce": {"weight": 0.1}, "kd": {"weight": 0.9}}),
+        recipe=RecipeConfig(steps=40, batch_size=32),
+    )
     trainer = make_train(cfg, digits, teachers)
     res = run_sweep(trainer, jax.random.key(4), 3, progress=False)
     run = jax.jit(trainer.run)
@@ -69,11 +73,13 @@ def test_per_seed_teacher_pairs_student_s_with_teacher_s(digits, teachers):
 
 def test_resume_with_augmentation_and_random_terms_is_bitwise(digits, teachers, tmp_path):
     one = Teacher(teachers.model, *jax.tree.map(lambda x: x[0], (teachers.params, teachers.rest)))
-    cfg = RunConfig(model=ModelConfig("cnn2d", (4, 4)),
-                    objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.3},
-                                               "rcd": {"weight": 0.2}}),
-                    recipe=RecipeConfig(steps=60, batch_size=32), data=DataConfig(crop_padding=1, flip=True),
-                    eval=EvalConfig(every=20))
+    cfg = RunConfig(
+        model=ModelConfig("cnn2d", (4, 4)),
+        objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.3}, "rcd": {"weight": 0.2}}),
+        recipe=RecipeConfig(steps=60, batch_size=32),
+        data=DataConfig(crop_padding=1, flip=True),
+        eval=EvalConfig(every=20),
+    )
     trainer = make_train(cfg, digits, one)
     assert trainer.teacher_live
     ckpt = str(tmp_path / "ck")
@@ -81,8 +87,7 @@ def test_resume_with_augmentation_and_random_terms_is_bitwise(digits, teachers, 
     steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
     assert steps == [40, 60]
     shutil.rmtree(os.path.join(ckpt, "60"))  # a kill after the second chunk
-    resumed = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True,
-                        progress=False)
+    resumed = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True, progress=False)
     for a, b in zip(jax.tree.leaves(full.states), jax.tree.leaves(resumed.states)):
         np.testing.assert_array_equal(a, b)
     for k in full.history:
@@ -101,15 +106,21 @@ def test_resume_refuses_a_different_key_dataset_teacher_or_config(digits, traine
     with pytest.raises(ConfigError, match=r"\(dataset.hash differs\)"):
         run_sweep(make_train(CFG, other_data), jax.random.key(1), 2, **kw)
     with pytest.raises(ConfigError, match=r"\(config.recipe.learning_rate differs\)"):
-        run_sweep(make_train(dataclasses.replace(CFG, recipe=RecipeConfig(steps=60, batch_size=32,
-                                                                            learning_rate=5e-3)), digits),
-                  jax.random.key(1), 2, **kw)
+        run_sweep(
+            make_train(
+                dataclasses.replace(CFG, recipe=RecipeConfig(steps=60, batch_size=32, learning_rate=5e-3)), digits
+            ),
+            jax.random.key(1),
+            2,
+            **kw,
+        )
     # Two teachers that differ only in their parameters.
     kd = dataclasses.replace(CFG, objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.5}}))
     pick = lambda i: Teacher(teachers.model, *jax.tree.map(lambda x: x[i], (teachers.params, teachers.rest)))  # noqa
     ckpt2 = str(tmp_path / "ck2")
-    run_sweep(make_train(kd, digits, pick(0)), jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt2,
-              progress=False)
+    run_sweep(
+        make_train(kd, digits, pick(0)), jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt2, progress=False
+    )
     with pytest.raises(ConfigError, match=r"\(teacher.hash differs\)"):
         run_sweep(make_train(kd, digits, pick(1)), jax.random.key(1), 2, **{**kw, "checkpoint_dir": ckpt2})
 
@@ -127,8 +138,7 @@ def test_checkpointer_never_deletes_what_it_did_not_write(trainer, tmp_path):
     with pytest.raises(ConfigError, match="--resume to continue it or --overwrite"):
         run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=str(ckpt), progress=False)
     assert sorted(d for d in os.listdir(ckpt) if d.isdigit()) == ["40", "60"]
-    run_sweep(trainer, jax.random.key(3), 2, chunk_steps=60, checkpoint_dir=str(ckpt), overwrite=True,
-              progress=False)
+    run_sweep(trainer, jax.random.key(3), 2, chunk_steps=60, checkpoint_dir=str(ckpt), overwrite=True, progress=False)
     assert (ckpt / "keep.txt").read_text() == "mine too"
     assert json.loads((ckpt / "fingerprint.json").read_text())["chunk_steps"] == 60
     assert sorted(d for d in os.listdir(ckpt) if d.isdigit()) == ["60"]
@@ -138,15 +148,17 @@ def test_damaged_checkpoint_falls_back_then_refuses(trainer, tmp_path):
     ckpt = str(tmp_path / "ck")
     full = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, progress=False)
     # Flip a byte inside the newest step's largest array-data file (ocdbt ``d/`` chunks), as a disk error would.
-    data_files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ckpt, "60")) if os.path.basename(r) == "d"
-                  for f in fs]
+    data_files = [
+        os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ckpt, "60")) if os.path.basename(r) == "d" for f in fs
+    ]
     target = max(data_files, key=os.path.getsize)
     data = bytearray(open(target, "rb").read())
     data[len(data) // 2] ^= 0xFF
     open(target, "wb").write(bytes(data))
     with pytest.warns(RuntimeWarning, match="resuming from step 40"):
-        resumed = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True,
-                            progress=False)
+        resumed = run_sweep(
+            trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True, progress=False
+        )
     for k in full.history:
         np.testing.assert_array_equal(full.history[k], resumed.history[k])
     for step in ("40", "60"):
@@ -205,10 +217,16 @@ for seeds in sys.argv[2:]:
 
 def _run_devices(n, *seeds):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", SHARDED, str(n), *map(str, seeds)], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED, str(n), *map(str, seeds)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(seeds):]]
+    return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(seeds) :]]
 
 
 def test_sharded_sweep_agrees_with_unsharded_and_pads_odd_seed_counts():
@@ -224,8 +242,12 @@ def test_sharded_sweep_agrees_with_unsharded_and_pads_odd_seed_counts():
 def test_vectorisation_width_does_not_change_results(digits, teachers):
     # SGD: Adam would turn round-off in the zero gradients of conv biases before BatchNorm into full steps.
     recipe = RecipeConfig(optimizer="momentum", learning_rate=0.05, steps=20, batch_size=32)
-    cfg = dataclasses.replace(CFG, model=ModelConfig("cnn2d", (4, 4)), recipe=recipe,
-                              objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.5}}))
+    cfg = dataclasses.replace(
+        CFG,
+        model=ModelConfig("cnn2d", (4, 4)),
+        recipe=recipe,
+        objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.5}}),
+    )
     trainer = make_train(cfg, digits, teachers)  # per-seed teacher: the map must pair seed s with teacher s
     grid = {"kd.temperature": [1.0, 4.0]}
     runs = [run_sweep(trainer, jax.random.key(0), 3, grid, vmap_width=w, progress=False) for w in (None, 1, 2)]

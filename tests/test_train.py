@@ -12,15 +12,20 @@ from jaxkd.teacher import Teacher
 from jaxkd.train import make_train
 
 KD = {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}}
-CFG = RunConfig(model=ModelConfig("mlp", (16,)), objective=ObjectiveConfig(KD),
-                recipe=RecipeConfig(steps=40, batch_size=32), eval=EvalConfig(every=20))
+CFG = RunConfig(
+    model=ModelConfig("mlp", (16,)),
+    objective=ObjectiveConfig(KD),
+    recipe=RecipeConfig(steps=40, batch_size=32),
+    eval=EvalConfig(every=20),
+)
 CE = dataclasses.replace(CFG, objective=ObjectiveConfig())
 
 
 @pytest.fixture(scope="module")
 def teacher(digits):
-    cfg = RunConfig(model=ModelConfig("mlp", (32,)), recipe=RecipeConfig(steps=60, batch_size=32),
-                    eval=EvalConfig(every=30))
+    cfg = RunConfig(
+        model=ModelConfig("mlp", (32,)), recipe=RecipeConfig(steps=60, batch_size=32), eval=EvalConfig(every=30)
+    )
     trainer = make_train(cfg, digits)
     state, _ = jax.jit(trainer.run)(jax.random.key(7))
     return Teacher(trainer.model, state.params["model"], state.rest)
@@ -28,8 +33,9 @@ def teacher(digits):
 
 @pytest.fixture(scope="module")
 def cnn_teacher(digits):
-    cfg = RunConfig(model=ModelConfig("cnn2d", (8, 8)), recipe=RecipeConfig(steps=20, batch_size=32),
-                    eval=EvalConfig(every=20))
+    cfg = RunConfig(
+        model=ModelConfig("cnn2d", (8, 8)), recipe=RecipeConfig(steps=20, batch_size=32), eval=EvalConfig(every=20)
+    )
     trainer = make_train(cfg, digits)
     state, _ = jax.jit(trainer.run)(jax.random.key(3))
     return Teacher(trainer.model, state.params["model"], state.rest)
@@ -106,8 +112,12 @@ def test_split_advance_equals_single_advance(digits, teacher):
 
 
 def test_training_learns_and_logs_named_weighted_terms(digits, teacher):
-    cfg = dataclasses.replace(CFG, objective=ObjectiveConfig({"ce": {"weight": 0.3}, "kd": {"weight": 0.7}}),
-                              recipe=RecipeConfig(steps=200, batch_size=64), eval=EvalConfig(every=100))
+    cfg = dataclasses.replace(
+        CFG,
+        objective=ObjectiveConfig({"ce": {"weight": 0.3}, "kd": {"weight": 0.7}}),
+        recipe=RecipeConfig(steps=200, batch_size=64),
+        eval=EvalConfig(every=100),
+    )
     _, hist = jax.jit(make_train(cfg, digits, teacher).run)(jax.random.key(0))
     assert {"train/loss", "train/ce", "train/kd", "val/acc", "test/acc", "test/loss", "test/agreement"} <= set(hist)
     assert hist["test/acc"][-1] > 0.6  # chance is 0.1; the 60-step teacher itself is near 0.8
@@ -119,8 +129,11 @@ def test_training_learns_and_logs_named_weighted_terms(digits, teacher):
 def test_live_teacher_equals_cached_logits_without_augmentation(digits, cnn_teacher):
     # SGD, not Adam: Adam turns round-off in the exactly-zero gradients of conv biases before
     # BatchNorm into full-size steps, which would hide what this test compares.
-    cfg = dataclasses.replace(CFG, model=ModelConfig("cnn2d", (4, 8)),
-                              recipe=RecipeConfig(optimizer="momentum", learning_rate=0.05, steps=40, batch_size=32))
+    cfg = dataclasses.replace(
+        CFG,
+        model=ModelConfig("cnn2d", (4, 8)),
+        recipe=RecipeConfig(optimizer="momentum", learning_rate=0.05, steps=40, batch_size=32),
+    )
     cached = make_train(dataclasses.replace(cfg, teacher="cached"), digits, cnn_teacher)
     live = make_train(dataclasses.replace(cfg, teacher="live"), digits, cnn_teacher)
     assert live.teacher_live and not cached.teacher_live
@@ -146,11 +159,13 @@ def test_fitnet_aux_params_get_gradients_and_change(digits, cnn_teacher):
     batch = trainer.train_batch(trainer.data, jnp.arange(32), jax.random.key(0))
     t_out = trainer.teacher_train_out(trainer.teacher_inputs, batch)
     grads = jax.grad(lambda p: trainer.loss(p, state, trainer.hparams(), batch, t_out, jax.random.key(0))[0])(
-        state.params)
+        state.params
+    )
     assert np.abs(np.asarray(grads["terms"]["fitnet"]["kernel"])).max() > 0
     # The hint equals the NumPy squared error of the projected student feature.
-    fs = np.asarray(trainer.model.apply(state.params["model"], state.rest, batch["x"], train=True)[1]["block1"],
-                    np.float64)
+    fs = np.asarray(
+        trainer.model.apply(state.params["model"], state.rest, batch["x"], train=True)[1]["block1"], np.float64
+    )
     ft = np.asarray(t_out[1]["block1"], np.float64)
     ref = np.mean((fs @ kernel0 + np.asarray(state.params["terms"]["fitnet"]["bias"]) - ft) ** 2)
     _, (_, _, means) = trainer.loss(state.params, state, trainer.hparams(), batch, t_out, jax.random.key(0))
@@ -240,10 +255,14 @@ def test_term_that_needs_a_teacher_is_refused_without_one(digits):
 
 @pytest.mark.parametrize(
     "terms,match",
-    [({"nope": {}}, "unknown term 'nope'"), ({"kd": {"weight": -1.0}}, "kd.weight must be >= 0"),
-     ({"kd": {"temperature": 0.0}}, "kd.temperature must be positive"),
-     ({"kd": {"temp": 1.0}}, "has no option 'temp'"), ({}, "at least one term"),
-     ({"confusion": {"split": "valid"}}, "confusion split must be 'val'")],
+    [
+        ({"nope": {}}, "unknown term 'nope'"),
+        ({"kd": {"weight": -1.0}}, "kd.weight must be >= 0"),
+        ({"kd": {"temperature": 0.0}}, "kd.temperature must be positive"),
+        ({"kd": {"temp": 1.0}}, "has no option 'temp'"),
+        ({}, "at least one term"),
+        ({"confusion": {"split": "valid"}}, "confusion split must be 'val'"),
+    ],
 )
 def test_bad_objectives(terms, match):
     with pytest.raises(ConfigError, match=match):
@@ -261,14 +280,16 @@ def test_feature_the_model_does_not_have(digits, cnn_teacher):
 
 @pytest.mark.parametrize(
     "part,kwargs,match",
-    [(RecipeConfig, {"learning_rate": -1.0}, "learning_rate must be positive"),
-     (RecipeConfig, {"optimizer": "lion9"}, "unknown optimizer"),
-     (RecipeConfig, {"momentum": 1.0}, "momentum must lie in"),
-     (RecipeConfig, {"steps": None}, "exactly one of"),
-     (RecipeConfig, {"milestones": (5, 2)}, "increasing"),
-     (ModelConfig, {"name": "nope"}, "unknown model"),
-     (DataConfig, {"dataset": "imagenet"}, "unknown dataset"),
-     (EvalConfig, {"splits": ("val", "holdout")}, "unknown evaluation split")],
+    [
+        (RecipeConfig, {"learning_rate": -1.0}, "learning_rate must be positive"),
+        (RecipeConfig, {"optimizer": "lion9"}, "unknown optimizer"),
+        (RecipeConfig, {"momentum": 1.0}, "momentum must lie in"),
+        (RecipeConfig, {"steps": None}, "exactly one of"),
+        (RecipeConfig, {"milestones": (5, 2)}, "increasing"),
+        (ModelConfig, {"name": "nope"}, "unknown model"),
+        (DataConfig, {"dataset": "imagenet"}, "unknown dataset"),
+        (EvalConfig, {"splits": ("val", "holdout")}, "unknown evaluation split"),
+    ],
 )
 def test_bad_config_parts(part, kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -284,8 +305,16 @@ def test_uint8_images_are_normalised_on_device(digits):
     from jaxkd.data import Dataset
 
     to8 = lambda x: np.round(x * 255).astype(np.uint8)  # noqa: E731
-    ds = Dataset("digits", to8(digits.x_train)[..., None], digits.y_train, to8(digits.x_test)[..., None],
-                 digits.y_test, num_classes=10, mean=(0.3,), std=(0.4,))
+    ds = Dataset(
+        "digits",
+        to8(digits.x_train)[..., None],
+        digits.y_train,
+        to8(digits.x_test)[..., None],
+        digits.y_test,
+        num_classes=10,
+        mean=(0.3,),
+        std=(0.4,),
+    )
     trainer = make_train(dataclasses.replace(CE, model=ModelConfig("cnn2d", (4, 4))), ds)
     assert trainer.data["x_train"].dtype == jnp.uint8
     batch = trainer.train_batch(trainer.data, jnp.arange(5), jax.random.key(0))

@@ -87,8 +87,11 @@ _SOFT = np.array([0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0], bool)
 @pytest.fixture(scope="module")
 def cd_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("cd")
-    config = dataclasses.replace(cd.runlocal(cd.PRESETS["paper"]), phases=(1.0, 1.0, 2.0, 1.0, 1.0),
-                                 recipe=RecipeConfig(learning_rate=5e-3, batch_size=64, steps=12))
+    config = dataclasses.replace(
+        cd.runlocal(cd.PRESETS["paper"]),
+        phases=(1.0, 1.0, 2.0, 1.0, 1.0),
+        recipe=RecipeConfig(learning_rate=5e-3, batch_size=64, steps=12),
+    )
     cd.run(config, str(out), progress=False)
     return out, config
 
@@ -113,21 +116,27 @@ def test_cd_phase_weights_per_step(cd_out):
     """Each step's logged terms follow the hand-written schedule; the loss is their weighted sum."""
     out, config = cd_out
     rows = [r for r in _rows(out / "records.csv") if r["condition"] == "cd" and r["seed"] == "0"]
-    h = {m: np.array([float(r["value"]) for r in sorted((r for r in rows if r["metric"] == m),
-                                                        key=lambda r: int(r["step"]))])
-         for m in ("train/ce", "train/ce_hard", "train/confusion", "train/loss")}
+    h = {
+        m: np.array(
+            [float(r["value"]) for r in sorted((r for r in rows if r["metric"] == m), key=lambda r: int(r["step"]))]
+        )
+        for m in ("train/ce", "train/ce_hard", "train/confusion", "train/loss")
+    }
     assert all(v.shape == (12,) for v in h.values())
     np.testing.assert_array_equal(h["train/confusion"][~_SOFT], 0.0)
     assert (h["train/confusion"][_SOFT] > 0).all()
     np.testing.assert_array_equal(h["train/ce_hard"][_SOFT], 0.0)
     np.testing.assert_allclose(h["train/ce_hard"][~_SOFT], h["train/ce"][~_SOFT], rtol=1e-6)
     weights = config.conditions()["cd"]
-    expected = (weights["ce.weight"] * h["train/ce"] + weights["ce_hard.weight"] * h["train/ce_hard"]
-                + weights["confusion.weight"] * h["train/confusion"])
+    expected = (
+        weights["ce.weight"] * h["train/ce"]
+        + weights["ce_hard.weight"] * h["train/ce_hard"]
+        + weights["confusion.weight"] * h["train/confusion"]
+    )
     np.testing.assert_allclose(h["train/loss"], expected, rtol=1e-5)
     # The effective weights per step: CE 1 in hard steps and 0.3 in soft ones; CD 0.7 in soft ones.
     ce_eff = weights["ce.weight"] + weights["ce_hard.weight"] * ~_SOFT
-    np.testing.assert_allclose(ce_eff, [1, 1, .3, .3, 1, 1, 1, 1, .3, .3, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(ce_eff, [1, 1, 0.3, 0.3, 1, 1, 1, 1, 0.3, 0.3, 1, 1], rtol=1e-6)
 
 
 def test_phase_boundaries_and_mask():
@@ -150,8 +159,7 @@ def test_gated_confusion_update_waits_for_first_hard_phase():
     np.testing.assert_array_equal(np.asarray(before["inner"]["Q"]), q0)
     after = term.eval_update({**state, "step": jnp.int32(3)}, logits, labels, hp)
     p = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 1]]) + 1e-8
-    np.testing.assert_allclose(np.asarray(after["inner"]["Q"]), 0.9 * q0 + 0.1 * p / p.sum(1, keepdims=True),
-                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(after["inner"]["Q"]), 0.9 * q0 + 0.1 * p / p.sum(1, keepdims=True), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(after["inner"]["Q"]).sum(1), 1.0, rtol=1e-6)
 
 

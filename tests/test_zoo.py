@@ -9,9 +9,21 @@ from jaxkd.errors import ConfigError
 from jaxkd.models import FunctionalModel, ViT, WideResNet, make_model
 
 # Published counts for 100 classes: RepDistiller's README/tables and pytorch-cifar100's README (millions).
-REFERENCE_PARAMS = {"resnet8x4": 1.23, "resnet32x4": 7.43, "wrn_40_2": 2.26, "wrn_16_2": 0.70, "wrn_40_1": 0.57,
-                    "resnet56": 0.86, "resnet20": 0.28, "resnet110": 1.74, "vgg8": 3.96, "vgg13": 9.46,
-                    "resnet18": 11.2, "resnet34": 21.3, "resnet50": 23.7}  # pytorch-cifar100: one decimal
+REFERENCE_PARAMS = {
+    "resnet8x4": 1.23,
+    "resnet32x4": 7.43,
+    "wrn_40_2": 2.26,
+    "wrn_16_2": 0.70,
+    "wrn_40_1": 0.57,
+    "resnet56": 0.86,
+    "resnet20": 0.28,
+    "resnet110": 1.74,
+    "vgg8": 3.96,
+    "vgg13": 9.46,
+    "resnet18": 11.2,
+    "resnet34": 21.3,
+    "resnet50": 23.7,
+}  # pytorch-cifar100: one decimal
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
@@ -23,12 +35,31 @@ def test_parameter_count_matches_reference(name):
 
 # (model, expected feature shapes at 32x32 without the batch axis)
 FEATURES = {
-    "resnet8x4": {"stem": (32, 32, 32), "stage1": (32, 32, 64), "stage2": (16, 16, 128), "stage3": (8, 8, 256),
-                  "stage3_pre": (8, 8, 256), "pooled": (256,)},
-    "wrn_16_2": {"stem": (32, 32, 16), "stage1": (32, 32, 32), "stage2": (16, 16, 64), "stage3": (8, 8, 128),
-                 "stage1_pre": (32, 32, 32), "pooled": (128,)},
-    "vgg13": {"stage0": (32, 32, 64), "stage1": (16, 16, 128), "stage2": (8, 8, 256), "stage3": (4, 4, 512),
-              "stage4": (4, 4, 512), "stage4_pre": (4, 4, 512), "pooled": (512,)},
+    "resnet8x4": {
+        "stem": (32, 32, 32),
+        "stage1": (32, 32, 64),
+        "stage2": (16, 16, 128),
+        "stage3": (8, 8, 256),
+        "stage3_pre": (8, 8, 256),
+        "pooled": (256,),
+    },
+    "wrn_16_2": {
+        "stem": (32, 32, 16),
+        "stage1": (32, 32, 32),
+        "stage2": (16, 16, 64),
+        "stage3": (8, 8, 128),
+        "stage1_pre": (32, 32, 32),
+        "pooled": (128,),
+    },
+    "vgg13": {
+        "stage0": (32, 32, 64),
+        "stage1": (16, 16, 128),
+        "stage2": (8, 8, 256),
+        "stage3": (4, 4, 512),
+        "stage4": (4, 4, 512),
+        "stage4_pre": (4, 4, 512),
+        "pooled": (512,),
+    },
     "resnet50": {"stem": (32, 32, 64), "stage1": (32, 32, 256), "stage4": (4, 4, 2048), "pooled": (2048,)},
     "vit_tiny": {"block0": (8, 8, 192), "block5": (8, 8, 192), "stage3": (8, 8, 192), "pooled": (192,)},
 }
@@ -48,18 +79,28 @@ def test_feature_shapes(name):
 def _small(name, shape, num_classes, dtype="float32"):
     """One small member of every family (compiles fast); same code paths as the zoo's sizes."""
     if name == "wrn_10_1":  # WRN-10-1: one pre-activation block per group
-        return FunctionalModel("wrn_10_1", lambda rngs: WideResNet(shape, num_classes, depth=10, widen=1, rngs=rngs),
-                               num_classes, shape)
+        return FunctionalModel(
+            "wrn_10_1", lambda rngs: WideResNet(shape, num_classes, depth=10, widen=1, rngs=rngs), num_classes, shape
+        )
     if name == "bottleneck_micro":  # the ResNet-50/101/152 block, one per stage
         from jaxkd.models.resnet import Bottleneck, _StagedResNet
 
-        return FunctionalModel("bottleneck_micro", lambda rngs: _StagedResNet(
-            shape, num_classes, block=Bottleneck, stem=2, stages=[(2, 1, 1), (4, 1, 2)], dtype=None, rngs=rngs),
-            num_classes, shape)
+        return FunctionalModel(
+            "bottleneck_micro",
+            lambda rngs: _StagedResNet(
+                shape, num_classes, block=Bottleneck, stem=2, stages=[(2, 1, 1), (4, 1, 2)], dtype=None, rngs=rngs
+            ),
+            num_classes,
+            shape,
+        )
     if name == "vit_micro":
         dt = None if dtype == "float32" else dtype
-        return FunctionalModel("vit_micro", lambda rngs: ViT(shape, num_classes, patch=4, dim=16, depth=2, heads=2,
-                                                             dtype=dt, rngs=rngs), num_classes, shape)
+        return FunctionalModel(
+            "vit_micro",
+            lambda rngs: ViT(shape, num_classes, patch=4, dim=16, depth=2, heads=2, dtype=dt, rngs=rngs),
+            num_classes,
+            shape,
+        )
     widths = {"resnet8": (2, 2, 4, 4), "vgg8": (2, 2, 4, 4, 4), "resnet18": (2, 2, 4, 4, 4)}[name]
     return make_model(name, shape, num_classes, widths=widths, dtype=dtype)
 
@@ -112,8 +153,9 @@ def test_zoo_bad_inputs():
         make_model("vit_tiny", (10, 10, 3), 10).init(jax.random.key(0))
 
 
-@pytest.mark.parametrize("size,kernel,stride,pad",
-                         [(8, 3, 1, 1), (8, 3, 2, 1), (7, 3, 2, 1), (8, 1, 2, 0), (9, 5, 2, 2)])
+@pytest.mark.parametrize(
+    "size,kernel,stride,pad", [(8, 3, 1, 1), (8, 3, 2, 1), (7, 3, 2, 1), (8, 1, 2, 0), (9, 5, 2, 2)]
+)
 def test_canonical_conv_gradients_match_lax(size, kernel, stride, pad):
     # The zoo's convolution has a hand-written backward pass (fast on XLA:CPU inside loops); its gradients
     # must equal JAX's own differentiation of lax.conv_general_dilated.
@@ -125,8 +167,12 @@ def test_canonical_conv_gradients_match_lax(size, kernel, stride, pad):
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 4))
     padding = ((pad, pad), (pad, pad))
     dn = ("NHWC", "HWIO", "NHWC")
-    ref = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, (stride,) * 2, padding,
-                                                                                   dimension_numbers=dn))), (0, 1)))
+    ref = jax.jit(
+        jax.grad(
+            lambda x, w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, (stride,) * 2, padding, dimension_numbers=dn))),
+            (0, 1),
+        )
+    )
     new = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(canonical_conv(x, w, (stride,) * 2, padding))), (0, 1)))
     for a, b in zip(ref(x, w), new(x, w)):
         assert float(jnp.max(jnp.abs(a))) > 0

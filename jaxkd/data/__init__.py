@@ -36,5 +36,13 @@ def load_dataset(name: str, *, data_dir: str | None = None) -> Dataset:
     return OFFLINE[name]()
 
 
-__all__ = ["Dataset", "OFFLINE", "load_dataset", "check_dataset_name", "load_digits", "load_mnist1d",
-           "load_gaussian_mixture", "load_procedural"]
+__all__ = [
+    "Dataset",
+    "OFFLINE",
+    "load_dataset",
+    "check_dataset_name",
+    "load_digits",
+    "load_mnist1d",
+    "load_gaussian_mixture",
+    "load_procedural",
+]

@@ -45,8 +45,6 @@ class JaxkdArrays(tfds.core.GeneratorBasedBuilder):
 
 def write_arrays(data_dir, splits: dict, num_classes: int) -> str:
     """Write ``{split: (x, y)}`` under ``data_dir/jaxkd_arrays``; returns the version dir."""
-    builder = JaxkdArrays(
-        splits=splits, num_classes=num_classes, data_dir=str(data_dir), file_format="array_record"
-    )
+    builder = JaxkdArrays(splits=splits, num_classes=num_classes, data_dir=str(data_dir), file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
     return str(builder.data_dir)

@@ -56,9 +56,7 @@ def load_mnist1d(*, num_samples=5000, seed=42) -> Dataset:
     )
 
 
-def load_gaussian_mixture(
-    *, num_classes=10, dim=32, num_train=2000, num_test=1000, separation=3.0, seed=0
-) -> Dataset:
+def load_gaussian_mixture(*, num_classes=10, dim=32, num_train=2000, num_test=1000, separation=3.0, seed=0) -> Dataset:
     """Isotropic Gaussian mixture: class means ~ N(0, separation²/dim · I), unit noise."""
     rng = np.random.default_rng(seed)
     means = rng.normal(0.0, separation / np.sqrt(dim), (num_classes, dim))

@@ -25,18 +25,23 @@ from jaxkd.models.wrn import WideResNet
 _p = functools.partial
 MODELS = {"mlp": MLP, "cnn2d": CNN2D, "cnn1d": CNN1D}
 MODELS |= {f"resnet{d}": _p(CifarResNet, depth=d) for d in (8, 14, 20, 32, 44, 56, 110)}
-MODELS |= {"resnet8x4": _p(CifarResNet, depth=8, channels=(32, 64, 128, 256)),
-           "resnet32x4": _p(CifarResNet, depth=32, channels=(32, 64, 128, 256))}
+MODELS |= {
+    "resnet8x4": _p(CifarResNet, depth=8, channels=(32, 64, 128, 256)),
+    "resnet32x4": _p(CifarResNet, depth=32, channels=(32, 64, 128, 256)),
+}
 MODELS |= {f"wrn_{d}_{k}": _p(WideResNet, depth=d, widen=k) for d in (16, 40) for k in (1, 2)}
 MODELS |= {f"vgg{d}": _p(VGG, depth=d) for d in (8, 11, 13, 16, 19)}
 MODELS |= {f"resnet{d}": _p(ResNet, depth=d) for d in (18, 34, 50, 101, 152)}
-MODELS |= {"vit_tiny": _p(ViT, dim=192, depth=6, heads=3, mlp_ratio=2),
-           "vit_small": _p(ViT, dim=384, depth=7, heads=6, mlp_ratio=2)}
+MODELS |= {
+    "vit_tiny": _p(ViT, dim=192, depth=6, heads=3, mlp_ratio=2),
+    "vit_small": _p(ViT, dim=384, depth=7, heads=6, mlp_ratio=2),
+}
 
 # The keyword each model takes for its layer sizes (models not listed have fixed widths).
 _WIDTH_KWARG = {"mlp": "hidden", "cnn2d": "channels", "cnn1d": "channels"}
-_WIDTH_KWARG |= {name: "channels" for name, ctor in MODELS.items()
-                 if getattr(ctor, "func", None) in (CifarResNet, ResNet, VGG)}
+_WIDTH_KWARG |= {
+    name: "channels" for name, ctor in MODELS.items() if getattr(ctor, "func", None) in (CifarResNet, ResNet, VGG)
+}
 DTYPES = ("float32", "bfloat16")
 _SPATIAL = {name for name, ctor in MODELS.items() if getattr(ctor, "func", None) is not None}
 
@@ -79,9 +84,22 @@ def make_model(name: str, in_shape, num_classes: int, widths=None, dtype: str = 
         except ValueError as err:  # layout errors (channel counts, patch size) are the user's config
             raise ConfigError(f"model {name!r}: {err}") from None
 
-    return FunctionalModel(name=name, ctor=build, num_classes=num_classes, in_shape=in_shape, widths=widths,
-                           dtype=dtype)
+    return FunctionalModel(
+        name=name, ctor=build, num_classes=num_classes, in_shape=in_shape, widths=widths, dtype=dtype
+    )
 
 
-__all__ = ["MODELS", "DTYPES", "FunctionalModel", "make_model", "MLP", "CNN1D", "CNN2D", "CifarResNet",
-           "ResNet", "WideResNet", "VGG", "ViT"]
+__all__ = [
+    "MODELS",
+    "DTYPES",
+    "FunctionalModel",
+    "make_model",
+    "MLP",
+    "CNN1D",
+    "CNN2D",
+    "CifarResNet",
+    "ResNet",
+    "WideResNet",
+    "VGG",
+    "ViT",
+]

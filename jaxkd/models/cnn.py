@@ -25,8 +25,17 @@ class _ConvNet(nnx.Module):
         in_ch = in_shape[-1]
         convs, norms = [], []
         for ch in channels:
-            convs.append(nnx.Conv(in_ch, ch, kernel_size=(3,) * ndim, padding=((1, 1),) * ndim, use_bias=False,
-                                  rngs=rngs, conv_general_dilated=canonical_conv))
+            convs.append(
+                nnx.Conv(
+                    in_ch,
+                    ch,
+                    kernel_size=(3,) * ndim,
+                    padding=((1, 1),) * ndim,
+                    use_bias=False,
+                    rngs=rngs,
+                    conv_general_dilated=canonical_conv,
+                )
+            )
             norms.append(nnx.BatchNorm(ch, momentum=0.9, rngs=rngs))
             in_ch = ch
         self.convs = nnx.List(convs)

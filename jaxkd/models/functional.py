@@ -47,8 +47,13 @@ class FunctionalModel:
     @property
     def spec(self) -> dict:
         """What rebuilds this model with :func:`jaxkd.models.make_model` (JSON-serialisable)."""
-        return {"name": self.name, "in_shape": list(self.in_shape), "num_classes": self.num_classes,
-                "widths": None if self.widths is None else list(self.widths), "dtype": self.dtype}
+        return {
+            "name": self.name,
+            "in_shape": list(self.in_shape),
+            "num_classes": self.num_classes,
+            "widths": None if self.widths is None else list(self.widths),
+            "dtype": self.dtype,
+        }
 
     def init(self, key) -> tuple[Any, Any]:
         """``key -> (params, rest)``; vmappable over keys."""

@@ -46,26 +46,44 @@ def _conv_bwd(stride, pad, res, g):
     ho, wo = g.shape[1:3]
     # dL/dw: correlate the input (channels as batch) with the output gradient dilated by the stride.
     dw = lax.conv_general_dilated(
-        jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)).astype(x.dtype), (1, 1),
+        jnp.transpose(x, (3, 1, 2, 0)),
+        jnp.transpose(g, (1, 2, 0, 3)).astype(x.dtype),
+        (1, 1),
         ((pt, kh + (ho - 1) * sh - h - pt), (pl, kw + (wo - 1) * sw - wd - pl)),
-        rhs_dilation=(sh, sw), dimension_numbers=_NHWC)
+        rhs_dilation=(sh, sw),
+        dimension_numbers=_NHWC,
+    )
     dw = jnp.transpose(dw, (1, 2, 0, 3)).astype(w.dtype)
     # dL/dx: the output gradient, dilated by the stride, convolved with the flipped, transposed kernel.
     wt = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
     lo_h, lo_w = kh - 1 - pt, kw - 1 - pl
     dx = lax.conv_general_dilated(
-        g.astype(w.dtype), wt, (1, 1),
+        g.astype(w.dtype),
+        wt,
+        (1, 1),
         ((lo_h, h + kh - 1 - lo_h - ((ho - 1) * sh + 1)), (lo_w, wd + kw - 1 - lo_w - ((wo - 1) * sw + 1))),
-        lhs_dilation=(sh, sw), dimension_numbers=_NHWC)
+        lhs_dilation=(sh, sw),
+        dimension_numbers=_NHWC,
+    )
     return dx.astype(x.dtype), dw
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def canonical_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                   dimension_numbers=None, feature_group_count=1, precision=None, preferred_element_type=None,
-                   **_):
+def canonical_conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+    **_,
+):
     """``lax.conv_general_dilated`` for channels-last, undilated, ungrouped convolutions with explicit padding.
 
     2-D (NHWC/HWIO) goes through the explicit-transpose gradient directly; 1-D
@@ -73,16 +91,31 @@ def canonical_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
     back to ``lax.conv_general_dilated``.
     """
     nd = lhs.ndim - 2
-    if (nd not in (1, 2) or feature_group_count != 1 or tuple(lhs_dilation or (1,) * nd) != (1,) * nd
-            or tuple(rhs_dilation or (1,) * nd) != (1,) * nd or isinstance(padding, str)):
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, precision=precision,
-                                        preferred_element_type=preferred_element_type)
+    if (
+        nd not in (1, 2)
+        or feature_group_count != 1
+        or tuple(lhs_dilation or (1,) * nd) != (1,) * nd
+        or tuple(rhs_dilation or (1,) * nd) != (1,) * nd
+        or isinstance(padding, str)
+    ):
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
     padding = tuple(tuple(p) for p in padding)
     if nd == 1:
         out = _conv(lhs[:, :, None, :], rhs[:, None], (window_strides[0], 1), (padding[0], (0, 0)))
         return out[:, :, 0, :]
     return _conv(lhs, rhs, tuple(window_strides), padding)
+
 
 KAIMING_FAN_OUT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 TORCH_LINEAR = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -91,9 +124,19 @@ TORCH_LINEAR = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 def conv(in_ch, out_ch, kernel, *, stride=1, bias=False, dtype=None, rngs: nnx.Rngs) -> nnx.Conv:
     """``kernel x kernel`` convolution, zero-padded by ``kernel // 2`` on every side."""
     pad = kernel // 2
-    return nnx.Conv(in_ch, out_ch, kernel_size=(kernel, kernel), strides=(stride, stride),
-                    padding=((pad, pad), (pad, pad)), use_bias=bias, kernel_init=KAIMING_FAN_OUT,
-                    dtype=dtype, param_dtype=jnp.float32, rngs=rngs, conv_general_dilated=canonical_conv)
+    return nnx.Conv(
+        in_ch,
+        out_ch,
+        kernel_size=(kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=bias,
+        kernel_init=KAIMING_FAN_OUT,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        rngs=rngs,
+        conv_general_dilated=canonical_conv,
+    )
 
 
 def batch_norm(ch, *, dtype=None, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -106,8 +149,9 @@ def linear(in_f, out_f, *, dtype=None, kernel_init=TORCH_LINEAR, zero_bias=False
     def bias_init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return nnx.Linear(in_f, out_f, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
-                      param_dtype=jnp.float32, rngs=rngs)
+    return nnx.Linear(
+        in_f, out_f, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
+    )
 
 
 def global_avg_pool(h_BxHxWxC):

@@ -107,28 +107,31 @@ class _StagedResNet(nnx.Module):
 class CifarResNet(_StagedResNet):
     """RepDistiller's CIFAR ResNet (see module docstring)."""
 
-    def __init__(self, in_shape, num_classes, *, depth, channels=(16, 16, 32, 64), dtype=None,
-                 rngs: nnx.Rngs):
+    def __init__(self, in_shape, num_classes, *, depth, channels=(16, 16, 32, 64), dtype=None, rngs: nnx.Rngs):
         if (depth - 2) % 6 or len(channels) != 4:
             raise ValueError(f"CifarResNet needs depth = 6n + 2 and 4 channel sizes, got {depth}, {channels}")
         n = (depth - 2) // 6
         stages = [(channels[1], n, 1), (channels[2], n, 2), (channels[3], n, 2)]
-        super().__init__(in_shape, num_classes, block=BasicBlock, stem=channels[0], stages=stages,
-                         dtype=dtype, rngs=rngs)
+        super().__init__(
+            in_shape, num_classes, block=BasicBlock, stem=channels[0], stages=stages, dtype=dtype, rngs=rngs
+        )
 
 
-_LAYOUTS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
-            101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}
+_LAYOUTS = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
 
 
 class ResNet(_StagedResNet):
     """pytorch-cifar100's ResNet-18/34/50/101/152 (see module docstring)."""
 
-    def __init__(self, in_shape, num_classes, *, depth, channels=(64, 64, 128, 256, 512), dtype=None,
-                 rngs: nnx.Rngs):
+    def __init__(self, in_shape, num_classes, *, depth, channels=(64, 64, 128, 256, 512), dtype=None, rngs: nnx.Rngs):
         if depth not in _LAYOUTS or len(channels) != 5:
             raise ValueError(f"ResNet depth must be one of {sorted(_LAYOUTS)} with 5 channel sizes")
         block, counts = _LAYOUTS[depth]
         stages = [(ch, n, 1 if i == 0 else 2) for i, (ch, n) in enumerate(zip(channels[1:], counts))]
-        super().__init__(in_shape, num_classes, block=block, stem=channels[0], stages=stages,
-                         dtype=dtype, rngs=rngs)
+        super().__init__(in_shape, num_classes, block=block, stem=channels[0], stages=stages, dtype=dtype, rngs=rngs)

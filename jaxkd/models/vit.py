@@ -23,8 +23,9 @@ from jaxkd.models.layers import as_float32, linear
 class _Block(nnx.Module):
     def __init__(self, dim, heads, mlp_dim, *, dtype, rngs: nnx.Rngs):
         self.ln1 = nnx.LayerNorm(dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-        self.attn = nnx.MultiHeadAttention(num_heads=heads, in_features=dim, decode=False, dtype=dtype,
-                                           param_dtype=jnp.float32, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads=heads, in_features=dim, decode=False, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
+        )
         self.ln2 = nnx.LayerNorm(dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.fc1 = linear(dim, mlp_dim, dtype=dtype, rngs=rngs)
         self.fc2 = linear(mlp_dim, dim, dtype=dtype, rngs=rngs)
@@ -35,18 +36,26 @@ class _Block(nnx.Module):
 
 
 class ViT(nnx.Module):
-    def __init__(self, in_shape, num_classes, *, patch=4, dim=192, depth=6, heads=3, mlp_ratio=2,
-                 dtype=None, rngs: nnx.Rngs):
+    def __init__(
+        self, in_shape, num_classes, *, patch=4, dim=192, depth=6, heads=3, mlp_ratio=2, dtype=None, rngs: nnx.Rngs
+    ):
         h, w, c = in_shape
         if h % patch or w % patch:
             raise ValueError(f"ViT patch size {patch} must divide the input size {h}x{w}")
         self.grid = (h // patch, w // patch)
-        self.embed = nnx.Conv(c, dim, kernel_size=(patch, patch), strides=(patch, patch), padding="VALID",
-                              dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.embed = nnx.Conv(
+            c,
+            dim,
+            kernel_size=(patch, patch),
+            strides=(patch, patch),
+            padding="VALID",
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            rngs=rngs,
+        )
         n = self.grid[0] * self.grid[1]
         self.pos = nnx.Param(0.02 * nnx.initializers.truncated_normal()(rngs.params(), (1, n, dim)))
-        self.blocks = nnx.List([_Block(dim, heads, dim * mlp_ratio, dtype=dtype, rngs=rngs)
-                                for _ in range(depth)])
+        self.blocks = nnx.List([_Block(dim, heads, dim * mlp_ratio, dtype=dtype, rngs=rngs) for _ in range(depth)])
         self.ln = nnx.LayerNorm(dim, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.head = linear(dim, num_classes, dtype=dtype, rngs=rngs)
         thirds = {max(1, round(depth * k / 3)) - 1: k for k in (1, 2, 3)}

@@ -26,8 +26,9 @@ class PreActBlock(nnx.Module):
         self.bn2 = batch_norm(ch, dtype=dtype, rngs=rngs)
         self.conv2 = conv(ch, ch, 3, dtype=dtype, rngs=rngs)
         # RepDistiller projects the activated input when the shape changes, else adds x itself.
-        self.shortcut = None if (in_ch == ch and stride == 1) else conv(in_ch, ch, 1, stride=stride,
-                                                                        dtype=dtype, rngs=rngs)
+        self.shortcut = (
+            None if (in_ch == ch and stride == 1) else conv(in_ch, ch, 1, stride=stride, dtype=dtype, rngs=rngs)
+        )
 
     def __call__(self, x):
         """Returns ``(out, bn1(x))``: the block's output and its normalised input."""
@@ -46,8 +47,14 @@ class WideResNet(nnx.Module):
         self.stem = conv(in_shape[-1], widths[0], 3, dtype=dtype, rngs=rngs)
         groups, in_ch = [], widths[0]
         for ch, stride in zip(widths[1:], (1, 2, 2)):
-            groups.append(nnx.List([PreActBlock(in_ch if j == 0 else ch, ch, stride if j == 0 else 1,
-                                                dtype=dtype, rngs=rngs) for j in range(n)]))
+            groups.append(
+                nnx.List(
+                    [
+                        PreActBlock(in_ch if j == 0 else ch, ch, stride if j == 0 else 1, dtype=dtype, rngs=rngs)
+                        for j in range(n)
+                    ]
+                )
+            )
             in_ch = ch
         self.groups = nnx.List(groups)
         self.bn = batch_norm(in_ch, dtype=dtype, rngs=rngs)
