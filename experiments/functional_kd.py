@@ -47,11 +47,9 @@ and 95% CI per condition and metric; the test family; the payoffs),
 figure.png (metrics by condition with 95% CIs), payoff.png (relative gain on
 teacher-correct vs teacher-incorrect examples, per condition, vs base), env.json.
 
-Measured (default preset, 2026-11-24, ``nice -n 19`` on the 2-core CPU while another
-session's full-priority job took ~85% of it): 943 s wall (15.7 min), 10.2 min CPU;
-9 compiled training sweeps (per setup: teachers, students, rcd_untrained students), their
-first compiles (initialisation programs included: tens of seconds each on this machine)
-a large share. On an idle machine expect well under 15 min; not measured idle.
+Measured (default preset, 2026-11-24, idle 2-core CPU): 242 s wall (4.0 min), 7.0 min CPU;
+9 compiled training sweeps (per setup: teachers, students, rcd_untrained students), 270
+training runs, 1.1 runs per second of wall time, compiles included.
 
 What it shows (10 seeds, final step, paired tests Holm-corrected within each
 setup × metric; docs/functional_kd.md has the tables). KD (α = 0.9, T = 4) vs

@@ -263,6 +263,19 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     return summary
 
 
+def _binned(count, confidence, n_bins: int = 10) -> list[dict]:
+    """Mean confidence per count decile (ties keep a decile's edges together): the figure's curve."""
+    edges = np.unique(np.quantile(count, np.linspace(0, 1, n_bins + 1)))
+    if edges.size < 2:
+        return [{"count": float(count.mean()), "confidence": float(confidence.mean()), "n": int(count.size)}]
+    b = np.clip(np.searchsorted(edges, count, side="right") - 1, 0, edges.size - 2)
+    return [
+        {"count": float(count[b == i].mean()), "confidence": float(confidence[b == i].mean()), "n": int((b == i).sum())}
+        for i in range(edges.size - 1)
+        if (b == i).any()
+    ]
+
+
 def _analyse(config, it, idx, probs, preds, y_test, sweeps, num_classes):
     """summary.json's content and the tidy rows of interaction.csv."""
     omega = it.omega
@@ -284,7 +297,10 @@ def _analyse(config, it, idx, probs, preds, y_test, sweeps, num_classes):
                 "median": float(np.median(counts)),
                 "max": int(counts.max()),
             },
-            "confidence_vs_count": {k: conf[k] for k in ("spearman", "spearman_p", "pearson", "pearson_p")},
+            "confidence_vs_count": {
+                **{k: conf[k] for k in ("spearman", "spearman_p", "pearson", "pearson_p")},
+                "binned": _binned(conf["count"], conf["confidence"]),
+            },
             "final_test_acc": stats.summarize(acc.mean(axis=1)),
             "training": results.summarize_sweep(sweeps[g], [g])[g].get("test/acc"),
         }
@@ -391,7 +407,7 @@ def _analyse(config, it, idx, probs, preds, y_test, sweeps, num_classes):
 
 
 def _figure(omega, idx, summary, config, dataset) -> bytes:
-    fig, axes = plotting.figure(ncols=2, width=4.4)
+    fig, axes = plotting.figure(ncols=3, width=4.4)
     colors = {"teacher": "tab:gray", "baseline": "tab:blue", "kd": "tab:orange"}
     for g in GROUPS:
         curve = interaction.frequency_curve(omega, idx[g], used_only=True)[::-1]
@@ -404,12 +420,24 @@ def _figure(omega, idx, summary, config, dataset) -> bytes:
         )
         counts = interaction.sample_feature_count(omega, idx[g])
         axes[0, 1].hist(counts, bins=30, histtype="step", color=colors[g], label=f"{g} (mean {counts.mean():.1f})")
+        cvc = summary["groups"][g]["confidence_vs_count"]
+        axes[0, 2].plot(
+            [b["count"] for b in cvc["binned"]],
+            [b["confidence"] for b in cvc["binned"]],
+            "o-",
+            color=colors[g],
+            ms=3,
+            label=f"{g}: Spearman {cvc['spearman']:.2f}",
+        )
     axes[0, 0].set_xlabel("feature rank (used features, by frequency)")
     axes[0, 0].set_ylabel("frequency (test samples using it)")
     axes[0, 0].legend(fontsize=6)
     axes[0, 1].set_xlabel("features per sample (union over the group)")
     axes[0, 1].set_ylabel("test samples")
     axes[0, 1].legend(fontsize=6)
+    axes[0, 2].set_xlabel("features per sample (summed over the group's models), decile means")
+    axes[0, 2].set_ylabel("mean probability of the true class")
+    axes[0, 2].legend(fontsize=6)
     c = summary["claim_test"]
     fig.suptitle(
         f"{dataset.name}: {config.n_seeds} per group; Ω {tuple(summary['tensor']['shape'])}; "

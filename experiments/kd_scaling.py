@@ -298,6 +298,37 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
                                 "diverged": bool(np.isnan(v)),
                             }
                         )
+    # The exponents again as condition tables with tests, the layout `jaxkd report` reads.
+    exponents = {
+        name: {
+            "conditions": {
+                c: {
+                    f"{m}/exponent": {
+                        "mean": f[m]["fits"][c]["exponent"],
+                        "std": f[m]["fits"][c]["boot_std"],
+                        "ci_low": f[m]["fits"][c]["ci_low"],
+                        "ci_high": f[m]["fits"][c]["ci_high"],
+                        "n": config.n_seeds,
+                    }
+                    for m in METRICS
+                }
+                for c in config.conditions
+            },
+            "tests": {
+                f"{m}/exponent": {
+                    k: {**v, "test": "paired seed bootstrap of the exponent difference", "n": config.n_seeds}
+                    for k, v in f[m]["comparisons"].items()
+                }
+                for m in METRICS
+            },
+            "legend": {
+                c: f"{c}: mean = the fitted exponent b of metric ≈ coef·params^b over the {name} series; "
+                "± = its bootstrap standard error; CI = 95% percentile bootstrap, seeds resampled per shape"
+                for c in config.conditions
+            },
+        }
+        for name, f in fits.items()
+    }
     out = {
         "teacher": {
             "model": config.teacher.name,
@@ -307,6 +338,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         },
         "shapes": shapes_summary,
         "fits": fits,
+        "exponents": exponents,
         "fit": "metric ≈ coef · params^exponent, least squares on seed means in log-log; 95% CI: seeds "
         "resampled within each shape, paired across conditions",
         "family": {
@@ -321,6 +353,8 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
 
 
 def _figure(config: Config, summary: dict) -> bytes:
+    from matplotlib.ticker import NullFormatter
+
     series = list(summary["fits"])
     fig, axes = plotting.figure(ncols=len(METRICS), nrows=len(series), width=3.4, height=3.0)
     for i, name in enumerate(series):
@@ -351,6 +385,8 @@ def _figure(config: Config, summary: dict) -> bytes:
                     )
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # label the shapes themselves, not log-axis minor ticks
+            ax.set_xticks(x, [f"{int(v):,}" for v in x], rotation=30, fontsize=7)
             ax.set_xlabel(f"student parameters ({name} series)")
             ax.set_ylabel(metric)
             ax.legend(fontsize=6)

@@ -119,8 +119,22 @@ def _num(x) -> float:
         return math.nan
 
 
+def _is_final_only(v) -> bool:
+    """A metric summary of a run that records only its final step: the stats themselves, no evaluation points."""
+    return isinstance(v, dict) and "mean" in v and "ci_low" in v
+
+
 def _is_metric_summary(v) -> bool:
-    return isinstance(v, dict) and any(isinstance(v.get(a), dict) and "mean" in v[a] for a in AT_CHOICES)
+    return _is_final_only(v) or (
+        isinstance(v, dict) and any(isinstance(v.get(a), dict) and "mean" in v[a] for a in AT_CHOICES)
+    )
+
+
+def _stats_at(v, at: str):
+    """The summary at ``at``; a final-step-only summary serves ``selected`` and ``last`` (it has nothing else)."""
+    if _is_final_only(v):
+        return v if at != "max_over_evals" else None
+    return (v or {}).get(at)
 
 
 def _is_condition(v) -> bool:
@@ -158,7 +172,7 @@ def condition_rows(tables, metrics, at: str) -> list[dict]:
     for table, block in tables:
         for metric in metrics:
             for name, role, c in _members(block):
-                s = (c.get(metric) or {}).get(at)
+                s = _stats_at(c.get(metric), at)
                 if not isinstance(s, dict):
                     continue
                 rows.append(
@@ -198,6 +212,8 @@ def _comparison_row(table: str, path: tuple, t: dict, metrics: set) -> dict:
     name = t.get("comparison") or " / ".join(p for p in path if p not in (metric, at)) or "?"
     adjusted = next((k for k in t if k.startswith("p_") and k != "p_value"), None)
     effect = next((k for k in _EFFECT_NAMES if k in t), None)
+    kind = t.get("effect_size_kind") if effect == "effect_size" else None  # compare_family names its effect
+    effect_kind = kind if kind in _EFFECT_NAMES else effect
     stat = next((k for k in _STATISTIC_KEYS if k in t), None)
     n = t.get("n", t.get("n_a"))
     return {
@@ -208,15 +224,15 @@ def _comparison_row(table: str, path: tuple, t: dict, metrics: set) -> dict:
         "comparison": name,
         "test": t.get("test", ""),
         "diff_mean": _num(t.get("diff_mean", t.get("diff"))),
-        "diff_ci_low": _num(t.get("diff_ci_low")),
-        "diff_ci_high": _num(t.get("diff_ci_high")),
+        "diff_ci_low": _num(t.get("diff_ci_low", t.get("ci_low"))),
+        "diff_ci_high": _num(t.get("diff_ci_high", t.get("ci_high"))),
         "statistic": _num(t.get(stat)),
         "statistic_kind": stat or "",
         "p": _num(t.get("p")),
         "p_adjusted": _num(t.get(adjusted)),
         "correction": adjusted[2:] if adjusted else "",
         "effect_size": _num(t.get(effect)),
-        "effect_size_kind": effect or "",
+        "effect_size_kind": effect_kind or "",
         "n": n,
     }
 
@@ -226,7 +242,8 @@ def comparison_rows(tables, metrics, at: str, known=()) -> list[dict]:
     keep = set(metrics)
     rows = []
     for table, block in tables:
-        found = [_comparison_row(table, p, t, keep | set(known)) for p, t in _tests(block.get("comparisons"))]
+        tests = block.get("comparisons", block.get("tests"))
+        found = [_comparison_row(table, p, t, keep | set(known)) for p, t in _tests(tests)]
         found = [r for r in found if r["metric"] in keep and r["at"] in (at, None)]
         rows += sorted(found, key=lambda r: metrics.index(r["metric"]))
     return rows
@@ -286,16 +303,28 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
         )
         return {"run": run, "kind": "scalars", "scalars": scalars, "lists_omitted": lists, "notes": [note]}
     known = available_metrics(tables)
+    final_only = all(
+        _is_final_only(v) for _, b in tables for _, _, c in _members(b) for v in c.values() if _is_metric_summary(v)
+    )
+    if final_only and at == "max_over_evals":
+        raise ConfigError(
+            f"{run} records each seed's final step only, so there is no maximum over evaluations; drop --at"
+        )
     if metrics:
         metrics = list(dict.fromkeys(metrics))
         for m in metrics:
             check_name("metric", m, known)
     else:
-        metrics = [m for m in known if m.startswith("test/")] or known
+        tested = {r["metric"] for r in comparison_rows(tables, known, at, known)}
+        metrics = [m for m in known if m.startswith("test/")] or [m for m in known if m in tested] or known
     selected_by = next(
         (c.get("selected_by") for _, b in tables for _, _, c in _members(b) if c.get("selected_by")), None
     )
-    notes = [_at_note(at, selected_by)]
+    notes = [
+        "this run records each seed's final step only (no validation selection, no maximum over evaluations)"
+        if final_only
+        else _at_note(at, selected_by)
+    ]
     for table, block in tables:
         for name, _, c in _members(block):
             if c.get("n_diverged"):
@@ -321,6 +350,7 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
         "comparisons": comparisons,
         "legend": legend,
         "notes": notes,
+        "final_only": final_only,
     }
 
 
@@ -361,7 +391,13 @@ def _n(r) -> str:
     return f"{n}/{total}" if total is not None and n is not None and n != total else str(n)
 
 
-def _metric_title(metric: str, at: str) -> str:
+def _at_label(report) -> str:
+    return "at the final step" if report.get("final_only") else f"at {report['at']}"
+
+
+def _metric_title(metric: str, at: str, final_only: bool = False) -> str:
+    if final_only:
+        return f"{metric} (final step)"
     if at == "max_over_evals":
         from jaxkd.results import _lower_is_better  # the rule summarize_sweep used to pick max or min
 
@@ -459,12 +495,12 @@ def render_text(report: dict) -> str:
         for metric in report["metrics"]:
             rows = [r for r in report["conditions"] if r["table"] == table and r["metric"] == metric]
             if rows:
-                lines += ["", _metric_title(metric, report["at"])]
+                lines += ["", _metric_title(metric, report["at"], report.get("final_only", False))]
                 lines += _aligned(_CONDITION_HEADER, [_condition_cells(r) for r in rows], 1)
         comps = [r for r in report["comparisons"] if r["table"] == table]
         if comps:
             header, desc = _comparison_header(comps)
-            lines += ["", f"comparisons at {report['at']} ({desc})"]
+            lines += ["", f"comparisons {_at_label(report)} ({desc})"]
             lines += _aligned(header, [_comparison_cells(r) for r in comps], 2)
         legend = report["legend"].get(table)
         if legend:
@@ -495,12 +531,12 @@ def render_markdown(report: dict) -> str:
         for metric in report["metrics"]:
             rows = [r for r in report["conditions"] if r["table"] == table and r["metric"] == metric]
             if rows:
-                lines += ["", f"#### {_metric_title(metric, report['at'])}", ""]
+                lines += ["", f"#### {_metric_title(metric, report['at'], report.get('final_only', False))}", ""]
                 lines += _md_table(_CONDITION_HEADER, [_condition_cells(r) for r in rows], 1)
         comps = [r for r in report["comparisons"] if r["table"] == table]
         if comps:
             header, desc = _comparison_header(comps)
-            lines += ["", f"#### Comparisons at {report['at']} ({desc})", ""]
+            lines += ["", f"#### Comparisons {_at_label(report)} ({desc})", ""]
             lines += _md_table(header, [_comparison_cells(r) for r in comps], 2)
         legend = report["legend"].get(table)
         if legend:

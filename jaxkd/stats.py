@@ -399,7 +399,7 @@ def power_law_exponents(
     seeds with replacement and refits; with ``paired=True`` the same draw serves every condition (seed ``s``
     of each condition shares its keys and teacher), so differences of exponents are paired. NaN seeds
     (diverged runs) are left out of each mean; a resample whose mean is not positive is dropped (counted
-    in ``n_resamples_used``). CIs are percentile intervals.
+    in ``n_resamples_used``). CIs are percentile intervals; ``boot_std`` is the bootstrap standard error.
 
     Each declared comparison ``(a, b)`` gets ``diff = exponent_a - exponent_b``, its CI, a two-sided bootstrap
     p-value ``min(1, 2 · min((1 + #{d ≤ 0}), (1 + #{d ≥ 0})) / (R + 1))`` over the resampled differences
@@ -445,7 +445,13 @@ def power_law_exponents(
             fit = fit_power_law(x, np.nanmean(v, axis=1))
         b = boot[c][np.isfinite(boot[c])]
         lo, hi = np.quantile(b, [alpha, 1 - alpha]) if len(b) else (_NAN, _NAN)
-        fits[c] = {**fit, "ci_low": float(lo), "ci_high": float(hi), "n_resamples_used": int(len(b))}
+        fits[c] = {
+            **fit,
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "boot_std": float(np.std(b, ddof=1)) if len(b) > 1 else _NAN,
+            "n_resamples_used": int(len(b)),
+        }
     out = {}
     for a, b in comparisons:
         d = boot[a] - boot[b]

@@ -320,3 +320,33 @@ def test_help(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "usage: jaxkd report" in text and "95% CI" in text and "max_over_evals" in text
+
+
+def test_final_step_runs_report_their_tables_and_tests(tmp_path, capsys):
+    """functional_kd / backdoor_kd layout: per-setup blocks, stats without evaluation points, tests under "tests"."""
+    from jaxkd import stats
+
+    rng = np.random.default_rng(3)
+    base, kd = rng.uniform(0.8, 0.9, 8), rng.uniform(0.85, 0.95, 8)
+    block = {
+        "teacher": {"all/acc": stats.summarize(rng.uniform(0.9, 1.0, 8))},
+        "conditions": {"base": {"all/acc": stats.summarize(base)}, "kd": {"all/acc": stats.summarize(kd)}},
+        "tests": {"all/acc": stats.compare_family({"kd - base": (kd, base)}, test="paired")},
+    }
+    out = _write(tmp_path / "final", {"setups": {"digits:mlp": block}})
+    report = json.loads(_report(capsys, out, "--format", "json"))
+    assert report["final_only"] and report["metrics"] == ["all/acc"]
+    rows = {r["condition"]: r for r in report["conditions"]}
+    ci = st.t.interval(0.95, 7, loc=kd.mean(), scale=st.sem(kd))
+    np.testing.assert_allclose([rows["kd"]["mean"], rows["kd"]["ci_low"], rows["kd"]["ci_high"]], [kd.mean(), *ci])
+    (c,) = report["comparisons"]
+    t = st.ttest_rel(kd, base)
+    d = kd - base
+    np.testing.assert_allclose([c["diff_mean"], c["statistic"], c["p"]], [d.mean(), t.statistic, t.pvalue])
+    np.testing.assert_allclose([c["diff_ci_low"], c["diff_ci_high"]], st.t.interval(0.95, 7, d.mean(), st.sem(d)))
+    np.testing.assert_allclose(c["effect_size"], d.mean() / d.std(ddof=1))
+    assert c["effect_size_kind"] == "cohens_dz" and c["table"] == "setups/digits:mlp"
+    text = _report(capsys, out)
+    assert "all/acc (final step)" in text and "comparisons at the final step" in text
+    assert main(["report", out, "--at", "max_over_evals"]) == 2
+    assert "final step only" in _err(capsys)

@@ -134,6 +134,18 @@ def test_kd_scaling_smoke_outputs(tmp_path):
     rows = (tmp_path / "records.csv").read_text().splitlines()
     assert len(rows) - 1 == (2 + 2) * 3 * 2 * 3  # (width + depth shapes) × conditions × seeds × metrics
     assert (tmp_path / "figure.png").stat().st_size > 0
+    # `jaxkd report` reads the exponents as condition tables with their tests.
+    from jaxkd.report import build_report
+
+    report = build_report(str(tmp_path))
+    assert {r["table"] for r in report["conditions"]} == {"exponents/width", "exponents/depth"}
+    row = next(
+        r
+        for r in report["conditions"]
+        if r["table"] == "exponents/width" and r["condition"] == "kd" and r["metric"] == "error/exponent"
+    )
+    assert row["mean"] == s["fits"]["width"]["error"]["fits"]["kd"]["exponent"]
+    assert len(report["comparisons"]) == 2 * 3 * 3  # series × metrics × comparisons
 
 
 def test_kd_scaling_bad_input():

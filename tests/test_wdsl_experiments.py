@@ -54,6 +54,13 @@ def test_interaction_smoke_outputs(it_out):
         for stat, ci in s["bootstrap"].items():
             assert np.isfinite([ci["value"], ci["ci_low"], ci["ci_high"]]).all(), (g, stat)
             assert ci["ci_low"] <= ci["ci_high"]
+        # Decile means of (feature count, confidence): every test sample in exactly one bin, in count order.
+        binned = s["confidence_vs_count"]["binned"]
+        assert sum(b["n"] for b in binned) == n_test
+        counts = omega[group == g].sum(axis=(0, 2))
+        assert sum(b["count"] * b["n"] for b in binned) == pytest.approx(counts.sum())
+        assert all(0.0 <= b["confidence"] <= 1.0 for b in binned)
+        assert [b["count"] for b in binned] == sorted(b["count"] for b in binned)
     claim = summary["claim_test"]
     assert 0 < claim["p_fewer_unique"] <= 1 and 0 < claim["p_both"] <= 1
     assert claim["a"]["n_models"] == claim["b"]["n_models"] == config.n_seeds
