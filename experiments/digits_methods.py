@@ -24,8 +24,8 @@ Command::
 
     jaxkd run digits_methods --preset default --out results/digits_methods/default
 
-Expected runtime on a 2-core CPU: smoke ~1 min, default ~1.5 min (measured
-84 s on an idle machine, a third of it XLA compiling), paper ~10 min. Output: config.json,
+Expected runtime on a 2-core CPU: smoke ~1 min, default ~1 min (measured
+68 s on an idle machine, a third of it XLA compiling), paper ~10 min. Output: config.json,
 records.csv, summary.json (mean ± std and 95% CI over seeds at the
 validation-selected and the last evaluation; paired t-tests of each method
 against CE with Holm correction and Cohen's d_z), figure.png, env.json.

@@ -12,12 +12,14 @@ condition as a grid point, with explicit initialisation and data-order keys
 - ``kd_a{α}_T{T}``: (1 − α)·CE + α·T²·KL(softmax(t/T) ‖ softmax(s/T)) for every (α, T) of the grid;
 - ``rcd_fixed`` / ``rcd_step``: the same loss at (``rcd_alpha``, ``rcd_temperature``)
   with the teacher's logits replaced by N(0, ``rcd_scale``²) noise, fixed per
-  training example / resampled every step (``jaxkd.terms.rcd``).
+  training example / resampled every step (``jaxkd.terms.rcd``);
+- ``rcd_untrained``: the same loss towards an untrained, randomly initialised
+  network of the same architecture, drawn per run from the run's own key and
+  held in the term's state (``jaxkd.terms.untrained``), so it is a grid point
+  of the same program (one untrained teacher per seed, seeds paired with base).
 
-``rcd_untrained`` (KD towards an untrained, randomly initialised teacher of
-the same architecture, one per seed) needs a different teacher, which a grid
-point cannot change, so it is a SECOND program per setup; its students use
-the base condition's keys, so it stays paired with ``base`` seed by seed.
+Controls are skipped at the grid points that do not use them (weight 0:
+``Term.skip_unweighted``), so they cost nothing there on a CPU.
 
 Every student is then compared with its own (trained) teacher on the test set
 (``jaxkd.metrics.functional_metrics``: accuracy, loss, agreement, activation
@@ -47,21 +49,21 @@ and 95% CI per condition and metric; the test family; the payoffs),
 figure.png (metrics by condition with 95% CIs), payoff.png (relative gain on
 teacher-correct vs teacher-incorrect examples, per condition, vs base), env.json.
 
-Measured (default preset, 2026-11-24, idle 2-core CPU): 242 s wall (4.0 min), 7.0 min CPU;
-9 compiled training sweeps (per setup: teachers, students, rcd_untrained students), 270
-training runs, 1.1 runs per second of wall time, compiles included.
+Measured (default preset, 2026-11-24, idle 2-core CPU): 208 s wall (3.5 min), 6.1 min CPU;
+6 compiled training sweeps (per setup: teachers; every condition's students), 270 training
+runs, 1.3 runs per second of wall time, compiles included.
 
 What it shows (10 seeds, final step, paired tests Holm-corrected within each
 setup × metric; docs/functional_kd.md has the tables). KD (α = 0.9, T = 4) vs
-base: overall agreement with the teacher +0.6 pp (cnn2d, Holm p = 0.38), +0.5 pp
-(mlp, p = 0.25), +1.6 pp (cnn1d, p = 0.14; α = 0.5: +3.1 pp, p = 0.002), JS lower
+base: overall agreement with the teacher +0.6 pp (cnn2d, Holm p = 0.35), +0.5 pp
+(mlp, p = 0.25), +1.6 pp (cnn1d, p = 0.14; α = 0.5: +3.1 pp, p = 0.001), JS lower
 in all three (p < 0.005); copying the teacher's errors +45 pp (cnn2d, p = 0.002),
 +23 pp (mlp, p = 0.15), +29 pp (cnn1d, p = 1e-4). Against SIDDO (the teacher's
 own initialisation, no teacher signal) none of KD's overall agreement gains is
-significant (p ≥ 0.6) and the copy-error gains are +31 pp (p = 0.12), +19 pp
+significant (p ≥ 0.6) and the copy-error gains are +31 pp (p = 0.15), +19 pp
 (p = 0.07), +14 pp (p = 0.08). RCD (random targets at the same α, T) lowers
 accuracy and agreement rather than reproducing KD: KD − RCD agreement is +2 to
-+30 pp, significant in 16 of 18 comparisons. The payoff is negatively asymmetric
++43 pp, significant in all 18 comparisons. The payoff is negatively asymmetric
 for KD α = 0.9 vs base: relative gain on teacher-incorrect examples +0.60 / +0.68 /
 +0.48 against −0.08 / +0.00 / −0.38 on teacher-correct ones (asymmetry CI above 0
 for cnn2d and cnn1d). Digits teachers err on only 6-8 test examples, so the
@@ -84,12 +86,11 @@ from jaxkd.experiment import train_teacher, write_outputs
 from jaxkd.metrics import asymmetric_payoff, functional_metrics_over_seeds
 from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import RunKeys, run_sweep, seed_run_keys
-from jaxkd.teacher import Teacher
 from jaxkd.train import make_train
 
 CONDITIONS = ("base", "siddo", "disdo", "kd", "rcd_fixed", "rcd_step", "rcd_untrained")
 CE_ONLY = ("base", "siddo", "disdo")
-RCD_IN_PROGRAM = ("rcd_fixed", "rcd_step")
+RCD = ("rcd_fixed", "rcd_step", "rcd_untrained")
 SUBSETS = ("all", "teacher_correct", "teacher_incorrect")
 _PER_SUBSET = ("acc", "loss", "agreement", "activation_distance", "js", "cosine", "mi", "n")
 METRICS = tuple(f"{s}/{m}" for s in SUBSETS for m in _PER_SUBSET) + (
@@ -215,18 +216,14 @@ class Config:
         return [(float(a), float(t)) for a in self.kd_alphas for t in self.kd_temperatures]
 
     def program_conditions(self) -> list[str]:
-        """Conditions trained as grid points of the main student program, in grid order."""
+        """Conditions trained as grid points of the student program, in grid order (every condition)."""
         out = []
         for c in self.conditions:
-            if c == "kd":
-                out += [kd_name(a, t) for a, t in self.kd_points()]
-            elif c != "rcd_untrained":
-                out.append(c)
+            out += [kd_name(a, t) for a, t in self.kd_points()] if c == "kd" else [c]
         return out
 
     def condition_names(self) -> list[str]:
-        names = self.program_conditions()
-        return names + (["rcd_untrained"] if "rcd_untrained" in self.conditions else [])
+        return self.program_conditions()
 
     def family(self) -> list[tuple[str, str]]:
         """The declared comparisons ``(condition, control)``."""
@@ -270,26 +267,37 @@ class Config:
             }
         return {n: out[n] for n in self.condition_names()}
 
-    def objective(self) -> ObjectiveConfig:
+    def objective(self, setup: Setup | None = None, in_shape: tuple[int, ...] | None = None) -> ObjectiveConfig:
+        """The student program's terms. ``rcd_untrained`` (an untrained copy of the setup's model, per run, in
+        the term's state: ``jaxkd.terms.untrained``) needs the data's input shape, so it is included only when
+        ``setup`` and ``in_shape`` are given (at run time; validation builds the rest)."""
         terms = {"ce": {"weight": 1.0}, "kd": {"weight": 0.0, "temperature": 4.0}}
         if "rcd_fixed" in self.conditions:
             terms["rcd_fixed"] = {"kind": "rcd", "weight": 0.0, "per_example": True, "scale": self.rcd_scale}
         if "rcd_step" in self.conditions:
             terms["rcd_step"] = {"kind": "rcd", "weight": 0.0, "per_example": False, "scale": self.rcd_scale}
+        if "rcd_untrained" in self.conditions and setup is not None and in_shape is not None:
+            terms["rcd_untrained"] = {
+                "kind": "untrained",
+                "weight": 0.0,
+                "model": setup.model.name,
+                "widths": setup.model.widths,
+                "dtype": setup.model.dtype,
+                "in_shape": tuple(in_shape),
+            }
         return ObjectiveConfig(terms)
 
     def grid(self) -> dict[str, list[float]]:
-        """The main program's grid ``{hparam: [G]}``, one point per :meth:`program_conditions` entry."""
-        terms = self.objective().terms
+        """The student program's grid ``{hparam: [G]}``, one point per :meth:`program_conditions` entry."""
+        rcds = [r for r in RCD if r in self.conditions]
         points = []
         for c in self.program_conditions():
-            p = {f"{t}.weight": 0.0 for t in terms}
-            p |= {"ce.weight": 1.0, "kd.temperature": self.rcd_temperature}
-            p |= {f"{r}.temperature": self.rcd_temperature for r in RCD_IN_PROGRAM if r in terms}
+            p = {"ce.weight": 1.0, "kd.weight": 0.0, "kd.temperature": self.rcd_temperature}
+            p |= {f"{r}.weight": 0.0 for r in rcds} | {f"{r}.temperature": self.rcd_temperature for r in rcds}
             if c.startswith("kd_"):
                 a, t = next((a, t) for a, t in self.kd_points() if kd_name(a, t) == c)
                 p |= {"ce.weight": 1.0 - a, "kd.weight": a, "kd.temperature": t}
-            elif c in RCD_IN_PROGRAM:
+            elif c in RCD:
                 p |= {"ce.weight": 1.0 - self.rcd_alpha, f"{c}.weight": self.rcd_alpha}
             points.append(p)
         return {k: [p[k] for p in points] for k in points[0]}
@@ -309,22 +317,16 @@ class Config:
     def teacher_config(self, s: Setup) -> RunConfig:
         return RunConfig(model=s.model, recipe=s.recipe, data=s.data, eval=self.eval)
 
-    def student_config(self, s: Setup) -> RunConfig:
-        return RunConfig(model=s.model, objective=self.objective(), recipe=s.recipe, data=s.data, eval=self.eval)
-
-    def untrained_config(self, s: Setup) -> RunConfig:
-        obj = ObjectiveConfig(
-            {
-                "ce": {"weight": 1.0 - self.rcd_alpha},
-                "kd": {"weight": self.rcd_alpha, "temperature": self.rcd_temperature},
-            }
+    def student_config(self, s: Setup, in_shape: tuple[int, ...] | None = None) -> RunConfig:
+        return RunConfig(
+            model=s.model, objective=self.objective(s, in_shape), recipe=s.recipe, data=s.data, eval=self.eval
         )
-        return RunConfig(model=s.model, objective=obj, recipe=s.recipe, data=s.data, eval=self.eval)
 
     def keys(self, setup_index: int) -> dict:
-        """The setup's keys: teachers, students, untrained teachers."""
-        k_t, k_s, k_u = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), setup_index), 3)
-        return {"teacher": k_t, "student": k_s, "untrained": k_u}
+        """The setup's keys: teachers and students. (The third split was the untrained teachers' key when they
+        were a separate program; kept so that the teacher and student keys stay what they were.)"""
+        k_t, k_s, _ = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), setup_index), 3)
+        return {"teacher": k_t, "student": k_s}
 
 
 _DIGITS = DataConfig("digits", val_fraction=0.1)
@@ -378,13 +380,6 @@ def runlocal(config: Config) -> Config:
 # --- running -------------------------------------------------------------------------------------
 
 
-def untrained_teacher(model, key, n_seeds: int) -> Teacher:
-    """One randomly initialised (untrained) model per seed, drawn as a sweep draws initial parameters."""
-    inits = seed_run_keys(key, n_seeds).init[:, 0]
-    params, rest = jax.jit(lambda ks: jax.lax.map(lambda k: model.init(jax.random.split(k)[0]), ks))(inits)
-    return Teacher(model, params, rest, per_seed=True)
-
-
 def student_test_logits(result, trainer) -> np.ndarray:
     """Eval-mode test logits ``[S, G, N, C]`` of every final student state."""
     fn = lambda p, r: trainer.predict_split(p, r, trainer.data, "test")  # noqa: E731
@@ -430,7 +425,7 @@ def run_setup(
         checkpoint_dir=ckpt("teacher"),
         **common,
     )
-    trainer = make_train(config.student_config(setup), dataset, teacher)
+    trainer = make_train(config.student_config(setup, dataset.in_shape), dataset, teacher)
     names = config.program_conditions()
     result = run_sweep(
         trainer,
@@ -456,33 +451,8 @@ def run_setup(
             }
         t_extra = jax.jit(jax.vmap(lambda p, r: fn({"model": p}, r)))(teacher.params, teacher.rest)
         teacher_metrics |= {k: np.asarray(v, np.float64) for k, v in t_extra.items()}
-    programs = 2
-    if "rcd_untrained" in config.conditions:
-        u_teacher = untrained_teacher(teacher.model, keys["untrained"], n)
-        u_trainer = make_train(config.untrained_config(setup), dataset, u_teacher)
-        u_keys = seed_run_keys(keys["student"], n)  # the base condition's keys: paired with base seed by seed
-        u_result = run_sweep(
-            u_trainer,
-            keys["student"],
-            n,
-            keys=u_keys,
-            checkpoint_dir=ckpt("untrained"),
-            desc=f"{setup.name} rcd_untrained",
-            **common,
-        )
-        per_seed |= _metrics_by_condition(
-            student_test_logits(u_result, u_trainer), u_result.diverged, t_logits, labels, ["rcd_untrained"]
-        )
-        if probe is not None:
-            u_extra = jax.jit(jax.vmap(jax.vmap(fn)))(u_result.states.params, u_result.states.rest)
-            per_seed["rcd_untrained"] |= {
-                k: np.where(u_result.diverged[:, 0], np.nan, np.asarray(v[:, 0], np.float64))
-                for k, v in u_extra.items()
-            }
-        programs += 1
+    programs = 2  # the teachers' sweep and the students' (every condition a grid point)
     diverged = {n: result.diverged[:, g] for g, n in enumerate(names)}
-    if "rcd_untrained" in per_seed:
-        diverged["rcd_untrained"] = u_result.diverged[:, 0]
     return {
         "setup": setup,
         "per_seed": per_seed,

@@ -61,6 +61,11 @@ class Term:
       ramp_steps: the weight grows linearly from 0 to its value over this many
         steps (``min(step / ramp_steps, 1)``; mdistiller's DKD warm-up is 20
         epochs); 0 = constant weight. Set with the option ``ramp_steps``.
+      skip_unweighted: at a weight of exactly 0 the trainer does not evaluate the
+        term (``lax.cond``: a real branch inside a loop over runs, both sides
+        under ``vmap``); its value reads 0 and its state is left as it was. For
+        stateless controls (``rcd``, ``untrained``) that are grid points of a
+        program whose other points do not use them.
     """
 
     kind: str
@@ -75,6 +80,7 @@ class Term:
     eval_split: str = "val"
     decay_aux: bool = True
     ramp_steps: int = 0
+    skip_unweighted: bool = False
 
 
 # --- logit terms ---------------------------------------------------------------------------------
@@ -176,6 +182,7 @@ def rcd(*, temperature: float = 4.0, scale: float = 1.0, per_example: bool = Fal
         init=init,
         hparams={"temperature": temperature, "scale": scale},
         constraints={"temperature": "positive", "scale": "nonneg"},
+        skip_unweighted=True,
     )
 
 
@@ -306,12 +313,62 @@ def at(*, student: tuple[str, ...], teacher: tuple[str, ...], p: float = 2.0) ->
 
 # Term factories by kind. Float keyword arguments are sweepable hyper-parameters;
 # the others (feature names, flags) are static options.
+def untrained(
+    *,
+    model: str,
+    in_shape: tuple[int, ...],
+    widths: tuple[int, ...] | None = None,
+    temperature: float = 4.0,
+    dtype: str = "float32",
+) -> Term:
+    """Random-control distillation towards an untrained network: KD whose teacher is ``model`` at its random
+    initialisation, drawn from the run's own term key and never trained (Mason-Williams et al.).
+
+    The network lives in the term's state, so each run (each seed and grid point) has its own and the
+    control can be a grid point of the same program as KD and the other controls. ``in_shape``: the
+    dataset's input shape; the class count is the student's. The network runs in eval mode (BatchNorm with
+    its initial statistics) on the student's batch. Needs no teacher.
+    """
+    check(temperature > 0, f"untrained.temperature must be positive, got {temperature}")
+    in_shape = tuple(int(d) for d in in_shape)
+    widths = None if widths is None else tuple(int(w) for w in widths)
+    nets = {}
+
+    def net(num_classes: int):
+        if num_classes not in nets:
+            from jaxkd.models import make_model
+
+            nets[num_classes] = make_model(model, in_shape, num_classes, widths, dtype)
+        return nets[num_classes]
+
+    def init(key, s_spec, t_spec):
+        del t_spec
+        params, rest = net(int(s_spec[0].shape[-1])).init(key)
+        return {}, {"params": params, "rest": rest}
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        logits = s_out[0]
+        params, rest = jax.lax.stop_gradient((state["params"], state["rest"]))
+        target = net(int(logits.shape[-1])).apply(params, rest, batch["x"], train=False)[0]
+        return losses.kd_loss(logits, target.astype(logits.dtype), temperature=hp["temperature"]), state
+
+    return Term(
+        "untrained",
+        apply,
+        init=init,
+        hparams={"temperature": temperature},
+        constraints={"temperature": "positive"},
+        skip_unweighted=True,
+    )
+
+
 TERMS: dict[str, Callable[..., Term]] = {
     "ce": ce,
     "kd": kd,
     "dkd": dkd,
     "dist": dist,
     "rcd": rcd,
+    "untrained": untrained,
     "confusion": confusion,
     "fitnet": fitnet,
     "at": at,

@@ -27,6 +27,7 @@ exactly what an uninterrupted one draws.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -190,15 +191,14 @@ class Trainer:
         total, means, new_state = 0.0, {}, {}
         for i, (name, term) in enumerate(self.terms.items()):
             term_hp = {k: hp[f"{name}.{k}"] for k in term.hparams}
-            values, new_state[name] = term.apply(
-                params["terms"][name],
-                state.term_state[name],
-                (logits, feats),
-                t_out,
-                batch,
-                jax.random.fold_in(key, i),
-                term_hp,
-            )
+            args = (params["terms"][name], state.term_state[name], (logits, feats), t_out, batch)
+            apply = functools.partial(term.apply, *args, jax.random.fold_in(key, i), term_hp)
+            if term.skip_unweighted:  # not evaluated at weight 0: value 0, state unchanged
+                out = jax.eval_shape(apply)
+                skipped = lambda out=out, st=args[1]: (jnp.zeros(out[0].shape, out[0].dtype), st)  # noqa: E731
+                values, new_state[name] = jax.lax.cond(hp[f"{name}.weight"] > 0, apply, skipped)
+            else:
+                values, new_state[name] = apply()
             means[name] = jnp.mean(values)
             weight = hp[f"{name}.weight"]
             if term.ramp_steps:

@@ -82,6 +82,76 @@ def test_rcd_conditions_use_fixed_and_per_step_random_targets():
     assert grid["ce.weight"][g] == pytest.approx(1 - CFG.rcd_alpha) and grid["kd.weight"][g] == 0.0
 
 
+def _np_kd(student, teacher, t):
+    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)) per example, in NumPy."""
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    lp, lq = log_softmax(np.float64(teacher) / t), log_softmax(np.float64(student) / t)
+    return t * t * np.sum(np.exp(lp) * (lp - lq), axis=-1)
+
+
+def test_untrained_term_distils_towards_its_own_random_network(digits):
+    """rcd_untrained's target is an untrained copy of the model held in the term's state: the loss is KD
+    (NumPy) towards that network's eval-mode logits; the network differs between seeds, not between steps."""
+    from jaxkd.models import make_model
+
+    terms, _ = CFG.objective(TINY, digits.in_shape).build()
+    term = terms["rcd_untrained"]
+    spec = (jax.ShapeDtypeStruct((5, 10), jnp.float32), {})
+    _, st0 = term.init(jax.random.key(0), spec, None)
+    _, st1 = term.init(jax.random.key(1), spec, None)
+    assert not np.allclose(np.asarray(st0["params"]["head"]["kernel"]), np.asarray(st1["params"]["head"]["kernel"]))
+    x = jnp.asarray(digits.x_test[:5])
+    net = make_model("mlp", digits.in_shape, 10, (8,))
+    target = np.asarray(net.apply(st0["params"], st0["rest"], x, train=False)[0])
+    student = np.asarray(jax.random.normal(jax.random.key(5), (5, 10)))
+    values, st_after = term.apply(
+        {}, st0, (jnp.asarray(student), {}), None, {"x": x}, jax.random.key(9), {"temperature": 2.0}
+    )
+    np.testing.assert_allclose(np.asarray(values), _np_kd(student, target, 2.0), rtol=1e-5)
+    assert st_after is st0  # the network never changes
+    # As a grid point it carries alpha, the other points leave it at weight 0.
+    grid, names = CFG.grid(), CFG.program_conditions()
+    g = names.index("rcd_untrained")
+    assert grid["rcd_untrained.weight"][g] == CFG.rcd_alpha and grid["ce.weight"][g] == pytest.approx(1 - CFG.rcd_alpha)
+    assert [w for i, w in enumerate(grid["rcd_untrained.weight"]) if i != g] == [0.0] * (len(names) - 1)
+
+
+@pytest.mark.parametrize("vmap_width", [1, None])
+def test_unweighted_controls_are_skipped_without_changing_the_run(digits, vmap_width):
+    """A program with the RCD controls at weight 0 trains exactly like one without them (their value reads 0);
+    at a positive weight they are evaluated."""
+    from jaxkd.config import ObjectiveConfig, RunConfig
+    from jaxkd.sweep import run_sweep
+
+    def trainer(with_rcd):
+        terms = {"ce": {"weight": 1.0}}
+        if with_rcd:
+            terms["rcd"] = {"weight": 0.0, "per_example": True}
+            terms["untrained"] = {"weight": 0.0, "model": "mlp", "widths": (8,), "in_shape": digits.in_shape}
+        cfg = RunConfig(
+            model=ModelConfig("mlp", (8,)),
+            objective=ObjectiveConfig(terms),
+            recipe=RecipeConfig(batch_size=32, steps=4),
+            eval=EvalConfig(every=2),
+        )
+        return make_train(cfg, digits)
+
+    plain = run_sweep(trainer(False), jax.random.key(0), 2, progress=False, vmap_width=vmap_width)
+    grid = {"rcd.weight": [0.0, 0.5], "untrained.weight": [0.0, 0.5]}
+    both = run_sweep(trainer(True), jax.random.key(0), 2, grid, progress=False, vmap_width=vmap_width)
+    for a, b in zip(jax.tree.leaves(plain.states.params["model"]), jax.tree.leaves(both.states.params["model"])):
+        if vmap_width == 1:  # a real branch: the same arithmetic, bit for bit
+            np.testing.assert_array_equal(np.asarray(a[:, 0]), np.asarray(b[:, 0]))
+        else:  # under vmap both branches run and XLA fuses another program: equal up to float32 round-off
+            np.testing.assert_allclose(np.asarray(a[:, 0]), np.asarray(b[:, 0]), rtol=1e-5, atol=1e-7)
+    assert np.all(both.history["train/rcd"][:, 0] == 0) and np.all(both.history["train/untrained"][:, 0] == 0)
+    assert np.all(both.history["train/rcd"][:, 1] > 0) and np.all(both.history["train/untrained"][:, 1] > 0)
+
+
 def test_runlocal_outputs_have_the_promised_content(tmp_path, digits):
     config = fkd.runlocal(fkd.PRESETS["default"])
     summary = fkd.run(config, str(tmp_path), progress=False)
@@ -115,7 +185,7 @@ def test_runlocal_outputs_have_the_promised_content(tmp_path, digits):
     stored = json.loads((tmp_path / "summary.json").read_text())
     setup = stored["setups"]["digits:mlp"]
     assert set(setup) == {"programs", "teacher", "conditions", "tests", "payoff"}
-    assert setup["programs"] == 3 and stored["compiled_programs"] == 3
+    assert setup["programs"] == 2 and stored["compiled_programs"] == 2  # teachers; every condition in one program
     assert list(setup["conditions"]) == names
     for c in names:
         s = setup["conditions"][c]["all/acc"]
