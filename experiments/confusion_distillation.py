@@ -25,10 +25,11 @@ marked ``"test_label_leakage": true`` in summary.json and are not a clean
 estimate. Accuracy is reported at the validation-selected evaluation (and
 the last); the official code's test-selected "best" is not reported.
 
-The phase schedule is not an engine feature (terms have a linear
-``ramp_steps`` only): :func:`with_phases` wraps the ``confusion`` term and a
-second CE term (``ce_hard``) so that their values are multiplied by a 0/1
-phase mask computed from a step counter kept in the term's state. With
+The phase schedule is an engine feature: any term takes the options
+``phases`` (the ratios) and ``phase`` (``"soft"`` or ``"hard"``), and the
+trainer multiplies its value by a 0/1 mask from a step counter kept in the
+term's state (``jaxkd.terms.gate_by_phase``). Here the ``confusion`` term is
+soft and a second CE term (``ce_hard``) hard. With
 ``ce`` 0.3, ``ce_hard`` 0.7 and ``confusion`` 0.7 the loss is CE in hard
 phases and 0.3·CE + 0.7·CD in soft phases; baselines put weight 0 on both
 gated terms.
@@ -70,7 +71,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxkd import plotting
@@ -80,7 +80,7 @@ from jaxkd.errors import check, check_name
 from jaxkd.experiment import run_methods, write_outputs
 from jaxkd.models import MODELS
 from jaxkd.recipes import RecipeConfig, recipe
-from jaxkd.terms import Term
+from jaxkd.terms import phase_boundaries
 from jaxkd.train import Trainer, make_train
 
 CONDITIONS = ("baseline", "label_smoothing", "cd")
@@ -144,13 +144,15 @@ class Config:
         return ObjectiveConfig(
             {
                 "ce": {"weight": 1.0, "label_smoothing": 0.0},
-                "ce_hard": {"kind": "ce", "weight": 0.0},  # gated: hard phases only
+                "ce_hard": {"kind": "ce", "weight": 0.0, "phases": self.phases, "phase": "hard"},
                 "confusion": {
                     "weight": 0.0,
                     "temperature": self.temperature,
                     "momentum": self.momentum,
                     "split": self.confusion_split,
-                },  # gated: soft phases only
+                    "phases": self.phases,
+                    "phase": "soft",  # its EMA starts learning with the first soft phase
+                },
             }
         )
 
@@ -197,62 +199,9 @@ PRESETS = {
 }
 
 
-def phase_boundaries(phases, total_steps: int, steps_per_epoch: int) -> list[int]:
-    """Step at which each phase after the first starts: the ratios scaled to the run.
-
-    Rounded to whole epochs when the run has at least ``sum(phases)`` epochs,
-    else to steps. ``[3, 3, 6, 3, 15]`` over 30 epochs of 20 steps gives
-    ``[60, 120, 240, 300]``.
-    """
-    cum = np.cumsum(phases)[:-1] / np.sum(phases)
-    unit = steps_per_epoch if total_steps // steps_per_epoch >= np.sum(phases) else 1
-    return [int(round(c * total_steps / unit)) * unit for c in cum]
-
-
-def soft_mask(step, boundaries) -> jax.Array:
-    """1.0 in a soft phase (odd-numbered segment: hard, soft, hard, ...), else 0.0."""
-    segment = jnp.sum(step >= jnp.asarray(boundaries, jnp.int32))
-    return (segment % 2 == 1).astype(jnp.float32)
-
-
-def gate_term(term: Term, boundaries, *, soft: bool, update_after: int | None = None) -> Term:
-    """``term`` with its values multiplied by the phase mask (soft phases if ``soft``, else hard ones).
-
-    The term's state becomes ``{"inner": state, "step": int32}``; the counter
-    advances once per training step. ``update_after``: the term's
-    evaluation-boundary update (the EMA of Q) only applies once more than
-    this many steps have run.
-    """
-
-    def init(key, s_spec, t_spec):
-        aux, state = term.init(key, s_spec, t_spec)
-        return aux, {"inner": state, "step": jnp.zeros((), jnp.int32)}
-
-    def apply(aux, state, s_out, t_out, batch, key, hp):
-        values, inner = term.apply(aux, state["inner"], s_out, t_out, batch, key, hp)
-        m = soft_mask(state["step"], boundaries)
-        return values * (m if soft else 1.0 - m), {"inner": inner, "step": state["step"] + 1}
-
-    eval_update = None
-    if term.eval_update is not None:
-
-        def eval_update(state, logits, labels, hp):
-            new = term.eval_update(state["inner"], logits, labels, hp)
-            if update_after is not None:
-                new = jax.tree.map(lambda a, b: jnp.where(state["step"] > update_after, a, b), new, state["inner"])
-            return {"inner": new, "step": state["step"]}
-
-    return dataclasses.replace(term, init=init, apply=apply, eval_update=eval_update)
-
-
-def with_phases(trainer: Trainer, phases) -> tuple[Trainer, list[int]]:
-    """The trainer with ``confusion`` gated to soft phases and ``ce_hard`` to hard phases."""
-    bounds = phase_boundaries(phases, trainer.steps, trainer.steps_per_epoch)
-    terms = dict(trainer.terms)
-    terms["confusion"] = gate_term(terms["confusion"], bounds, soft=True, update_after=bounds[0])
-    terms["ce_hard"] = gate_term(terms["ce_hard"], bounds, soft=False)
-    fingerprint = {**trainer.fingerprint, "phase_boundaries": bounds}
-    return dataclasses.replace(trainer, terms=terms, fingerprint=fingerprint), bounds
+def phase_bounds(trainer: Trainer, phases) -> list[int]:
+    """The steps at which the run's hard/soft segments change (``jaxkd.terms.phase_boundaries``)."""
+    return phase_boundaries(phases, trainer.steps, trainer.steps_per_epoch)
 
 
 def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
@@ -261,7 +210,8 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     names = list(CONDITIONS)
     conds = config.conditions()
     # Build (and so check) every architecture's trainer before any training.
-    trainers = {a: with_phases(make_train(config.run_config(a), dataset), config.phases) for a in config.archs}
+    trainers = {a: make_train(config.run_config(a), dataset) for a in config.archs}
+    trainers = {a: (t, phase_bounds(t, config.phases)) for a, t in trainers.items()}
     keys = jax.random.split(jax.random.key(config.seed), len(config.archs))
     rows, summary, sweeps = (
         [],

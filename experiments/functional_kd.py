@@ -458,6 +458,7 @@ def run_setup(
         "per_seed": per_seed,
         "teacher_acc": teacher_acc,
         "teacher": teacher_metrics,
+        "data_hashes": {"teacher": t_data.content_hash(), "students": dataset.content_hash()},
         "programs": programs,
         "records": _records(config, setup, per_seed, teacher_metrics, diverged, trainer.steps),
     }

@@ -63,7 +63,7 @@ import numpy as np
 from jaxkd import interaction, plotting, results, stats
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
-from jaxkd.ensemble import from_sweep, predict
+from jaxkd.ensemble import from_sweep
 from jaxkd.errors import check
 from jaxkd.experiment import write_outputs
 from jaxkd.models import make_model
@@ -210,26 +210,24 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     for group in ("baseline", "kd"):
         sweeps[group] = run_sweep(trainers[group], keys[group], n, checkpoint_dir=ckpt(group), desc=group, **sweep_kw)
 
-    # Final models of each group -> test-set logits and activations at the layer (flattened).
+    # Final models of each group -> test-set logits and activations at the layer (flattened), read as
+    # ensembles through `predict` exactly as saved ensembles would be (interaction.ensemble_activations).
     x_test, y_test = dataset.x_test, np.asarray(dataset.y_test)
-    acts, probs, preds, group_of, seeds = [], [], [], [], {}
+    ensembles = {}
     for group in GROUPS:
-        ens = from_sweep(sweeps[group], trainers[group], [group])
+        ensembles[group] = from_sweep(sweeps[group], trainers[group], [group])
         check(
-            len(ens) >= 2,
-            f"only {len(ens)} {group} model(s) finished without diverging; every group needs "
+            len(ensembles[group]) >= 2,
+            f"only {len(ensembles[group])} {group} model(s) finished without diverging; every group needs "
             "at least 2 (lower the learning rate)",
         )
-        out = predict(ens, x_test, features=(layers[group],), batch_size=config.eval.batch_size)
-        f = np.asarray(out["features"][layers[group]], np.float32)
-        acts.extend(list(f.reshape(f.shape[0], f.shape[1], -1)))
-        p = np.asarray(jax.nn.softmax(out["logits"], axis=-1), np.float64)
-        probs.append(p)
-        preds.append(p.argmax(-1))
-        group_of += [group] * len(ens)
-        seeds[group] = [m["seed"] for m in ens.members]
+    got = interaction.ensemble_activations(ensembles, x_test, layers, batch_size=config.eval.batch_size)
+    acts, group_of = got["activations"], list(got["group"])
+    seeds = {g: [m["seed"] for m in ensembles[g].members] for g in GROUPS}
+    p_all = np.asarray(jax.nn.softmax(got["logits"], axis=-1), np.float64)
+    probs = [p_all[got["group"] == g] for g in GROUPS]
+    preds = [p.argmax(-1) for p in probs]
     probs_all = np.concatenate(probs)
-    del out
     it = interaction.interaction_tensor(
         acts,
         k=config.k,

@@ -16,7 +16,8 @@ with the teacher (1 − top-1 agreement) and ``js`` (Jensen-Shannon divergence
 to the teacher's softmax). For each series, condition and metric the seed means
 are fitted by a power law in the parameter count, ``metric ≈ c · P^b``
 (least squares in log-log), with a 95% bootstrap CI on ``b`` that resamples
-seeds within each shape (``jaxkd.stats.power_law_exponents``, paired across
+seeds as blocks (seed s is one unit across the shapes of a series: the same
+data order at every shape; ``jaxkd.stats.power_law_exponents``, paired across
 conditions); the exponents of KD vs Base, KD vs RCD and RCD vs Base are
 compared by a two-sided bootstrap test, Holm-corrected within (series, metric).
 
@@ -323,7 +324,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             },
             "legend": {
                 c: f"{c}: mean = the fitted exponent b of metric ≈ coef·params^b over the {name} series; "
-                "± = its bootstrap standard error; CI = 95% percentile bootstrap, seeds resampled per shape"
+                "± = its bootstrap standard error; CI = 95% percentile bootstrap, seeds resampled as blocks"
                 for c in config.conditions
             },
         }
@@ -340,7 +341,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         "fits": fits,
         "exponents": exponents,
         "fit": "metric ≈ coef · params^exponent, least squares on seed means in log-log; 95% CI: seeds "
-        "resampled within each shape, paired across conditions",
+        "resampled as blocks shared by every shape and condition",
         "family": {
             "comparisons": [f"{a} - {b}" for a, b in config.family()],
             "correction": "Holm within each (series, metric)",

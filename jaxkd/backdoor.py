@@ -25,8 +25,13 @@ from jaxkd.errors import check
 
 @dataclasses.dataclass(frozen=True)
 class Trigger:
-    """A ``size``-wide patch of ``value`` (raw input units, before normalisation) in the last
-    positions of each spatial axis; images that poison the training set are relabelled ``target``."""
+    """A ``size``-wide patch of ``value`` in the last positions of each spatial axis; images that poison the
+    training set are relabelled ``target``.
+
+    ``value`` is in stored input units before normalisation: for float inputs the value itself (digits
+    lie in [0, 1], so 1.0 is white); for integer inputs (uint8 images) a fraction of the dtype's maximum
+    (1.0 = 255), so one trigger means the same on float and uint8 copies of a dataset.
+    """
 
     size: int = 2
     value: float = 1.0
@@ -38,6 +43,7 @@ class Trigger:
             isinstance(self.target, int) and self.target >= 0,
             f"trigger target must be a class index >= 0, got {self.target}",
         )
+        check(bool(np.isfinite(self.value)), f"trigger value must be a finite number, got {self.value}")
 
     def mask(self, in_shape: tuple[int, ...]) -> np.ndarray:
         """Boolean ``[*in_shape]``: where the trigger writes.
@@ -57,7 +63,15 @@ class Trigger:
         """``x`` ``[N, *in_shape]`` (NumPy or JAX) with the trigger written in; dtype kept."""
         m = self.mask(tuple(x.shape[1:]))
         xp = jnp if isinstance(x, jnp.ndarray) else np
-        return xp.where(m[None], xp.asarray(self.value, x.dtype), x)
+        value = self.value
+        if np.issubdtype(x.dtype, np.integer):
+            check(
+                0.0 <= value <= 1.0,
+                f"on integer ({x.dtype}) inputs the trigger value is a fraction of the maximum and must lie "
+                f"in [0, 1], got {value}",
+            )
+            value = round(value * np.iinfo(x.dtype).max)
+        return xp.where(m[None], xp.asarray(value, x.dtype), x)
 
 
 def poison(dataset: Dataset, trigger: Trigger, fraction: float, seed: int) -> tuple[Dataset, np.ndarray]:

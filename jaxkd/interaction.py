@@ -314,6 +314,41 @@ def assemble_omega(d_MxNxK, assign_MxK, num_features: int | None = None) -> np.n
     return omega
 
 
+def ensemble_activations(groups: Mapping[str, object], x, layers, *, batch_size: int = 512) -> dict:
+    """Every member's flattened activations at a named layer, and its logits, for groups of ensembles.
+
+    The analyses read models through :func:`jaxkd.ensemble.predict`; this gathers what
+    :func:`interaction_tensor` takes from several groups of (possibly different) architectures.
+
+    Args:
+      groups: ``{group: ensemble}``, each an :class:`jaxkd.ensemble.Ensemble` or the directory of one saved
+        with :func:`jaxkd.ensemble.save_ensemble` (loaded, content hash verified).
+      x: inputs ``[N, ...]`` in stored form (the ensembles normalise them).
+      layers: one feature name for every group, or ``{group: name}``.
+
+    Returns ``{"activations": [[N, D_m] float32 per member], "logits": [M, N, C], "group": [M] group names,
+    "members": [M] member records (seed, condition, ...)}``, members in group order.
+    """
+    from jaxkd.ensemble import load_ensemble, predict
+
+    check(len(groups) > 0, "no ensembles given: pass {group: ensemble or saved-ensemble directory}")
+    names = {g: layers for g in groups} if isinstance(layers, str) else dict(layers)
+    for g in groups:
+        check(g in names, f"no layer named for group {g!r}; give layers as one name or {{group: name}}")
+    acts, logits, group_of, members = [], [], [], []
+    for g, ens in groups.items():
+        ens = load_ensemble(ens) if isinstance(ens, str) else ens
+        out = predict(ens, x, features=(names[g],), batch_size=batch_size)
+        f = np.asarray(out["features"][names[g]], np.float32)
+        acts.extend(list(f.reshape(f.shape[0], f.shape[1], -1)))
+        logits.append(np.asarray(out["logits"], np.float32))
+        group_of += [g] * len(ens)
+        members += list(ens.members)
+    shapes = {a.shape[1:] for a in logits}
+    check(len(shapes) == 1, f"the groups' logits differ in shape {sorted(shapes)}: analyse models of one task")
+    return {"activations": acts, "logits": np.concatenate(logits), "group": np.asarray(group_of), "members": members}
+
+
 def _as_models(activations) -> list:
     if isinstance(activations, (list, tuple)):
         xs = list(activations)

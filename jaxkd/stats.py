@@ -376,10 +376,19 @@ def compare_family(
 
 
 def _loglog_slopes(lx_P, ly_RxP):
-    """Least-squares slope and intercept of each row of ``ly`` on ``lx`` (rows with a NaN give NaN)."""
-    dx = lx_P - lx_P.mean()
-    slope = (ly_RxP - ly_RxP.mean(-1, keepdims=True)) @ dx / (dx @ dx)
-    return slope, ly_RxP.mean(-1) - slope * lx_P.mean()
+    """Least-squares slope and intercept of each row of ``ly`` on ``lx``, over that row's finite points (as
+    :func:`fit_power_law` drops its non-positive points); NaN where fewer than two distinct sizes remain."""
+    ok = np.isfinite(ly_RxP)
+    w = ok.astype(np.float64)
+    n = w.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w * lx_P).sum(-1, keepdims=True) / n
+        y = np.where(ok, ly_RxP, 0.0)
+        my = y.sum(-1, keepdims=True) / n
+        dx = np.where(ok, lx_P - mx, 0.0)
+        sxx = (dx * dx).sum(-1)
+        slope = np.where(sxx > 0, (dx * (y - my)).sum(-1) / np.where(sxx > 0, sxx, 1.0), np.nan)
+        return slope, my[:, 0] - slope * mx[:, 0]
 
 
 def power_law_exponents(
@@ -391,15 +400,21 @@ def power_law_exponents(
     level: float = 0.95,
     n_resamples: int = 2000,
     seed: int = 0,
+    seeds_shared_across_sizes: bool = True,
 ) -> dict:
     """Power-law exponents of seed means against ``x``, with seed-bootstrap CIs, and tests of their differences.
 
     For each condition ``c`` the fit is ``mean_s y_c[p, s] ≈ coef · x[p] ** exponent`` by least squares in
-    log-log space (:func:`fit_power_law`). The bootstrap redraws, for every shape ``p`` independently, ``S``
-    seeds with replacement and refits; with ``paired=True`` the same draw serves every condition (seed ``s``
-    of each condition shares its keys and teacher), so differences of exponents are paired. NaN seeds
-    (diverged runs) are left out of each mean; a resample whose mean is not positive is dropped (counted
-    in ``n_resamples_used``). CIs are percentile intervals; ``boot_std`` is the bootstrap standard error.
+    log-log space (:func:`fit_power_law`). The bootstrap redraws ``S`` seeds with replacement and refits.
+    With ``seeds_shared_across_sizes=True`` (default) one draw serves every size: seed ``s`` is one unit
+    across sizes (in ``kd_scaling`` it has the same data order at every size), so a seed's effect moves all
+    its points together, as it does in the data; ``False`` draws seeds independently per size (for sizes
+    whose seeds are unrelated). With ``paired=True`` the same draw also serves every condition (seed ``s`` of
+    each condition shares its keys and teacher), so differences of exponents are paired. NaN seeds (diverged
+    runs) are left out of each mean; a size whose resampled mean is not positive is left out of that
+    resample's fit, as :func:`fit_power_law` leaves it out of the point estimate (a resample with fewer than
+    two sizes left is dropped, counted in ``n_resamples_used``). CIs are percentile intervals; ``boot_std``
+    is the bootstrap standard error.
 
     Each declared comparison ``(a, b)`` gets ``diff = exponent_a - exponent_b``, its CI, a two-sided bootstrap
     p-value ``min(1, 2 · min((1 + #{d ≤ 0}), (1 + #{d ≥ 0})) / (R + 1))`` over the resampled differences
@@ -427,13 +442,19 @@ def power_law_exponents(
     lx = np.log(x)
     boot = {}
     shared = None
+
+    def draw(s):
+        if seeds_shared_across_sizes:
+            return np.broadcast_to(rng.integers(0, s, size=(n_resamples, 1, s)), (n_resamples, len(x), s))
+        return rng.integers(0, s, size=(n_resamples, len(x), s))
+
     for c, v in ys.items():
         s = v.shape[1]
         if paired:
-            shared = rng.integers(0, s, size=(n_resamples, len(x), s)) if shared is None else shared
+            shared = draw(s) if shared is None else shared
             idx = shared
         else:
-            idx = rng.integers(0, s, size=(n_resamples, len(x), s))
+            idx = draw(s)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = np.nanmean(np.take_along_axis(v[None], idx, axis=2), axis=2)  # [R, P]
             ly = np.where(means > 0, np.log(means), np.nan)
@@ -476,8 +497,10 @@ def power_law_exponents(
     return {
         "fits": fits,
         "comparisons": out,
+        "seeds_shared_across_sizes": seeds_shared_across_sizes,
         "paired": paired,
         "level": level,
         "n_resamples": n_resamples,
-        "test": "two-sided percentile bootstrap of the exponent difference, seeds resampled per shape",
+        "test": "two-sided percentile bootstrap of the exponent difference, seeds resampled "
+        + ("as blocks shared by every size" if seeds_shared_across_sizes else "independently per size"),
     }

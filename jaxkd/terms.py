@@ -33,6 +33,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxkd import features, losses
 from jaxkd.errors import ConfigError, check, check_value
@@ -61,6 +62,13 @@ class Term:
       ramp_steps: the weight grows linearly from 0 to its value over this many
         steps (``min(step / ramp_steps, 1)``; mdistiller's DKD warm-up is 20
         epochs); 0 = constant weight. Set with the option ``ramp_steps``.
+      phases: ratios of alternating hard/soft segments of the run (Kang & Kim's
+        3:3:6:3:15), scaled to the run by :func:`phase_boundaries`; None = always
+        on. Set with the options ``phases`` and ``phase``.
+      phase: ``"soft"`` (active in segments 2, 4, ...) or ``"hard"`` (1, 3, ...).
+        A phased term's value is multiplied by its phase mask, and its
+        evaluation-boundary state update applies only once its first active
+        segment has begun (:func:`gate_by_phase`, applied by ``make_train``).
       skip_unweighted: at a weight of exactly 0 the trainer does not evaluate the
         term (``lax.cond``: a real branch inside a loop over runs, both sides
         under ``vmap``); its value reads 0 and its state is left as it was. For
@@ -80,6 +88,8 @@ class Term:
     eval_split: str = "val"
     decay_aux: bool = True
     ramp_steps: int = 0
+    phases: tuple[float, ...] | None = None
+    phase: str = "soft"
     skip_unweighted: bool = False
 
 
@@ -362,6 +372,61 @@ def untrained(
     )
 
 
+# --- soft/hard phase schedules (Confusion Distillation) ------------------------------------------
+
+PHASES = ("soft", "hard")
+
+
+def phase_boundaries(phases, total_steps: int, steps_per_epoch: int) -> list[int]:
+    """Step at which each segment after the first starts: the ratios scaled to the run.
+
+    Rounded to whole epochs when the run has at least ``sum(phases)`` epochs,
+    else to steps. ``[3, 3, 6, 3, 15]`` over 30 epochs of 20 steps gives
+    ``[60, 120, 240, 300]``.
+    """
+    cum = np.cumsum(phases)[:-1] / np.sum(phases)
+    unit = steps_per_epoch if total_steps // steps_per_epoch >= np.sum(phases) else 1
+    return [int(round(c * total_steps / unit)) * unit for c in cum]
+
+
+def soft_mask(step, boundaries) -> jax.Array:
+    """1.0 in a soft segment (odd-numbered: hard, soft, hard, ...), else 0.0."""
+    segment = jnp.sum(step >= jnp.asarray(boundaries, jnp.int32))
+    return (segment % 2 == 1).astype(jnp.float32)
+
+
+def gate_by_phase(term: Term, boundaries) -> Term:
+    """``term`` active only in its phase's segments (values times the mask; 0 elsewhere).
+
+    The state becomes ``{"inner": state, "step": int32}``; the counter advances
+    once per training step. The term's evaluation-boundary update applies only
+    once more steps have run than the start of its first active segment (a soft
+    term's EMA confusion matrix starts learning when the first soft phase does).
+    """
+    soft = term.phase == "soft"
+    update_after = boundaries[0] if soft else None
+
+    def init(key, s_spec, t_spec):
+        aux, state = term.init(key, s_spec, t_spec)
+        return aux, {"inner": state, "step": jnp.zeros((), jnp.int32)}
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        values, inner = term.apply(aux, state["inner"], s_out, t_out, batch, key, hp)
+        m = soft_mask(state["step"], boundaries)
+        return values * (m if soft else 1.0 - m), {"inner": inner, "step": state["step"] + 1}
+
+    eval_update = None
+    if term.eval_update is not None:
+
+        def eval_update(state, logits, labels, hp):
+            new = term.eval_update(state["inner"], logits, labels, hp)
+            if update_after is not None:
+                new = jax.tree.map(lambda a, b: jnp.where(state["step"] > update_after, a, b), new, state["inner"])
+            return {"inner": new, "step": state["step"]}
+
+    return dataclasses.replace(term, init=init, apply=apply, eval_update=eval_update)
+
+
 TERMS: dict[str, Callable[..., Term]] = {
     "ce": ce,
     "kd": kd,
@@ -393,6 +458,21 @@ def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, f
         raise ConfigError(f"unknown term {kind!r}; choose one of: {', '.join(sorted(TERMS))}")
     weight = options.pop("weight", 1.0)
     ramp = options.pop("ramp_steps", 0)
+    phases = options.pop("phases", None)
+    phase = options.pop("phase", None)
+    if isinstance(phases, str):  # from --set objective.<term>.phases=3,3,6,3,15
+        try:
+            phases = tuple(float(v) for v in phases.strip("()[] ").split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(f"{name}.phases must be comma-separated numbers, got {phases!r}") from None
+    if phases is not None:
+        check(
+            isinstance(phases, (list, tuple)) and len(phases) >= 2 and all(float(p) > 0 for p in phases),
+            f"{name}.phases must be at least two positive ratios (hard, soft, ...), got {phases!r}",
+        )
+        phases = tuple(float(p) for p in phases)
+    check(phase is None or phase in PHASES, f"{name}.phase must be 'soft' or 'hard', got {phase!r}")
+    check(phase is None or phases is not None, f"{name}.phase is set but {name}.phases is not; give both")
     check(float(ramp) == int(ramp) and int(ramp) >= 0, f"{name}.ramp_steps must be a non-negative integer, got {ramp}")
     factory = TERMS[kind]
     params = inspect.signature(factory).parameters
@@ -400,10 +480,10 @@ def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, f
         if key not in params:
             raise ConfigError(
                 f"term {name!r} ({kind}) has no option {key!r}; valid: "
-                f"{', '.join(['kind', 'weight', 'ramp_steps', *params])}"
+                f"{', '.join(['kind', 'weight', 'ramp_steps', 'phases', 'phase', *params])}"
             )
     try:  # every option reaches the factory; those it declares as hparams become sweepable values
-        term = dataclasses.replace(factory(**options), ramp_steps=int(ramp))
+        term = dataclasses.replace(factory(**options), ramp_steps=int(ramp), phases=phases, phase=phase or "soft")
     except TypeError as err:
         raise ConfigError(f"term {name!r} ({kind}): {err}") from None
     values = {"weight": float(weight), **{k: float(v) for k, v in term.hparams.items()}}

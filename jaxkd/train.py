@@ -42,7 +42,7 @@ from jaxkd.errors import ConfigError, check, check_value
 from jaxkd.evaluate import batched, classification_metrics
 from jaxkd.models import FunctionalModel, make_model
 from jaxkd.teacher import Teacher
-from jaxkd.terms import Term
+from jaxkd.terms import Term, gate_by_phase, phase_boundaries
 
 SPLITS = ("train", "val", "test")
 
@@ -378,6 +378,10 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     every = ev.every or steps_per_epoch
     check(steps % every == 0, f"eval.every ({every}) must divide the run's {steps} steps")
     rc.schedule_fn(steps_per_epoch)  # validates warm-up and milestones against this run
+    terms = {  # phased terms (soft/hard schedules) gated by their segments of this run
+        n: t if t.phases is None else gate_by_phase(t, phase_boundaries(t.phases, steps, steps_per_epoch))
+        for n, t in terms.items()
+    }
 
     model = make_model(
         config.model.name, dataset.in_shape, dataset.num_classes, config.model.widths, config.model.dtype

@@ -46,6 +46,18 @@ def test_trigger_writes_only_its_patch_in_numpy_and_jax():
     assert np.all(out_np[:, 6:, 6:] == np.float32(0.7))
 
 
+def test_trigger_on_uint8_images_is_a_fraction_of_255():
+    x = np.full((2, 5, 5, 3), 7, np.uint8)
+    white = Trigger(size=2, value=1.0).apply(x)
+    assert white.dtype == np.uint8 and np.all(white[:, 3:, 3:, :] == 255) and np.all(white[:, :3] == 7)
+    grey = np.asarray(Trigger(size=2, value=0.5).apply(jnp.asarray(x)))
+    assert np.all(grey[:, 3:, 3:, :] == 128)  # round(0.5 · 255)
+    with pytest.raises(ConfigError, match="fraction of the maximum"):
+        Trigger(value=2.0).apply(x)
+    with pytest.raises(ConfigError, match="finite"):
+        Trigger(value=float("nan"))
+
+
 def test_poison_changes_exactly_the_chosen_examples():
     d = _toy()
     t = Trigger(size=2, value=1.0, target=1)
@@ -136,6 +148,12 @@ def test_backdoor_kd_smoke_outputs(tmp_path):
     assert {"all/acc", "backdoor/asr"} <= set(setup["teacher"])
     assert "kd_a0.9_T4 - base" in setup["tests"]["backdoor/asr"]
     assert s["trigger"]["size"] == 2 and s["trigger"]["poison_fraction"] == 0.1
+    # The teachers trained on the poisoned set, the students on the clean one (content hashes).
+    from jaxkd.data import load_dataset
+
+    clean = load_dataset("digits")
+    poisoned = poison(clean, config.trigger, config.poison_fraction, config.poison_seed)[0]
+    assert setup["data_hashes"] == {"teacher": poisoned.content_hash(), "students": clean.content_hash()}
     rows = (tmp_path / "records.csv").read_text().splitlines()
     header = rows[0].split(",")
     cond_col, metric_col = header.index("condition"), header.index("metric")

@@ -363,3 +363,42 @@ def test_confusion_over_seeds_and_errors():
             np.testing.assert_allclose(res[name][key], expect[key], rtol=1e-12)
     with pytest.raises(ConfigError, match=r"classes \[2\]"):
         it.confusion_ratios([0, 1, 3], [0, 1, 3], 4)
+
+
+def test_ensemble_activations_reads_saved_ensembles_of_different_architectures(tmp_path, digits):
+    """Saved ensembles (paths) and in-memory ones give the same activations; each member's activations are
+    its own model's flattened feature (checked member by member with the model's apply, in NumPy order)."""
+    import jax
+
+    from jaxkd.ensemble import Ensemble, save_ensemble
+    from jaxkd.models import make_model
+
+    def ensemble(widths, seed):
+        model = make_model("mlp", digits.in_shape, 10, widths)
+        keys = jax.random.split(jax.random.key(seed), 2)
+        params, rest = jax.jit(lambda ks: jax.lax.map(model.init, ks))(keys)
+        return Ensemble(model, params, rest, members=[{"seed": s, "condition": "c"} for s in range(2)])
+
+    groups = {"small": ensemble((8,), 0), "wide": ensemble((16, 12), 1)}
+    paths = {g: save_ensemble(str(tmp_path / g), e) for g, e in groups.items()}
+    x = digits.x_test[:40]
+    layers = {"small": "hidden0", "wide": "hidden1"}
+    from_disk = it.ensemble_activations(paths, x, layers, batch_size=16)
+    in_memory = it.ensemble_activations(groups, x, layers, batch_size=16)
+    assert [a.shape for a in from_disk["activations"]] == [(40, 8), (40, 8), (40, 12), (40, 12)]
+    assert list(from_disk["group"]) == ["small", "small", "wide", "wide"]
+    assert from_disk["logits"].shape == (4, 40, 10) and [m["seed"] for m in from_disk["members"]] == [0, 1, 0, 1]
+    for a, b in zip(from_disk["activations"], in_memory["activations"]):
+        np.testing.assert_array_equal(a, b)
+    # Member 1 of "wide", by hand: ReLU layers in NumPy from its own weights.
+    p = jax.tree.map(lambda t: np.asarray(t[1], np.float64), groups["wide"].params)
+    h = np.asarray(x, np.float64).reshape(40, -1)
+    for layer in (p["layers"][0], p["layers"][1]):
+        h = np.maximum(h @ layer["kernel"] + layer["bias"], 0)
+    np.testing.assert_allclose(from_disk["activations"][3], h, rtol=1e-4, atol=1e-5)
+    tensor = it.interaction_tensor(from_disk["activations"], k=4)  # mixed widths feed the tensor
+    assert tensor.omega.shape[:2] == (4, 40)
+    with pytest.raises(ConfigError, match="no layer named for group 'wide'"):
+        it.ensemble_activations(paths, x, {"small": "hidden0"})
+    with pytest.raises(ConfigError, match="has no feature 'block9'"):
+        it.ensemble_activations(paths, x, "block9")

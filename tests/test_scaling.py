@@ -39,38 +39,52 @@ def test_bootstrap_slopes_match_polyfit_row_by_row():
         assert slope[r] == pytest.approx(s, rel=1e-10) and intercept[r] == pytest.approx(i, rel=1e-10)
 
 
-def test_exponent_ci_covers_the_planted_exponent():
-    """Monte Carlo: the 95% CI covers the true exponent in most of 100 independent data sets."""
+@pytest.mark.parametrize("shared,at_least", [(True, 0.86), (False, 0.91)])
+def test_exponent_ci_covers_the_planted_exponent(shared, at_least):
+    """Monte Carlo: the 95% CI covers the true exponent in 200 independent data sets (noise independent over
+    sizes and seeds). Observed here: 0.90 with seed blocks shared by all sizes (percentile intervals from 10
+    seeds undercover a little), 0.945 with seeds drawn per size; an 80% interval would give about 0.75."""
     rng = np.random.default_rng(2)
     hits = 0
-    for trial in range(100):
-        out = stats.power_law_exponents(SIZES, {"a": _planted(-0.5, rng)}, n_resamples=400, seed=trial)
+    for trial in range(200):
+        out = stats.power_law_exponents(
+            SIZES, {"a": _planted(-0.5, rng)}, n_resamples=400, seed=trial, seeds_shared_across_sizes=shared
+        )
         f = out["fits"]["a"]
         hits += f["ci_low"] <= -0.5 <= f["ci_high"]
-    # Percentile intervals from 10 seeds undercover a little; 95% nominal, >= 85% observed.
-    assert hits >= 85, hits
+    assert hits >= at_least * 200, hits
+
+
+def test_seed_blocks_follow_a_seed_effect_shared_by_all_sizes():
+    """A seed that is better at every size (a multiplicative effect common to its points) moves its whole
+    curve, not the slope: resampling seeds as blocks sees that; resampling per size mistakes it for noise."""
+    rng = np.random.default_rng(6)
+    seed_effect = 0.5 * rng.standard_normal((1, 10))  # the same for every size
+    y = _planted(-0.5, rng, noise=0.02, shared=seed_effect)
+    width = {}
+    for shared in (True, False):
+        f = stats.power_law_exponents(SIZES, {"a": y}, n_resamples=1000, seeds_shared_across_sizes=shared)["fits"]["a"]
+        width[shared] = f["ci_high"] - f["ci_low"]
+        assert f["ci_low"] <= -0.5 <= f["ci_high"]
+    assert width[True] < 0.3 * width[False], width
 
 
 def test_exponent_difference_test_has_size_and_power():
     rng = np.random.default_rng(3)
     null_rejections = alt_rejections = 0
-    for trial in range(60):
+    for trial in range(200):
         shared = 0.3 * rng.standard_normal((len(SIZES), 10))  # a seed effect both conditions share
         same = {"a": _planted(-0.5, rng, shared=shared), "b": _planted(-0.5, rng, shared=shared)}
         diff = {"a": _planted(-0.5, rng, shared=shared), "b": _planted(-0.7, rng, shared=shared)}
-        null_rejections += (
-            stats.power_law_exponents(SIZES, same, comparisons=[("a", "b")], n_resamples=400, seed=trial)[
-                "comparisons"
-            ]["a - b"]["p"]
-            < 0.05
-        )
+        r0 = stats.power_law_exponents(SIZES, same, comparisons=[("a", "b")], n_resamples=400, seed=trial)
+        null_rejections += r0["comparisons"]["a - b"]["p"] < 0.05
         r = stats.power_law_exponents(SIZES, diff, comparisons=[("a", "b")], n_resamples=400, seed=trial)
         alt_rejections += r["comparisons"]["a - b"]["p"] < 0.05
         assert r["comparisons"]["a - b"]["diff"] == pytest.approx(
             r["fits"]["a"]["exponent"] - r["fits"]["b"]["exponent"]
         )
-    assert null_rejections <= 9, null_rejections  # ~5% expected of 60
-    assert alt_rejections >= 54, alt_rejections
+    assert null_rejections <= 22, null_rejections  # 5% nominal; observed 9% (18 of 200) with 10 seeds
+    assert alt_rejections >= 190, alt_rejections
 
 
 def test_pairing_narrows_the_difference_ci_under_a_shared_seed_effect():
@@ -92,8 +106,23 @@ def test_holm_over_the_declared_comparisons():
     out = stats.power_law_exponents(SIZES, values, comparisons=[("a", "b"), ("a", "c"), ("b", "c")], n_resamples=500)[
         "comparisons"
     ]
-    ps = [out[k]["p"] for k in ("a - b", "a - c", "b - c")]
-    np.testing.assert_allclose([out[k]["p_holm"] for k in ("a - b", "a - c", "b - c")], stats.holm(ps))
+    names = ("a - b", "a - c", "b - c")
+    p = np.array([out[k]["p"] for k in names])
+    # Holm by hand: sort ascending, multiply the i-th smallest by (m - i), running maximum, cap at 1.
+    order = np.argsort(p)
+    adj = np.minimum(1.0, np.maximum.accumulate((3 - np.arange(3)) * p[order]))
+    want = np.empty(3)
+    want[order] = adj
+    np.testing.assert_allclose([out[k]["p_holm"] for k in names], want)
+
+
+def test_a_size_with_no_positive_mean_is_left_out_of_each_resample_as_of_the_estimate():
+    rng = np.random.default_rng(7)
+    y = _planted(-0.5, rng)
+    y[0] = 0.0  # the smallest size never errs: log undefined, the fit uses the other four
+    out = stats.power_law_exponents(SIZES, {"a": y}, n_resamples=300)["fits"]["a"]
+    assert out["n"] == 4 and out["n_resamples_used"] == 300
+    assert out["ci_low"] <= out["exponent"] <= out["ci_high"]
 
 
 @pytest.mark.parametrize(

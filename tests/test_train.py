@@ -262,6 +262,9 @@ def test_term_that_needs_a_teacher_is_refused_without_one(digits):
         ({"kd": {"temp": 1.0}}, "has no option 'temp'"),
         ({}, "at least one term"),
         ({"confusion": {"split": "valid"}}, "confusion split must be 'val'"),
+        ({"ce": {"phase": "soft"}}, "ce.phase is set but ce.phases is not"),
+        ({"ce": {"phases": [1.0]}}, "at least two positive ratios"),
+        ({"ce": {"phases": [1.0, 1.0], "phase": "warm"}}, "must be 'soft' or 'hard'"),
     ],
 )
 def test_bad_objectives(terms, match):

@@ -11,6 +11,7 @@ import pytest
 
 from experiments import confusion_distillation as cd
 from experiments import interaction_tensor as it
+from jaxkd import terms
 from jaxkd.data import load_dataset
 from jaxkd.errors import ConfigError
 from jaxkd.recipes import RecipeConfig
@@ -147,15 +148,15 @@ def test_cd_phase_weights_per_step(cd_out):
 
 
 def test_phase_boundaries_and_mask():
-    assert cd.phase_boundaries((3, 3, 6, 3, 15), 600, 20) == [60, 120, 240, 300]  # 30 epochs: 3, 3, 6, 3, 15
-    assert cd.phase_boundaries((3, 3, 3, 3, 8), 200 * 391, 391) == [391 * e for e in (30, 60, 90, 120)]
-    assert cd.phase_boundaries((1, 1, 2, 1, 1), 12, 20) == [2, 4, 8, 10]  # fewer epochs than ratios: steps
-    mask = jax.jit(jax.vmap(lambda s: cd.soft_mask(s, [2, 4, 8, 10])))(jnp.arange(12))
+    assert terms.phase_boundaries((3, 3, 6, 3, 15), 600, 20) == [60, 120, 240, 300]  # 30 epochs: 3, 3, 6, 3, 15
+    assert terms.phase_boundaries((3, 3, 3, 3, 8), 200 * 391, 391) == [391 * e for e in (30, 60, 90, 120)]
+    assert terms.phase_boundaries((1, 1, 2, 1, 1), 12, 20) == [2, 4, 8, 10]  # fewer epochs than ratios: steps
+    mask = jax.jit(jax.vmap(lambda s: terms.soft_mask(s, [2, 4, 8, 10])))(jnp.arange(12))
     np.testing.assert_array_equal(np.asarray(mask), _SOFT.astype(np.float32))
 
 
 def test_gated_confusion_update_waits_for_first_hard_phase():
-    term = cd.gate_term(confusion(), [2, 4], soft=True, update_after=2)
+    term = terms.gate_by_phase(dataclasses.replace(confusion(), phases=(1.0, 1.0), phase="soft"), [2, 4])
     spec = (jax.ShapeDtypeStruct((4, 3), jnp.float32), {})
     _, state = term.init(jax.random.key(0), spec, None)
     q0 = np.asarray(state["inner"]["Q"])
@@ -173,8 +174,8 @@ def test_gated_confusion_update_waits_for_first_hard_phase():
 def test_cd_leaky_option_is_explicit():
     leaky = dataclasses.replace(cd.runlocal(cd.PRESETS["default"]), confusion_split="test")
     assert leaky.leaks_test_labels
-    trainer, _ = cd.with_phases(make_train(leaky.run_config("cnn2d"), load_dataset("digits")), leaky.phases)
-    assert trainer.terms["confusion"].eval_split == "test"
+    trainer = make_train(leaky.run_config("cnn2d"), load_dataset("digits"))
+    assert trainer.terms["confusion"].eval_split == "test" and trainer.terms["confusion"].phase == "soft"
     base = cd.runlocal(cd.PRESETS["default"])
     assert not base.leaks_test_labels and base.run_config("cnn2d").objective.build()[0]["confusion"].eval_split == "val"
     with pytest.raises(ConfigError, match="confusion_split"):
