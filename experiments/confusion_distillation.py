@@ -45,7 +45,7 @@ Presets:
   steps at batch 64) of SGD with the WDSL recipe's shape (momentum 0.9,
   wd 5e-4, 1 warm-up epoch, x0.2 at 30/60/80 % of training; lr 0.05),
   evaluation every epoch; phases 3:3:6:3:15 = 3, 3, 6, 3, 15 epochs.
-  Measured 2026-11-24: 2 min 5 s on a 2-core CPU shared with other jobs.
+  Measured 2026-11-24: 45 s on an idle 2-core CPU (2 min 5 s beside other jobs).
   Val-selected test accuracy: baseline 0.921 ± 0.023, label smoothing
   0.916, CD 0.935 ± 0.014 (CD − baseline +1.4 pp, 95% CI 0.2-2.7, d_z 0.63,
   Holm p 0.048; label smoothing −0.5 pp, p 0.24). The width was narrowed

@@ -33,10 +33,10 @@ Presets:
   16 cnn2d(32, 64) teachers, 16 cnn2d(16, 32) baselines, 16 KD students,
   400 Adam steps each, layer ``block1`` flattened (4x4x32 = 512 for the
   students, as the reference's flattened conv5_x), K = 50. Measured
-  2026-11-24: 5 min 13 s on a 2-core CPU shared with other jobs (load 5-6,
-  ``nice -n 19``). Result: Ω 48 x 359 x 1009; unique features teachers 382,
-  baselines 458, KD 447; KD − baseline Δunique −11 (p 0.16), Δoccurrences
-  +1.3 (p 0.10): the paper's direction, not significant (docs/wdsl.md).
+  2026-11-24: 76 s on an idle 2-core CPU (5 min 13 s beside other jobs).
+  Result: Ω 48 x 359 x 1009; unique features teachers 382, baselines 458,
+  KD 447; KD − baseline Δunique −11 (p 0.16), Δoccurrences +1.3 (p 0.10):
+  the paper's direction, not significant (docs/wdsl.md).
   Digits is small: its confusion matrices have few off-diagonal counts, so
   the §4.1 correlations are weak here (Pearson 0.24 vs teacher 0).
 - ``paper``: CIFAR-100 (``jaxkd data prepare cifar100`` first), 20 ResNet-152
@@ -433,7 +433,7 @@ def _figure(omega, idx, summary, config, dataset) -> bytes:
     axes[0, 1].set_xlabel("features per sample (union over the group)")
     axes[0, 1].set_ylabel("test samples")
     axes[0, 1].legend(fontsize=6)
-    axes[0, 2].set_xlabel("features per sample (summed over the group's models), decile means")
+    axes[0, 2].set_xlabel("features per sample, summed over models (deciles)")
     axes[0, 2].set_ylabel("mean probability of the true class")
     axes[0, 2].legend(fontsize=6)
     c = summary["claim_test"]

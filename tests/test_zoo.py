@@ -109,7 +109,8 @@ def _small(name, shape, num_classes, dtype="float32"):
 def test_batchnorm_under_vmap_matches_each_seed(name):
     model = _small(name, (8, 8, 3), 5)
     keys = jax.random.split(jax.random.key(0), 2)
-    params, rest = jax.vmap(model.init)(keys)
+    # lax.map, not vmap: vmapped threefry draws compile for tens of seconds on XLA:CPU (see sweep.py)
+    params, rest = jax.jit(lambda ks: jax.lax.map(model.init, ks))(keys)
     x = jax.random.normal(jax.random.key(1), (2, 4, 8, 8, 3)) * 2 + 1  # a different batch per seed
     apply = jax.jit(lambda p, r, x: model.apply(p, r, x, train=True))
     logits, _, new_rest = jax.vmap(apply)(params, rest, x)
