@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import functional_kd as fk
-from jaxkd import plotting, results
+from jaxkd import results
 from jaxkd.backdoor import Trigger, attack_success_rate, poison
 from jaxkd.config import EvalConfig, ModelConfig
 from jaxkd.errors import check
@@ -172,24 +172,10 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
 
 
 def _figure(config: Config, summary: dict) -> bytes:
-    setups = list(summary["setups"])
-    fig, axes = plotting.figure(ncols=len(PLOT_METRICS), nrows=len(setups), width=3.4, height=2.8)
-    for i, name in enumerate(setups):
-        s = summary["setups"][name]
-        conds = list(s["conditions"])
-        for j, metric in enumerate(PLOT_METRICS):
-            ref = s["teacher"].get(metric, {}).get("mean")
-            plotting.points_with_ci(
-                axes[i, j],
-                conds,
-                [s["conditions"][c][metric] for c in conds],
-                ylabel=metric,
-                reference=ref,
-                reference_label="poisoned teacher" if ref is not None else None,
-            )
-            axes[i, j].set_title(name, fontsize=8)
-    fig.suptitle(
-        f"students distilled on clean data from a backdoored teacher; mean and 95% CI over {config.n_seeds} seeds",
-        fontsize=9,
+    return fk._metric_figure(
+        config,
+        summary,
+        PLOT_METRICS,
+        teacher_label="poisoned teacher",
+        title="students distilled on clean data from a backdoored teacher",
     )
-    return plotting.to_png(fig)

@@ -568,26 +568,32 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
 # --- figures -------------------------------------------------------------------------------------
 
 
-def _metric_figure(config: Config, summary: dict) -> bytes:
+def _metric_figure(
+    config: Config,
+    summary: dict,
+    metrics=PLOT_METRICS,
+    teacher_label: str = "teacher",
+    title: str = "student vs its own teacher, test set, final step",
+) -> bytes:
+    """One panel per setup × metric: each condition's mean and 95% CI, the teacher's mean as a line where the
+    run records that metric for the teachers."""
     setups = list(summary["setups"])
-    fig, axes = plotting.figure(ncols=len(PLOT_METRICS), nrows=len(setups), width=3.2, height=2.8)
+    fig, axes = plotting.figure(ncols=len(metrics), nrows=len(setups), width=3.3, height=2.8)
     for i, name in enumerate(setups):
         s = summary["setups"][name]
         conds = list(s["conditions"])
-        for j, metric in enumerate(PLOT_METRICS):
-            ref = s["teacher"]["all/acc"]["mean"] if metric == "all/acc" else None
+        for j, metric in enumerate(metrics):
+            ref = s["teacher"].get(metric, {}).get("mean")
             plotting.points_with_ci(
                 axes[i, j],
                 conds,
                 [s["conditions"][c][metric] for c in conds],
                 ylabel=metric,
                 reference=ref,
-                reference_label="teacher" if ref is not None else None,
+                reference_label=teacher_label if ref is not None else None,
             )
             axes[i, j].set_title(name, fontsize=8)
-    fig.suptitle(
-        f"student vs its own teacher, test set, final step; mean and 95% CI over {config.n_seeds} seeds", fontsize=9
-    )
+    fig.suptitle(f"{title}; mean and 95% CI over {config.n_seeds} seeds", fontsize=9)
     return plotting.to_png(fig)
 
 

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import functional_kd
 from jaxkd import plotting, results, stats
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
@@ -168,17 +169,8 @@ def _mlp_series(widths, depths, depth_width):
     )
 
 
-_CIFAR = DataConfig("tfds:cifar10", val_fraction=0.1, crop_padding=4, flip=True)
-_SGD = RecipeConfig(
-    optimizer="momentum",
-    learning_rate=1e-2,
-    momentum=0.9,
-    weight_decay=5e-4,
-    batch_size=128,
-    steps=None,
-    epochs=100,
-    schedule="cosine",
-)
+# CIFAR-10 with functional_kd's `paper` recipe (SGD 1e-2, momentum 0.9, wd 5e-4, batch 128, 100 epochs).
+_CIFAR, _SGD = functional_kd._CIFAR, functional_kd._SGD
 PRESETS = {
     "smoke": Config(
         n_seeds=2,
