@@ -81,7 +81,7 @@ from jaxkd.experiment import run_methods, write_outputs
 from jaxkd.models import MODELS
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.terms import phase_boundaries
-from jaxkd.train import Trainer, make_train
+from jaxkd.train import make_train
 
 CONDITIONS = ("baseline", "label_smoothing", "cd")
 CONFUSION_SPLITS = ("val", "train", "test")
@@ -199,11 +199,6 @@ PRESETS = {
 }
 
 
-def phase_bounds(trainer: Trainer, phases) -> list[int]:
-    """The steps at which the run's hard/soft segments change (``jaxkd.terms.phase_boundaries``)."""
-    return phase_boundaries(phases, trainer.steps, trainer.steps_per_epoch)
-
-
 def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Train every architecture's three conditions as one program each; write results to ``out_dir``."""
     dataset = load_dataset(config.data.dataset)
@@ -211,7 +206,6 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     conds = config.conditions()
     # Build (and so check) every architecture's trainer before any training.
     trainers = {a: make_train(config.run_config(a), dataset) for a in config.archs}
-    trainers = {a: (t, phase_bounds(t, config.phases)) for a, t in trainers.items()}
     keys = jax.random.split(jax.random.key(config.seed), len(config.archs))
     rows, summary, sweeps = (
         [],
@@ -219,7 +213,9 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         {},
     )
     for key, arch in zip(keys, config.archs):
-        trainer, bounds = trainers[arch]
+        trainer = trainers[arch]
+        # The steps at which the gated terms' hard/soft segments change, as make_train computed them.
+        bounds = phase_boundaries(config.phases, trainer.steps, trainer.steps_per_epoch)
         ckpt = f"{out_dir}/checkpoints/{arch}" if config.chunk_steps else None
         result, arch_rows, arch_summary = run_methods(
             trainer,

@@ -224,10 +224,8 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     got = interaction.ensemble_activations(ensembles, x_test, layers, batch_size=config.eval.batch_size)
     acts, group_of = got["activations"], list(got["group"])
     seeds = {g: [m["seed"] for m in ensembles[g].members] for g in GROUPS}
-    p_all = np.asarray(jax.nn.softmax(got["logits"], axis=-1), np.float64)
-    probs = [p_all[got["group"] == g] for g in GROUPS]
-    preds = [p.argmax(-1) for p in probs]
-    probs_all = np.concatenate(probs)
+    probs_all = np.asarray(jax.nn.softmax(got["logits"], axis=-1), np.float64)  # [M, N, C], members in group order
+    preds = [probs_all[got["group"] == g].argmax(-1) for g in GROUPS]
     it = interaction.interaction_tensor(
         acts,
         k=config.k,
