@@ -77,12 +77,14 @@ from jaxkd.train import check_objective, make_train
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
 
 # Feature names ("auto") are filled in per pair: the hint is the middle stage, AT reads every stage.
+# The FitNet regressor is RepDistiller's ConvReg (conv, BN, ReLU); for a ViT teacher, whose tokens are
+# signed, set objective.fitnet.regressor=conv_bn.
 _OBJECTIVE = {
     "ce": {"weight": 1.0},
     "kd": {"weight": 0.9, "temperature": 4.0},
     "dkd": {"weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0},
     "dist": {"weight": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0},
-    "fitnet": {"weight": 100.0, "student": "auto", "teacher": "auto"},
+    "fitnet": {"weight": 100.0, "student": "auto", "teacher": "auto", "regressor": "conv_bn_relu"},
     "at": {"weight": 1000.0, "student": "auto", "teacher": "auto"},
 }
 

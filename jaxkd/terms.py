@@ -259,16 +259,36 @@ def _feature(spec, name: str, side: str):
     return feats[name]
 
 
-def fitnet(*, student: str, teacher: str) -> Term:
+REGRESSORS = ("conv", "conv_bn", "conv_bn_relu")
+_BN_EPS = 1e-5  # PyTorch's BatchNorm default, as RepDistiller's ConvReg
+
+
+def fitnet(*, student: str, teacher: str, regressor: str = "conv") -> Term:
     """FitNet hint (Romero et al. 2015): squared error between a learned regressor of a student
     feature and a teacher feature, per example the mean over the teacher feature's elements.
 
-    The regressor is a 1x1 convolution for spatial features (NHWC / NLC) and a
-    linear map for vectors; it is an aux param trained with the student. The
-    teacher feature is average-pooled to the student's spatial size when they
-    differ. RepDistiller's ``-b 100`` is weight 100 (its ``ConvReg`` adds a
-    BatchNorm after the conv; jaxkd's regressor is the plain conv).
+    The regressor starts with a 1x1 convolution for spatial features (NHWC /
+    NLC), a linear map for vectors; its parameters are aux params trained with
+    the student. ``regressor``:
+
+    - ``"conv"``: the convolution (with a bias) alone;
+    - ``"conv_bn"``: convolution, then BatchNorm (learned scale and offset);
+    - ``"conv_bn_relu"``: convolution, BatchNorm, ReLU: RepDistiller's
+      ``ConvReg`` for a same-size pair, whose teacher hint is a post-ReLU
+      feature (so the regressor's output is non-negative as well).
+
+    The BatchNorm normalises with the statistics of the run's own batch (over
+    every axis but channels, biased variance, eps 1e-5): the mode ``ConvReg``
+    is in whenever the hint is computed, since the hint exists only in
+    training. No running averages are kept (nothing would read them). The
+    convolution has no bias before a BatchNorm (the normalisation removes it).
+
+    The teacher feature is average-pooled to the student's spatial size when
+    they differ. RepDistiller's ``-b 100`` is weight 100.
     """
+    check(regressor in REGRESSORS, f"fitnet: regressor must be one of {', '.join(REGRESSORS)}; got {regressor!r}")
+    bn = regressor != "conv"
+    relu = regressor == "conv_bn_relu"
 
     def init(key, s_spec, t_spec):
         fs, ft = _feature(s_spec, student, "student"), _feature(t_spec, teacher, "teacher")
@@ -277,13 +297,26 @@ def fitnet(*, student: str, teacher: str) -> Term:
             f"fitnet: student feature {student!r} has shape {fs.shape[1:]} and teacher "
             f"feature {teacher!r} {ft.shape[1:]}; pick features of the same rank",
         )
-        kernel = jax.nn.initializers.lecun_normal()(key, (fs.shape[-1], ft.shape[-1]), jnp.float32)
-        return {"kernel": kernel, "bias": jnp.zeros((ft.shape[-1],), jnp.float32)}, {}
+        c = ft.shape[-1]
+        kernel = jax.nn.initializers.lecun_normal()(key, (fs.shape[-1], c), jnp.float32)
+        if bn:
+            return {"kernel": kernel, "scale": jnp.ones((c,), jnp.float32), "offset": jnp.zeros((c,), jnp.float32)}, {}
+        return {"kernel": kernel, "bias": jnp.zeros((c,), jnp.float32)}, {}
 
     def apply(aux, state, s_out, t_out, batch, key, hp):
         f = s_out[1][student]
-        bias = aux["bias"].reshape((1,) * (f.ndim - 1) + (-1,))
-        projected = jnp.einsum("...c,cd->...d", f, aux["kernel"]) + bias
+        shape = (1,) * (f.ndim - 1) + (-1,)
+        projected = jnp.einsum("...c,cd->...d", f, aux["kernel"])
+        if bn:
+            axes = tuple(range(f.ndim - 1))
+            mean = projected.mean(axes, keepdims=True)
+            var = jnp.square(projected - mean).mean(axes, keepdims=True)
+            projected = (projected - mean) * jax.lax.rsqrt(var + _BN_EPS)
+            projected = projected * aux["scale"].reshape(shape) + aux["offset"].reshape(shape)
+        else:
+            projected = projected + aux["bias"].reshape(shape)
+        if relu:
+            projected = jax.nn.relu(projected)
         return features.fitnet_loss(projected, t_out[1][teacher]), state
 
     return Term(

@@ -25,6 +25,7 @@ def test_paper_pairs_are_wired_like_repdistiller(pair):
     t_cfg, s_cfg = config.run_configs(pair, steps_per_epoch=steps_per_epoch, image_size=32)
     terms = s_cfg.objective.terms
     assert terms["fitnet"]["student"] == terms["fitnet"]["teacher"] == "stage2"  # the middle stage, as RD's hint
+    assert terms["fitnet"]["regressor"] == "conv_bn_relu"  # RD's ConvReg: conv, BatchNorm, ReLU
     n_at = 4 if pair.startswith("vgg") else 3
     assert len(terms["at"]["teacher"]) == n_at and terms["at"]["weight"] == 1000.0  # RD: -b 1000 at 32x32
     assert terms["dkd"]["ramp_steps"] == 20 * steps_per_epoch  # mdistiller: 20 of 240 epochs

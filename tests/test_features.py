@@ -151,6 +151,53 @@ def test_fitnet_loss_pools_a_larger_teacher_and_rejects_mismatches():
         features.fitnet_loss(rand(2, 4, 4, 4), rand(2, 3, 3, 4))
 
 
+def np_fitnet_regressor(f, kernel, scale, offset, regressor):
+    """RepDistiller's ConvReg in training mode, from the formula: 1x1 conv, BatchNorm on batch statistics, ReLU."""
+    z = f.astype(np.float64) @ kernel.astype(np.float64)
+    axes = tuple(range(f.ndim - 1))
+    mu, var = z.mean(axes), z.var(axes)  # biased variance, as BatchNorm normalises in training
+    z = (z - mu) / np.sqrt(var + 1e-5) * scale + offset
+    return np.maximum(z, 0.0) if regressor == "conv_bn_relu" else z
+
+
+@pytest.mark.parametrize("regressor", ["conv_bn", "conv_bn_relu"])
+@pytest.mark.parametrize(
+    "s_shape,t_shape", [((6, 4, 4, 3), (6, 4, 4, 5)), ((6, 3), (6, 5)), ((6, 4, 4, 3), (6, 8, 8, 5))]
+)
+def test_fitnet_bn_regressor_matches_numpy(regressor, s_shape, t_shape):
+    from jaxkd import terms
+
+    term = terms.fitnet(student="s", teacher="t", regressor=regressor)
+    spec = lambda name, shape: (None, {name: jax.ShapeDtypeStruct(shape, jnp.float32)})  # noqa: E731
+    aux, state = term.init(jax.random.key(0), spec("s", s_shape), spec("t", t_shape))
+    assert set(aux) == {"kernel", "scale", "offset"} and aux["kernel"].shape == (3, 5)
+    np.testing.assert_array_equal(aux["scale"], np.ones(5))  # BatchNorm's initial affine map
+    aux = {"kernel": rand(3, 5, seed=20), "scale": 1.0 + rand(5, seed=21), "offset": rand(5, seed=22)}
+
+    def apply(a, fs, ft):
+        return term.apply(a, state, (None, {"s": fs}), (None, {"t": ft}), {}, jax.random.key(0), {})[0]
+
+    # Two runs under vmap, each normalised with its own batch's statistics.
+    fs, ft = rand(2, *s_shape, seed=23), rand(2, *t_shape, seed=24) ** 2  # the hint is post-ReLU: non-negative
+    fs[1] = 3.0 * fs[1] + 1.0  # the second run's batch has other statistics
+    got = jax.jit(jax.vmap(apply, in_axes=(None, 0, 0)))(aux, fs, ft)
+    for r in range(2):
+        proj = np_fitnet_regressor(fs[r], *(np.asarray(aux[k]) for k in ("kernel", "scale", "offset")), regressor)
+        target = ft[r].astype(np.float64)
+        if target.ndim == 4 and target.shape[1] != proj.shape[1]:
+            target = np_adaptive_pool(target, proj.shape[1:3])
+        ref = ((proj - target) ** 2).reshape(len(proj), -1).mean(-1)
+        np.testing.assert_allclose(got[r], ref, rtol=1e-4, atol=1e-6)
+
+
+def test_fitnet_regressor_option_is_checked():
+    from jaxkd.errors import ConfigError
+    from jaxkd.terms import build_term
+
+    with pytest.raises(ConfigError, match="regressor must be one of conv, conv_bn, conv_bn_relu; got 'bn'"):
+        build_term("fitnet", {"student": "a", "teacher": "b", "regressor": "bn"})
+
+
 # ---------------------------------------------------------------- gradients
 
 
