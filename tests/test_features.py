@@ -179,7 +179,7 @@ def test_fitnet_bn_regressor_matches_numpy(regressor, s_shape, t_shape):
 
     # Two runs under vmap, each normalised with its own batch's statistics.
     fs, ft = rand(2, *s_shape, seed=23), rand(2, *t_shape, seed=24) ** 2  # the hint is post-ReLU: non-negative
-    fs[1] = 3.0 * fs[1] + 1.0  # the second run's batch has other statistics
+    fs[1] = 3.0 * fs[1] + 1.0  # other raw statistics: per-run BN undoes this, statistics pooled over runs would not
     got = jax.jit(jax.vmap(apply, in_axes=(None, 0, 0)))(aux, fs, ft)
     for r in range(2):
         proj = np_fitnet_regressor(fs[r], *(np.asarray(aux[k]) for k in ("kernel", "scale", "offset")), regressor)
