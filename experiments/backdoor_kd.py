@@ -47,11 +47,11 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import functional_kd as fk
-from jaxkd import results
+from jaxkd import outputs
 from jaxkd.backdoor import Trigger, attack_success_rate, poison
 from jaxkd.config import EvalConfig, ModelConfig
 from jaxkd.errors import check
-from jaxkd.experiment import write_outputs
+from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
 
 BACKDOOR_METRICS = ("backdoor/asr", "backdoor/target_rate_clean")
@@ -135,7 +135,7 @@ def runlocal(config: Config) -> Config:
 
 def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Every setup: poisoned teachers, the student program(s) on clean data, metrics, tests; writes ``out_dir``."""
-    results.check_writable(out_dir)
+    outputs.check_writable(out_dir)
     probe = _Probe(config)
     rows, summary = [], {}
     programs = 0

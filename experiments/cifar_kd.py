@@ -68,8 +68,9 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, R
 from jaxkd.data import load_dataset
 from jaxkd.ensemble import Ensemble, load_ensemble, save_ensemble
 from jaxkd.errors import ConfigError, check
-from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher, write_outputs
+from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher
 from jaxkd.models import MODELS, make_model
+from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.teacher import Teacher
 from jaxkd.train import check_objective, make_train

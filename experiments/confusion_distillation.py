@@ -77,8 +77,9 @@ from jaxkd import plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check, check_name
-from jaxkd.experiment import run_methods, write_outputs
+from jaxkd.experiment import run_methods
 from jaxkd.models import MODELS
+from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.terms import phase_boundaries
 from jaxkd.train import make_train

@@ -34,7 +34,8 @@ from jaxkd import plotting, results
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import TeacherStudentRuns, compare_to_baseline, train_teacher, write_outputs
+from jaxkd.experiment import TeacherStudentRuns, compare_to_baseline, train_teacher
+from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import run_sweep
 from jaxkd.train import make_train

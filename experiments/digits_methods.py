@@ -50,8 +50,9 @@ from jaxkd import plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher, write_outputs
+from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher
 from jaxkd.models import make_model
+from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
 from jaxkd.train import check_objective, make_train
 

@@ -78,12 +78,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd import plotting, results, stats
+from jaxkd import outputs, plotting, stats
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check, check_name
-from jaxkd.experiment import train_teacher, write_outputs
+from jaxkd.experiment import train_teacher
 from jaxkd.metrics import asymmetric_payoff, functional_metrics_over_seeds
+from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import RunKeys, run_sweep, seed_run_keys
 from jaxkd.train import make_train
@@ -541,7 +542,7 @@ def analyse(config: Config, per_seed: dict, teacher: dict) -> dict:
 
 def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Every setup: teachers, the student program(s), metrics, tests, payoffs; writes ``out_dir``."""
-    results.check_writable(out_dir)  # fail before any training
+    outputs.check_writable(out_dir)  # fail before any training
     rows, summary, runs = [], {}, []
     for i in range(len(config.setups)):
         r = run_setup(config, i, out_dir=out_dir, resume=resume, overwrite=overwrite, progress=progress)

@@ -65,8 +65,8 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, R
 from jaxkd.data import load_dataset
 from jaxkd.ensemble import from_sweep
 from jaxkd.errors import check
-from jaxkd.experiment import write_outputs
 from jaxkd.models import make_model
+from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.sweep import run_sweep
 from jaxkd.teacher import Teacher

@@ -50,13 +50,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import functional_kd
-from jaxkd import plotting, results, stats
+from jaxkd import outputs, plotting, stats
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check, check_name
-from jaxkd.experiment import train_teacher, write_outputs
+from jaxkd.experiment import train_teacher
 from jaxkd.metrics import functional_metrics_over_seeds
 from jaxkd.models import make_model
+from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
 from jaxkd.sweep import run_sweep
 from jaxkd.train import make_train
@@ -227,7 +228,7 @@ def _student_metrics(result, trainer, teacher_logits, labels) -> dict:
 
 def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """The teacher, one student program per shape, the fits and tests; writes ``out_dir``."""
-    results.check_writable(out_dir)
+    outputs.check_writable(out_dir)
     dataset = load_dataset(config.data.dataset)
     k_teacher, k_student = jax.random.split(jax.random.key(config.seed))
     t_config = RunConfig(model=config.teacher, recipe=config.teacher_recipe, data=config.data, eval=config.eval)

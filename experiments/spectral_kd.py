@@ -38,7 +38,7 @@ import numpy as np
 
 from jaxkd import plotting, stats
 from jaxkd.errors import check
-from jaxkd.experiment import write_outputs
+from jaxkd.outputs import write_outputs
 from theory.exact import SCHEDULES, SGD
 from theory.simulate import simulate
 from theory.spectra import power_law

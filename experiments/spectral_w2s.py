@@ -39,7 +39,7 @@ import numpy as np
 
 from jaxkd import plotting
 from jaxkd.errors import check
-from jaxkd.experiment import write_outputs
+from jaxkd.outputs import write_outputs
 from theory import rates
 from theory.exact import SGD, log_checkpoints
 from theory.simulate import simulate

@@ -44,7 +44,7 @@ def _cmd_list(args) -> int:
 def _resolve(args):
     """The experiment module and its preset with ``--seeds`` and ``--set`` applied (validated)."""
     import experiments
-    from jaxkd.experiment import apply_overrides
+    from jaxkd.overrides import apply_overrides
 
     mod = experiments.get(args.experiment)
     if args.seeds is not None and args.seeds <= 0:
@@ -149,7 +149,7 @@ def _checkpoints(args, config) -> str | None:
 
 
 def _cmd_run(args) -> int:
-    from jaxkd.results import check_writable
+    from jaxkd.outputs import check_writable
 
     mod, config = _resolve(args)
     no_checkpoints = _checkpoints(args, config)

@@ -13,9 +13,7 @@ import io
 import json
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
 
 import numpy as np
 
@@ -180,48 +178,3 @@ def _strict(obj):
 def to_json(obj) -> str:
     """Strict JSON (undefined values as ``null``), readable by jq and pandas."""
     return json.dumps(_strict(obj), indent=2, sort_keys=False, allow_nan=False)
-
-
-def check_writable(out_dir: str) -> None:
-    """Fail early (ConfigError) unless ``out_dir`` can be created and written.
-
-    Probes by creating the directory and a temporary file in it; existing
-    files are left untouched.
-    """
-    from jaxkd.errors import ConfigError
-
-    out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"output path {out_dir} exists and is not a directory; choose another --out")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".probe-"):
-            pass
-    except OSError as err:
-        raise ConfigError(
-            f"output directory {out_dir} is not writable ({err.strerror}); choose another --out"
-        ) from None
-
-
-def write_files(out_dir: str, files: dict[str, str | bytes]) -> None:
-    """Write ``{relative_name: content}`` into ``out_dir`` all-or-nothing per file.
-
-    Everything is first written into a staging directory beside ``out_dir``;
-    only after all writes succeed are the files moved into place
-    (``os.replace``), so an error never leaves a mix of old and new files.
-    """
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=out_dir)
-    try:
-        for name, content in files.items():
-            path = os.path.join(staging, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb" if isinstance(content, bytes) else "w") as f:
-                f.write(content)
-        for name in files:
-            dest = os.path.join(out_dir, name)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            os.replace(os.path.join(staging, name), dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

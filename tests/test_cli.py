@@ -9,7 +9,7 @@ import pytest
 import experiments
 from jaxkd.cli import main
 from jaxkd.data.tfds_source import PREPARE_INSTALL
-from jaxkd.experiment import apply_overrides
+from jaxkd.overrides import apply_overrides
 
 
 def _err(capsys):

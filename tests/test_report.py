@@ -12,7 +12,8 @@ from scipy import stats as st
 
 from jaxkd import results
 from jaxkd.cli import main
-from jaxkd.experiment import compare_to_baseline, write_outputs
+from jaxkd.experiment import compare_to_baseline
+from jaxkd.outputs import write_outputs
 from jaxkd.sweep import SweepResult
 
 NAMES = ["ce", "kd", "dkd"]
