@@ -19,8 +19,10 @@ RepDistiller's ``-r`` (CE weight) and ``-a`` (KD weight) are the ``ce`` and
 ``kd`` term weights; torchdistill's ``alpha`` multiplies the soft term as
 the ``kd`` weight does.
 
-:func:`dkd_loss` and :func:`dist_loss` follow the same conventions; their
-docstrings give the mapping to mdistiller's ``DKD`` and DIST's official code.
+:func:`soft_target_kl` (KL towards a given, untempered target: Confusion
+Distillation), :func:`dkd_loss` and :func:`dist_loss` follow the same
+conventions; the last two docstrings give the mapping to mdistiller's ``DKD``
+and DIST's official code.
 :func:`dist_loss` is the one exception to "one value per example depends on
 that example only": its intra-class term is a batch statistic (see there).
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import xlogy
 
 
 def cross_entropy(logits, labels, *, axis=-1):
@@ -58,6 +61,21 @@ def label_smoothing_ce(logits, labels, *, smoothing, axis=-1):
 def soft_cross_entropy(logits, target_probs, *, axis=-1):
     """Cross-entropy against a probability vector, summed over classes."""
     return -jnp.sum(target_probs * jax.nn.log_softmax(logits, axis=axis), axis=axis)
+
+
+def soft_target_kl(student_logits, target_probs, *, temperature, axis=-1):
+    """T² · KL(q ‖ softmax(s/T)) towards a given probability vector ``q``, per example.
+
+    The target is used as it is (not tempered): Confusion Distillation's row
+    ``Q[y]`` of an EMA confusion matrix (Kang & Kim 2026). Zero entries of
+    ``q`` contribute exactly 0 (``0 · log 0 = 0``, :func:`jax.scipy.special.xlogy`),
+    so a one-hot target (a confusion matrix initialised with ``smoothing = 0``)
+    is finite: ``-T² · log softmax(s/T)_y``. The target is not differentiated.
+    """
+    target_probs = jax.lax.stop_gradient(target_probs)
+    log_p_s = jax.nn.log_softmax(student_logits / temperature, axis=axis)
+    kl = jnp.sum(xlogy(target_probs, target_probs) - target_probs * log_p_s, axis=axis)
+    return temperature**2 * kl
 
 
 def kd_loss(student_logits, teacher_logits, *, temperature=4.0, axis=-1):

@@ -66,14 +66,19 @@ class Term:
         3:3:6:3:15), scaled to the run by :func:`phase_boundaries`; None = always
         on. Set with the options ``phases`` and ``phase``.
       phase: ``"soft"`` (active in segments 2, 4, ...) or ``"hard"`` (1, 3, ...).
-        A phased term's value is multiplied by its phase mask, and its
-        evaluation-boundary state update applies only once its first active
-        segment has begun (:func:`gate_by_phase`, applied by ``make_train``).
-      skip_unweighted: at a weight of exactly 0 the trainer does not evaluate the
-        term (``lax.cond``: a real branch inside a loop over runs, both sides
-        under ``vmap``); its value reads 0 and its state is left as it was. For
-        stateless controls (``rcd``, ``untrained``) that are grid points of a
-        program whose other points do not use them.
+        A phased term's value is multiplied by its phase mask and its per-step
+        state update is discarded outside its segments; its evaluation-boundary
+        state update applies from the start of its first active segment on
+        (:func:`gate_by_phase`, applied by ``make_train``).
+      skip_unweighted: at a weight of exactly 0 the term's value reads 0 and its
+        state is left as it was, through a ``lax.cond`` on the weight. The term
+        is then *not computed* only where each run is traced alone: runs looped
+        over (``lax.map``, a sweep's ``vmap_width=1``, the CPU default). Where
+        runs are vmapped together (``vmap_width`` None, the accelerator
+        default, or k > 1) the batched ``cond`` becomes a select: both branches
+        run for every run and the term costs its full compute at weight 0 (the
+        result is the same). For stateless controls (``rcd``, ``untrained``)
+        that are grid points of a program whose other points do not use them.
     """
 
     kind: str
@@ -196,25 +201,57 @@ def rcd(*, temperature: float = 4.0, scale: float = 1.0, per_example: bool = Fal
     )
 
 
+CONFUSION_SPLITS = ("train", "val", "test")
+
+
 def confusion(
-    *, temperature: float = 2.0, momentum: float = 0.9, smoothing: float = 0.1, update: str = "eval", split: str = "val"
+    *,
+    temperature: float = 2.0,
+    momentum: float = 0.9,
+    smoothing: float = 0.1,
+    update: str = "eval",
+    split: str = "train",
+    leak_test_labels: bool = False,
 ) -> Term:
     """Confusion Distillation (Kang & Kim, arXiv 2606.03052): KD towards a row of an EMA confusion matrix.
 
     State ``Q`` ([C, C]) starts as the label-smoothing matrix
-    ``(1 - eps) I + eps / C`` (eps = ``smoothing``, fixed at init). Per
-    example the value is ``T² · KL(Q[y] ‖ softmax(z / T))`` (the target is not
-    tempered). ``Q`` is updated as ``Q ← m Q + (1 − m) P`` with ``P`` the
-    row-normalised confusion counts (+1e-8) of the student's argmax:
-    ``update="eval"`` at every evaluation from predictions on ``split``
-    (the validation split by default: the official code uses the test set,
-    which leaks labels); ``update="step"`` from each training batch.
-    Needs no teacher.
+    ``(1 - eps) I + eps / C`` (eps = ``smoothing`` in [0, 1], fixed at init).
+    Per example the value is ``T² · KL(Q[y] ‖ softmax(z / T))`` (the target is
+    not tempered; zero entries of ``Q[y]`` contribute 0:
+    :func:`jaxkd.losses.soft_target_kl`). ``Q`` is updated as
+    ``Q ← m Q + (1 − m) P`` with ``P`` the row-normalised confusion counts
+    (+1e-8) of the student's argmax: ``update="eval"`` at every evaluation
+    from its predictions on ``split``; ``update="step"`` from each training
+    batch. Needs no teacher.
+
+    ``split``: ``"train"`` (default) is the full, un-augmented training set
+    (the trainer's ``train`` split), one of the two choices the paper summary
+    recommends (training predictions, or a held-out part of the training
+    data). ``"val"`` is the split that selects checkpoints by default
+    (``eval.select = "val/acc"``): a target built from its labels makes the
+    selected numbers optimistic. ``"test"`` is what the official code does
+    (test labels leak into training) and is refused unless
+    ``leak_test_labels=True``, for an exact reproduction only.
     """
     check(update in ("eval", "step"), f"confusion update must be 'eval' or 'step', got {update!r}")
     check(
-        split in ("train", "val", "test"),
-        f"confusion split must be 'val' (default), 'train' or 'test' (test-label leakage), got {split!r}",
+        split in CONFUSION_SPLITS,
+        f"confusion split must be 'val', 'train' (the default: training predictions) or 'test' "
+        f"(only with leak_test_labels=True), got {split!r}",
+    )
+    check(
+        isinstance(leak_test_labels, bool),
+        f"confusion leak_test_labels must be true or false, got {leak_test_labels!r}",
+    )
+    check(
+        split != "test" or leak_test_labels,
+        "confusion split 'test' builds the training target from the test set's labels (the official code's "
+        "leakage); set leak_test_labels=True to reproduce it on purpose, or use split 'train'",
+    )
+    check(
+        isinstance(smoothing, (int, float)) and 0.0 <= smoothing <= 1.0,
+        f"confusion smoothing must lie in [0, 1] (Q's initial rows must be probabilities), got {smoothing!r}",
     )
 
     def init(key, s_spec, t_spec):
@@ -230,10 +267,7 @@ def confusion(
 
     def apply(aux, state, s_out, t_out, batch, key, hp):
         logits = s_out[0]
-        q = state["Q"][batch["y"]]
-        t = hp["temperature"]
-        log_p = jax.nn.log_softmax(logits / t, axis=-1)
-        values = t**2 * jnp.sum(q * (jnp.log(q) - log_p), axis=-1)
+        values = losses.soft_target_kl(logits, state["Q"][batch["y"]], temperature=hp["temperature"])
         if update == "step":
             state = ema(state, jax.lax.stop_gradient(logits), batch["y"], hp)
         return values, state
@@ -429,12 +463,16 @@ def soft_mask(step, boundaries) -> jax.Array:
 
 
 def gate_by_phase(term: Term, boundaries) -> Term:
-    """``term`` active only in its phase's segments (values times the mask; 0 elsewhere).
+    """``term`` active only in its phase's segments: values times the mask, state frozen elsewhere.
 
     The state becomes ``{"inner": state, "step": int32}``; the counter advances
-    once per training step. The term's evaluation-boundary update applies only
-    once more steps have run than the start of its first active segment (a soft
-    term's EMA confusion matrix starts learning when the first soft phase does).
+    once per training step. In a step of an inactive segment the term's value
+    is 0 and its per-step state update is discarded (``inner`` is returned
+    unchanged). The evaluation-boundary update applies once more steps have
+    run than the start of the term's first active segment, and in every later
+    segment, active or not: Confusion Distillation updates its confusion
+    matrix after every epoch from the first soft phase on (Kang & Kim: epochs
+    e ≥ 30 of 300), hard phases included.
     """
     soft = term.phase == "soft"
     update_after = boundaries[0] if soft else None
@@ -446,7 +484,9 @@ def gate_by_phase(term: Term, boundaries) -> Term:
     def apply(aux, state, s_out, t_out, batch, key, hp):
         values, inner = term.apply(aux, state["inner"], s_out, t_out, batch, key, hp)
         m = soft_mask(state["step"], boundaries)
-        return values * (m if soft else 1.0 - m), {"inner": inner, "step": state["step"] + 1}
+        m = m if soft else 1.0 - m
+        inner = jax.tree.map(lambda new, old: jnp.where(m > 0, new, old), inner, state["inner"])
+        return values * m, {"inner": inner, "step": state["step"] + 1}
 
     eval_update = None
     if term.eval_update is not None:

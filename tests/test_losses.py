@@ -117,6 +117,31 @@ def test_label_smoothing_ce_agrees_with_optax_and_reduces_to_ce(logits):
     )
 
 
+# ---------------------------------------------------------------- KL towards a given target (CD)
+
+
+def test_soft_target_kl_with_zero_target_entries_matches_numpy_and_has_finite_gradient(logits):
+    """Targets with exact zeros (one-hot rows: CD's Q at smoothing 0): 0·log 0 = 0, finite value and gradient."""
+    s, _ = logits
+    T = 2.0
+    q = np.zeros((6, 5), np.float32)
+    q[np.arange(6), [0, 1, 2, 3, 4, 2]] = 1.0  # one-hot rows
+    q[4] = [0.5, 0.0, 0.25, 0.25, 0.0]  # a row with both zero and non-zero entries
+    q64, z64 = q.astype(np.float64), s.astype(np.float64) / T
+    log_p = np_log_softmax(z64)
+    nz = q64 > 0
+    q_log_q = np.where(nz, q64 * np.log(np.where(nz, q64, 1.0)), 0.0)  # 0·log 0 = 0
+    expected = T**2 * (q_log_q - q64 * log_p).sum(-1)
+    fn = jax.jit(lambda z, t: losses.soft_target_kl(z, t, temperature=T))
+    got = fn(s, q)
+    assert np.isfinite(np.asarray(got)).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # d/dz of the batch mean: T·(softmax(z/T) − q)/B (the target sums to 1 per row).
+    grad = jax.jit(jax.grad(lambda z: jnp.mean(losses.soft_target_kl(z, q, temperature=T))))(s)
+    assert np.isfinite(np.asarray(grad)).all()
+    np.testing.assert_allclose(grad, T * (np.exp(log_p) - q64) / 6, rtol=1e-4, atol=1e-6)
+
+
 # ---------------------------------------------------------------- DKD
 
 

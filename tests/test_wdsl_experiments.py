@@ -107,7 +107,7 @@ def cd_out(tmp_path_factory):
 def test_cd_smoke_outputs(cd_out):
     out, config = cd_out
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["test_label_leakage"] is False and summary["confusion_split"] == "val"
+    assert summary["test_label_leakage"] is False and summary["confusion_split"] == "train"
     s = summary["archs"]["cnn2d"]
     assert set(s["conditions"]) == set(cd.CONDITIONS)
     assert s["phases"]["boundaries_steps"] == [2, 4, 8, 10]
@@ -171,13 +171,87 @@ def test_gated_confusion_update_waits_for_first_hard_phase():
     np.testing.assert_allclose(np.asarray(after["inner"]["Q"]).sum(1), 1.0, rtol=1e-6)
 
 
+def test_confusion_at_smoothing_zero_is_finite_and_smoothing_is_checked():
+    """smoothing 0: Q = I, one-hot targets; the value is T²·(−log softmax(z/T)_y) (0·log 0 = 0), finite gradient."""
+    term = confusion(smoothing=0.0)
+    spec = (jax.ShapeDtypeStruct((4, 3), jnp.float32), {})
+    _, state = term.init(jax.random.key(0), spec, None)
+    np.testing.assert_array_equal(np.asarray(state["Q"]), np.eye(3))
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0], [1.0, 1.0, 1.0], [-4.0, 0.0, 6.0]], np.float32)
+    labels = np.array([0, 2, 1, 2])
+    hp = {"temperature": 2.0, "momentum": 0.9}
+
+    def mean_value(z):
+        return jnp.mean(term.apply({}, state, (z, {}), None, {"y": labels}, None, hp)[0])
+
+    values = jax.jit(lambda z: term.apply({}, state, (z, {}), None, {"y": labels}, None, hp)[0])(logits)
+    z = logits.astype(np.float64) / 2.0
+    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+    np.testing.assert_allclose(values, -4.0 * log_p[np.arange(4), labels], rtol=1e-5)
+    grad = jax.jit(jax.grad(mean_value))(logits)
+    assert np.isfinite(np.asarray(values)).all() and np.isfinite(np.asarray(grad)).all()
+    _, uniform = confusion(smoothing=1.0).init(jax.random.key(0), spec, None)
+    np.testing.assert_allclose(uniform["Q"], np.full((3, 3), 1 / 3), rtol=1e-6)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="smoothing must lie in"):
+            confusion(smoothing=bad)
+
+
+def test_gate_by_phase_freezes_per_step_state_outside_active_segments():
+    """A counting term through gate_by_phase: its count advances only in its own segments, its value is 0 elsewhere."""
+
+    def count_apply(aux, state, s_out, t_out, batch, key, hp):
+        return jnp.ones(s_out[0].shape[:1]), {"n": state["n"] + 1}
+
+    def count_init(key, s_spec, t_spec):
+        return {}, {"n": jnp.zeros((), jnp.int32)}
+
+    spec = (jax.ShapeDtypeStruct((2, 3), jnp.float32), {})
+    # Boundaries 2, 5 over 8 steps: steps 0-1 hard, 2-4 soft, 5-7 hard.
+    expected = {"soft": [0, 0, 1, 2, 3, 3, 3, 3], "hard": [1, 2, 2, 2, 2, 3, 4, 5]}
+    active = {"soft": [0, 0, 1, 1, 1, 0, 0, 0], "hard": [1, 1, 0, 0, 0, 1, 1, 1]}
+    for phase in ("soft", "hard"):
+        base = terms.Term("count", count_apply, init=count_init, phases=(2.0, 3.0, 3.0), phase=phase)
+        term = terms.gate_by_phase(base, [2, 5])
+        _, state = term.init(jax.random.key(0), spec, None)
+
+        def step(state, _, term=term):
+            values, state = term.apply({}, state, (jnp.zeros((2, 3)), {}), None, {}, None, {})
+            return state, (values[0], state["inner"]["n"])
+
+        final, (values, counts) = jax.jit(lambda s, step=step: jax.lax.scan(step, s, None, length=8))(state)
+        np.testing.assert_array_equal(np.asarray(counts), expected[phase], err_msg=phase)
+        np.testing.assert_array_equal(np.asarray(values), active[phase], err_msg=phase)
+        assert int(final["step"]) == 8
+
+
+def test_confusion_target_split_is_never_val_or_test_by_default():
+    """Q's labels come from the training set by default; val selects checkpoints, test needs an explicit leak flag."""
+    assert confusion().eval_split == "train"
+    assert terms.build_term("confusion", {"weight": 0.7})[0].eval_split == "train"
+    with pytest.raises(ConfigError, match="leak_test_labels=True"):
+        confusion(split="test")
+    with pytest.raises(ConfigError, match="leak_test_labels=True"):
+        terms.build_term("confusion", {"split": "test"})
+    with pytest.raises(ConfigError, match="leak_test_labels must be true or false"):
+        confusion(split="test", leak_test_labels="false")
+    assert confusion(split="test", leak_test_labels=True).eval_split == "test"
+    for name, preset in cd.PRESETS.items():  # every preset, as built and as the trainer gates it
+        assert preset.confusion_split == "train" and not preset.leaks_test_labels, name
+        assert preset.run_config(preset.archs[0]).objective.build()[0]["confusion"].eval_split == "train", name
+    trainer = make_train(cd.runlocal(cd.PRESETS["default"]).run_config("cnn2d"), load_dataset("digits"))
+    assert trainer.terms["confusion"].eval_split == "train" and trainer.terms["confusion"].phase == "soft"
+
+
 def test_cd_leaky_option_is_explicit():
-    leaky = dataclasses.replace(cd.runlocal(cd.PRESETS["default"]), confusion_split="test")
-    assert leaky.leaks_test_labels
-    trainer = make_train(leaky.run_config("cnn2d"), load_dataset("digits"))
-    assert trainer.terms["confusion"].eval_split == "test" and trainer.terms["confusion"].phase == "soft"
     base = cd.runlocal(cd.PRESETS["default"])
-    assert not base.leaks_test_labels and base.run_config("cnn2d").objective.build()[0]["confusion"].eval_split == "val"
+    with pytest.raises(ConfigError, match="leak_test_labels=True"):
+        dataclasses.replace(base, confusion_split="test")
+    leaky = dataclasses.replace(base, confusion_split="test", leak_test_labels=True)
+    assert leaky.leaks_test_labels
+    assert leaky.run_config("cnn2d").objective.build()[0]["confusion"].eval_split == "test"
+    with pytest.raises(ConfigError, match="eval.select"):  # val picks the checkpoint: it cannot feed Q
+        dataclasses.replace(base, confusion_split="val")
     with pytest.raises(ConfigError, match="confusion_split"):
         dataclasses.replace(base, confusion_split="tset")
     with pytest.raises(ConfigError, match="phases"):
