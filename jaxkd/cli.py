@@ -1,4 +1,4 @@
-"""The ``jaxkd`` command: ``list``, ``show``, ``run``, ``data prepare``, ``theory``.
+"""The ``jaxkd`` command: ``list``, ``show``, ``run``, ``report``, ``docs``, ``data prepare``, ``theory``.
 
 User mistakes print one line, ``jaxkd: error: ...``, and exit with status 2
 before any expensive work; results already on disk are never half-replaced,
@@ -198,6 +198,27 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_docs(args) -> int:
+    from jaxkd import docnumbers
+
+    paths = docnumbers.document_paths(args.documents)
+    if args.runs:
+        for run in docnumbers.documented_runs(paths):
+            experiment, preset = docnumbers.run_preset(run)
+            print(experiment, preset, docnumbers.run_directory(run, args.results))
+        return 0
+    only = set(args.run) if args.run else None
+    for run in only or ():
+        docnumbers.run_directory(run)  # an unknown experiment or preset is one error line
+    fn = docnumbers.update_documents if args.update else docnumbers.check_documents
+    outcome = fn(paths, args.results, only)
+    problems, closing = docnumbers.describe(outcome, updated=args.update)
+    for line in problems:
+        print(f"jaxkd: {line}", file=sys.stderr)
+    print(closing)
+    return 1 if problems else 0
+
+
 def _cmd_data_prepare(args) -> int:
     from jaxkd.data.tfds_source import prepare
 
@@ -296,6 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(each seed's best test value: optimistic)",
     )
     p.set_defaults(fn=_cmd_report)
+
+    p = sub.add_parser(
+        "docs",
+        help="check or regenerate the numbers the README and docs quote from preset runs",
+        description="The README and docs quote preset runs' numbers in generated regions bound to a "
+        "run's summary.json (<!--n RUN PATH FORMAT-->VALUE<!--/n--> and <!--rows ...--> blocks; "
+        "jaxkd/docnumbers.py describes them). --check exits 1 listing every region that differs from "
+        "RESULTS/<experiment>/summary.json by more than one unit in its last printed digit; --update "
+        "rewrites them. `make numbers` runs every documented preset, then --update.",
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="compare every region with its run; exit 1 on a difference")
+    mode.add_argument("--update", action="store_true", help="rewrite every region from its run's summary.json")
+    mode.add_argument("--runs", action="store_true", help="print the runs the documents quote: experiment preset dir")
+    p.add_argument("documents", nargs="*", help="markdown files (default README.md and docs/*.md)")
+    p.add_argument("--results", default="results", help="where the runs are (default results)")
+    p.add_argument("--run", action="append", metavar="RUN", help="only regions of this run (EXPERIMENT[:PRESET])")
+    p.set_defaults(fn=_cmd_docs)
 
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
