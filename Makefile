@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo numbers test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,20 @@ demo: $(STAMP)
 	$(BIN)/jaxkd run digits_methods --preset default --out results/digits_methods --overwrite
 	$(BIN)/jaxkd run spectral_kd --preset default --out results/spectral_kd --overwrite
 	$(BIN)/jaxkd run spectral_w2s --preset default --out results/spectral_w2s --overwrite
+
+# Every preset the README and docs quote (`jaxkd docs --runs`), run afresh into results/; then their figures
+# into experiments/figures/ and every generated number into the documents (`jaxkd docs --update`).
+numbers: $(STAMP)
+	runs=$$($(BIN)/jaxkd docs --runs) || exit 1; \
+	echo "$$runs" | while read -r experiment preset out; do \
+		[ -n "$$experiment" ] || continue; \
+		$(BIN)/jaxkd run "$$experiment" --preset "$$preset" --out "$$out" --overwrite --no-progress || exit 1; \
+	done
+	for figure in experiments/figures/*.png; do \
+		run=results/$$(basename "$$figure" .png); \
+		if [ -f "$$run/figure.png" ]; then cp "$$run/figure.png" "$$figure"; fi; \
+	done
+	$(BIN)/jaxkd docs --update
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
