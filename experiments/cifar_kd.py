@@ -28,14 +28,12 @@ Presets:
   seeds, teacher 800 steps, students 300. Measured 2026-11-24 on an idle
   2-core CPU (one nice-19 job beside it): 13.0 min (teacher 100 s, the 24
   student runs 11 min). It checks the whole pipeline at CPU scale; it does
-  NOT rank methods: the students are far from converged. Test accuracy at
-  the validation-selected evaluation: teacher 0.695; CE 0.140 ± 0.050; KD
-  0.366 ± 0.070 (+22.6 pp, Holm p = 0.044, d_z = 3.1); DKD 0.233; DIST
-  0.095, FitNet 0.100, AT 0.111 (at chance, no detectable difference from
-  CE). A second run with the students' lr at 0.1 (the best of 0.05/0.1/0.2
-  for a CE student on the validation split) lifted CE to 0.285 and KD to
-  0.399 but FitNet diverged in every seed and DIST stayed at chance, so the
-  preset keeps the peers' 0.05. Ranking methods needs the ``paper`` preset
+  NOT rank methods: the students are far from converged. Its numbers are
+  in the README ("CIFAR-scale distillation") and docs/cifar.md, regenerated
+  from this preset's summary.json by ``make numbers``. A second run with the
+  students' lr at 0.1 (the best of 0.05/0.1/0.2 for a CE student on the
+  validation split; 2026-11-24) lifted CE and KD but FitNet diverged in
+  every seed and DIST stayed at chance, so the preset keeps the peers' 0.05. Ranking methods needs the ``paper`` preset
   on an accelerator, or a longer CPU budget (``--set recipe.steps=...``).
 - ``paper``: CIFAR-100 (``jaxkd data prepare cifar100`` first), the RepDistiller
   recipe (240 epochs, SGD 0.05, momentum 0.9, wd 5e-4, x0.1 at 150/180/210,

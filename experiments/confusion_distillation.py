@@ -53,16 +53,11 @@ Presets:
   steps at batch 64) of SGD with the WDSL recipe's shape (momentum 0.9,
   wd 5e-4, 1 warm-up epoch, x0.2 at 30/60/80 % of training; lr 0.05),
   evaluation every epoch; phases 3:3:6:3:15 = 3, 3, 6, 3, 15 epochs.
-  ``Q`` from training predictions. The numbers below were measured with the
-  earlier default, ``Q`` from the validation split that also selected the
-  checkpoint (optimistic for CD), and are due to be regenerated:
-  Measured 2026-11-24: 45 s on an idle 2-core CPU (2 min 5 s beside other jobs).
-  Val-selected test accuracy: baseline 0.921 ± 0.023, label smoothing
-  0.916, CD 0.935 ± 0.014 (CD − baseline +1.4 pp, 95% CI 0.2-2.7, d_z 0.63,
-  Holm p 0.048; label smoothing −0.5 pp, p 0.24). The width was narrowed
-  after a first run at cnn2d(16, 32) with 8 seeds sat at the ceiling
-  (0.989 / 0.990 / 0.992, no difference): one post-hoc choice, see
-  docs/wdsl.md.
+  ``Q`` from training predictions. Measured 2026-11-24: 45 s on an idle
+  2-core CPU (2 min 5 s beside other jobs). Results in docs/wdsl.md,
+  regenerated from this preset's summary.json by ``make numbers``. The width
+  was narrowed after a first run at cnn2d(16, 32) with 8 seeds sat at
+  digits' ceiling: one post-hoc choice, see docs/wdsl.md.
 - ``paper``: CIFAR-100 (``jaxkd data prepare cifar100`` first), ResNet-18/34/50,
   the WDSL recipe for 200 epochs (SGD 0.1, batch 128, crop 4, flip, rotation
   15) with the 200-epoch schedule 3:3:3:3:8 (30, 30, 30, 30, 80 epochs), 5

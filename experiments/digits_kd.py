@@ -16,11 +16,10 @@ CI over seeds at the validation-selected and the last evaluation; paired
 tests of each KD condition against ``ce`` with Holm correction and Cohen's
 d_z), figure.png, env.json.
 
-What it shows (measured 2026-11-24): KD does not help this student. Test
-accuracy at the validation-selected evaluation: CE 0.970, KD (T = 4) 0.963
-(−0.7 pp, d_z = −0.68, Holm p = 0.047), T = 8 0.956 (−1.3 pp, p = 0.001);
-T ≤ 2 is indistinguishable from CE. A 16-unit MLP on digits is not
-capacity-starved, so there is little dark knowledge to pass on.
+What it shows: whether KD at each temperature beats training this student
+from scratch, as paired differences with Holm-corrected p-values. The measured
+numbers are in the README ("What the demo shows", section 1), regenerated from
+this preset's summary.json by ``make numbers``.
 """
 
 from __future__ import annotations

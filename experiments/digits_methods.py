@@ -30,14 +30,11 @@ records.csv, summary.json (mean ± std and 95% CI over seeds at the
 validation-selected and the last evaluation; paired t-tests of each method
 against CE with Holm correction and Cohen's d_z), figure.png, env.json.
 
-What it shows (default preset, measured 2026-11-24, 8 seeds, test accuracy
-at the validation-selected evaluation): teacher 0.961; CE 0.930 ± 0.022;
-DIST 0.933 and FitNet 0.919 (no detectable difference); AT 0.912 (−1.8 pp,
-Holm p = 0.08); KD 0.858 (−7.2 pp, Holm p = 0.009) and DKD 0.815 (−11 pp,
-Holm p = 2e-5). With a 400-step budget the tiny student is far from
-converged, and the logit terms that shrink CE's weight (KD's 0.1) or add a
-large non-target term (DKD's beta = 8) slow it down; DIST's correlation
-matching does not. These are single-budget numbers, not a ranking of methods.
+What it shows: each method's test accuracy at the validation-selected
+evaluation against CE, paired over 8 seeds, with a 400-step budget at which
+the tiny student is far from converged: single-budget numbers, not a ranking
+of methods. The measured numbers are in the README ("What the demo shows",
+section 2), regenerated from this preset's summary.json by ``make numbers``.
 """
 
 from __future__ import annotations

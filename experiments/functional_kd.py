@@ -54,20 +54,12 @@ Measured (default preset, 2026-11-24, idle 2-core CPU): 208 s wall (3.5 min), 6.
 runs, 1.3 runs per second of wall time, compiles included.
 
 What it shows (10 seeds, final step, paired tests Holm-corrected within each
-setup × metric; docs/functional_kd.md has the tables). KD (α = 0.9, T = 4) vs
-base: overall agreement with the teacher +0.6 pp (cnn2d, Holm p = 0.35), +0.5 pp
-(mlp, p = 0.25), +1.6 pp (cnn1d, p = 0.14; α = 0.5: +3.1 pp, p = 0.001), JS lower
-in all three (p < 0.005); copying the teacher's errors +45 pp (cnn2d, p = 0.002),
-+23 pp (mlp, p = 0.15), +29 pp (cnn1d, p = 1e-4). Against SIDDO (the teacher's
-own initialisation, no teacher signal) none of KD's overall agreement gains is
-significant (p ≥ 0.6) and the copy-error gains are +31 pp (p = 0.15), +19 pp
-(p = 0.07), +14 pp (p = 0.08). RCD (random targets at the same α, T) lowers
-accuracy and agreement rather than reproducing KD: KD − RCD agreement is +2 to
-+43 pp, significant in all 18 comparisons. The payoff is negatively asymmetric
-for KD α = 0.9 vs base: relative gain on teacher-incorrect examples +0.60 / +0.68 /
-+0.48 against −0.08 / +0.00 / −0.38 on teacher-correct ones (asymmetry CI above 0
-for cnn2d and cnn1d). Digits teachers err on only 6-8 test examples, so the
-copy-error numbers there are coarse.
+setup × metric): how much more a KD student agrees with its teacher than the
+controls do, overall and on the teacher's errors (copying them), and the
+asymmetric payoff. The measured tables are in docs/functional_kd.md and the
+summary in the README ("Does KD transfer knowledge"), regenerated from this
+preset's summary.json by ``make numbers``. Digits teachers err on only a few
+test examples, so the copy-error numbers there are coarse.
 """
 
 from __future__ import annotations

@@ -34,11 +34,9 @@ Presets:
   400 Adam steps each, layer ``block1`` flattened (4x4x32 = 512 for the
   students, as the reference's flattened conv5_x), K = 50. Measured
   2026-11-24: 76 s on an idle 2-core CPU (5 min 13 s beside other jobs).
-  Result: Ω 48 x 359 x 1009; unique features teachers 382, baselines 458,
-  KD 447; KD − baseline Δunique −11 (p 0.16), Δoccurrences +1.3 (p 0.10):
-  the paper's direction, not significant (docs/wdsl.md).
-  Digits is small: its confusion matrices have few off-diagonal counts, so
-  the §4.1 correlations are weak here (Pearson 0.24 vs teacher 0).
+  Results in docs/wdsl.md, regenerated from this preset's summary.json by
+  ``make numbers``. Digits is small: its confusion matrices have few
+  off-diagonal counts, so the §4.1 correlations are weak here.
 - ``paper``: CIFAR-100 (``jaxkd data prepare cifar100`` first), 20 ResNet-152
   teachers → 20 ResNet-18 KD students vs 20 ResNet-18 baselines, the WDSL
   recipe (``recipes.RECIPES["wdsl_cifar"]``: SGD 0.1, momentum 0.9, wd 5e-4,
