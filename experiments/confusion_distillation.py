@@ -24,12 +24,15 @@ un-augmented training set, the examples it is trained on (docs/papers.md:
 predictions"). The validation split is never the default: it selects the
 reported checkpoint (``eval.select = "val/acc"``), and a target built from its
 labels would make the selected numbers optimistic; ``"val"`` is refused while
-``eval.select`` reads it. Training predictions are more accurate than
-held-out ones, so this ``Q`` is closer to the identity (fewer confusions)
-than the paper's. ``"test"`` reproduces the official code, which builds the
+``eval.select`` reads it. Once the model fits its training examples its
+predictions on them are more accurate than held-out ones, so this ``Q`` is
+expected to be closer to the identity (a weaker target) than one from
+held-out data (not measured). ``"test"`` reproduces the official code, which builds the
 target from the **test set's labels: test-label leakage**; it is refused
 unless ``leak_test_labels=True``, and its results are marked
-``"test_label_leakage": true`` in summary.json and are not a clean estimate.
+``"test_label_leakage": true`` in summary.json and are not a clean estimate
+(``--set leak_test_labels=true --set confusion_split=test``, in that order:
+each ``--set`` is validated as it is applied).
 Accuracy is reported at the validation-selected evaluation (and the last);
 the official code's test-selected "best" is not reported.
 
