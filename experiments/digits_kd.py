@@ -68,7 +68,7 @@ class Config(TeacherStudentRuns):
             f"temperature_grid {self.temperature_grid} repeats a temperature (the kd condition uses T={t0:g})",
         )
         for t in self.temperature_grid:
-            check(t > 0 and np.isfinite(t), f"kd.temperature must be positive, got {t:g}")
+            check(t > 0 and np.isfinite(t), f"temperature_grid values must be positive and finite, got {t:g}")
         self.teacher_config(), self.student_config()
         self.check_chunks()
 

@@ -1,8 +1,10 @@
-"""The ``jaxkd`` command: ``list``, ``show``, ``run``, ``report``, ``docs``, ``data prepare``, ``theory``.
+"""The ``jaxkd`` command: ``list``, ``show``, ``run``, ``data prepare``, ``theory``.
 
 User mistakes print one line, ``jaxkd: error: ...``, and exit with status 2
-before any expensive work; results already on disk are never half-replaced,
-and a run that fails leaves no empty ``--out`` directory behind.
+before any expensive work; results already on disk are never half-replaced
+(:mod:`jaxkd.outputs`), files jaxkd did not write are never replaced, and a
+run that fails or is stopped (Ctrl-C or SIGTERM, handled alike) leaves no
+empty ``--out`` directory behind.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -34,16 +37,17 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_list(args) -> int:
     import experiments
 
+    width = max(len(name) for name in experiments.EXPERIMENTS)
     for name in experiments.EXPERIMENTS:
-        mod = experiments.get(name)
-        summary = (mod.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<20} {summary}")
+        print(f"{name:<{width}}  {experiments.summary(name)}")
     return 0
 
 
 def _resolve(args):
     """The experiment module and its preset with ``--seeds`` and ``--set`` applied (validated)."""
     import experiments
+
+    experiments.check(args.experiment)  # before anything imports JAX: an unknown name is refused at once
     from jaxkd.overrides import apply_overrides
 
     mod = experiments.get(args.experiment)
@@ -70,8 +74,17 @@ def _format_value(value) -> str:
 
 
 def config_lines(config, prefix: str = "") -> list[tuple[str, str]]:
-    """``(dotted key, value)`` for every leaf of ``config``; each pair is a valid ``--set key=value``."""
-    if dataclasses.is_dataclass(config):
+    """``(dotted key, value)`` for every leaf of ``config``; each pair is a valid ``--set key=value``.
+
+    Objective terms are written as the README and ``--set`` write them,
+    ``objective.kd.temperature`` (``objective.terms.kd.temperature`` where a
+    term is itself named ``terms``).
+    """
+    from jaxkd.config import ObjectiveConfig
+
+    if isinstance(config, ObjectiveConfig) and "terms" not in config.terms:
+        items = list(config.terms.items())
+    elif dataclasses.is_dataclass(config):
         items = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)]
     elif isinstance(config, Mapping):
         items = list(config.items())
@@ -149,9 +162,9 @@ def _checkpoints(args, config) -> str | None:
 
 
 def _cmd_run(args) -> int:
-    from jaxkd.outputs import check_writable
-
     mod, config = _resolve(args)
+    from jaxkd.outputs import check_replaceable, check_writable, recover
+
     no_checkpoints = _checkpoints(args, config)
     if args.resume and no_checkpoints:
         raise ConfigError(f"--resume needs checkpoints, but {no_checkpoints}; drop --resume")
@@ -161,6 +174,8 @@ def _cmd_run(args) -> int:
             f"--data-dir is read only for tfds: datasets; this run uses {dataset or 'no dataset'}", stacklevel=1
         )
     out = args.out or os.path.join("results", args.experiment, args.preset)
+    recover(out)  # a swap of result files cut off by a kill is completed first
+    check_replaceable(out)  # before any training: never replace a file jaxkd did not write
     if os.path.exists(os.path.join(out, "summary.json")) and not (args.overwrite or args.resume):
         raise ConfigError(
             f"{os.path.abspath(out)} already holds complete results; pass --overwrite to replace "
@@ -172,14 +187,14 @@ def _cmd_run(args) -> int:
     try:
         with _data_dir(args.data_dir):
             mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _remove_if_empty(out, made)
         if no_checkpoints:
             how = f"{no_checkpoints}, so rerun the same command to start again"
         else:
             how = f"rerun the same command with --resume to continue from the last checkpoint in {out}"
-        print(f"jaxkd: interrupted; {how}", file=sys.stderr)
-        return 130
+        print(f"jaxkd: {_stopped(stop)}; {how}", file=sys.stderr)
+        return _stop_status(stop)
     except BaseException:
         _remove_if_empty(out, made)
         raise
@@ -202,8 +217,9 @@ def _cmd_docs(args) -> int:
     from jaxkd import docnumbers
 
     paths = docnumbers.document_paths(args.documents)
+    runs = docnumbers.documented_runs(paths)
     if args.runs:
-        for run in docnumbers.documented_runs(paths):
+        for run in runs:
             experiment, preset = docnumbers.run_preset(run)
             print(experiment, preset, docnumbers.run_directory(run, args.results))
         return 0
@@ -246,7 +262,12 @@ def _version() -> str:
 
 def _add_config_arguments(p) -> None:
     p.add_argument("experiment", help="name from `jaxkd list`")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="default")
+    p.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        default="default",
+        help="smoke (seconds), default or paper (default: %(default)s, what runs without --preset)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the preset)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field; repeatable")
 
@@ -289,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the last complete checkpoint in --out (presets with chunk_steps)",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="replace the results and checkpoints of an earlier run in --out"
+        "--overwrite",
+        action="store_true",
+        help="replace the results and checkpoints an earlier jaxkd run wrote in --out (never other files)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=_cmd_run)
@@ -384,19 +407,51 @@ def _format_warning(message, category, filename, lineno, line=None):
     return f"jaxkd: warning: {message}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``), raised like Ctrl-C so that a stopped run cleans up the same way."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block SIGTERM raises :class:`Terminated`; the previous handler is restored after."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(stop: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+
+
+def _stop_status(stop: KeyboardInterrupt) -> int:
+    """The shell's status for a command stopped by the signal: 128 + its number."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
 def main(argv=None) -> int:
     use_host_devices()
     warnings.formatwarning = _format_warning
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        return args.fn(args)
+        with _sigterm_as_interrupt():
+            args = parser.parse_args(argv)
+            return args.fn(args)
     except ConfigError as err:
         print(f"jaxkd: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("jaxkd: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"jaxkd: {_stopped(stop)}", file=sys.stderr)
+        return _stop_status(stop)
     except BrokenPipeError:  # stdout piped into a reader that stopped early (`jaxkd show ... | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -1,13 +1,17 @@
 """Dotted ``--set key=value`` overrides of experiment configs, typed by the dataclass fields.
 
 ``apply_overrides(config, ["recipe.learning_rate=0.1", "objective.kd.temperature=2"])``
-returns a new, validated config; every unreadable value or unknown key is
-one :class:`jaxkd.errors.ConfigError` line.
+returns a new, validated config; every unreadable value, unknown key or
+out-of-range seed is one :class:`jaxkd.errors.ConfigError` line. Dataclass
+fields are typed by their annotations, objective term options by the
+annotations of the term factory's signature (:data:`jaxkd.terms.TERMS`), so
+``objective.rcd.per_example=false`` is ``False``, never the truthy text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Mapping
@@ -48,20 +52,59 @@ def _parse(hint, text: str):
     raise ValueError(text)
 
 
-def _parse_like(old, text: str, key: str):
-    """Parse a term option by the type of its current value (floats by default)."""
-    if isinstance(old, bool):
-        return _parse(bool, text)
-    if isinstance(old, str):
-        return text
-    if isinstance(old, tuple):
-        return _parse(tuple[str, ...], text)
-    try:
-        return float(text)
-    except ValueError:
-        if old is None:
-            return text
-        raise ConfigError(f"--set {key}={text}: cannot read {text!r} as a number") from None
+# Options every term takes, read by build_term before the factory's own keyword arguments.
+_COMMON_TERM_OPTIONS = {
+    "kind": str,
+    "weight": float,
+    "ramp_steps": int,
+    "phases": tuple[float, ...] | None,
+    "phase": str | None,
+}
+
+
+def _term_option_hint(options, term: str, option: str):
+    """The type of a term option: the common ones, else the factory's annotation (None: not an option)."""
+    if option in _COMMON_TERM_OPTIONS:
+        return _COMMON_TERM_OPTIONS[option]
+    from jaxkd.terms import TERMS
+
+    factory = TERMS.get(options.get("kind", term) if isinstance(options, Mapping) else term)
+    if factory is None:
+        return None
+    hint = typing.get_type_hints(factory).get(option)
+    return hint if option in inspect.signature(factory).parameters else None
+
+
+def _set_term_option(terms, path: list[str], text: str, full: str):
+    """``terms`` with ``path`` = ``[term, option]`` set from ``text``, typed by the term factory's signature.
+
+    A new term name adds an entry (validated with the rest); an option the
+    factory does not take is kept as text, for build_term to refuse by name.
+    """
+    if not path:
+        raise ConfigError(
+            f"{full} is a group of settings, not a value; set one of its keys, e.g. "
+            f"{', '.join(f'{full}.{k}.weight=...' for k in list(terms)[:4])}"
+        )
+    term, rest = path[0], path[1:]
+    options = terms.get(term, {})
+    if not rest:
+        keys = list(options) if isinstance(options, Mapping) else []
+        raise ConfigError(
+            f"{full} is a group of settings, not a value; set one of its keys, e.g. "
+            f"{', '.join(f'{full}.{k}=...' for k in (keys or ['weight'])[:4])}"
+        )
+    if len(rest) > 1 or not isinstance(options, Mapping):
+        raise ConfigError(f"unknown config key {full!r}: {'.'.join(rest)} is below a plain value")
+    hint = _term_option_hint(options, term, rest[0])
+    if hint is None:
+        value = text
+    else:
+        try:
+            value = _parse(hint, text)
+        except (ValueError, TypeError):
+            raise ConfigError(f"--set {full}={text}: cannot read {text!r} as {_describe(hint)}") from None
+    return {**terms, term: {**options, rest[0]: value}}
 
 
 def _set(obj, path: list[str], text: str, full: str):
@@ -74,7 +117,9 @@ def _set(obj, path: list[str], text: str, full: str):
             raise ConfigError(
                 f"unknown config key {full!r}; valid keys: {', '.join(prefix + f for f in sorted(fields))}"
             )
-        if rest:
+        if head == "terms" and _is_objective(obj):
+            value = _set_term_option(obj.terms, rest, text, full)
+        elif rest:
             value = _set(getattr(obj, head), rest, text, full)
         else:
             hint = typing.get_type_hints(type(obj))[head]
@@ -90,15 +135,6 @@ def _set(obj, path: list[str], text: str, full: str):
             except (ValueError, TypeError):
                 raise ConfigError(f"--set {full}={text}: cannot read {text!r} as {_describe(hint)}") from None
         return dataclasses.replace(obj, **{head: value})
-    if isinstance(obj, Mapping):
-        if rest:  # a new name adds an entry (a new objective term), validated with the rest
-            return {**obj, head: _set(obj.get(head, {}), rest, text, full)}
-        if isinstance(obj.get(head), Mapping):
-            raise ConfigError(
-                f"{full} is a group of settings, not a value; set one of its keys, e.g. "
-                f"{', '.join(f'{full}.{k}=...' for k in list(obj[head])[:4])}"
-            )
-        return {**obj, head: _parse_like(obj.get(head), text, full)}
     raise ConfigError(f"unknown config key {full!r}: {'.'.join(path)} is below a plain value")
 
 
@@ -107,9 +143,14 @@ def apply_overrides(config, overrides: list[str], *, n_seeds: int | None = None)
 
     ``--set recipe.learning_rate=0.1``, ``--set objective.terms.dkd.beta=4``
     (``objective.dkd.beta`` is accepted as a shorthand for the terms
-    mapping). Values are typed by the dataclass fields; term options by
-    their current value (floats by default). Validation runs on the result.
+    mapping). Values are typed by the dataclass fields; term options by the
+    annotations of their factory's signature (``weight``, ``ramp_steps``,
+    ``phases``, ``phase`` and ``kind`` are common to all terms). A term's
+    ``kind`` is applied before its other options, so those are typed by the
+    factory it names. Seeds are checked against the range the random
+    generators accept, and validation runs on the result.
     """
+    parsed = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
@@ -118,6 +159,8 @@ def apply_overrides(config, overrides: list[str], *, n_seeds: int | None = None)
         i = _objective_depth(config, path)
         if i >= 0 and len(path) > i + 1 and path[i + 1] != "terms":
             path = [*path[: i + 1], "terms", *path[i + 1 :]]
+        parsed.append((i >= 0 and path[-1] == "kind", path, value, key))
+    for _, path, value, key in sorted(parsed, key=lambda p: not p[0]):  # stable: kinds first, else in order
         config = _set(config, path, value, key)
     if n_seeds is not None:
         if n_seeds <= 0:
@@ -125,18 +168,44 @@ def apply_overrides(config, overrides: list[str], *, n_seeds: int | None = None)
         config = dataclasses.replace(config, n_seeds=n_seeds)
     if hasattr(config, "n_seeds") and (not isinstance(config.n_seeds, int) or config.n_seeds <= 0):
         raise ConfigError(f"the number of seeds must be a positive integer, got {config.n_seeds}")
+    check_seeds(config)
     return config
+
+
+# jax.random.key keeps the low 32 bits of a seed (without x64: key(2**32) is key(0)) and fails beyond
+# 64 bits; NumPy's and scikit-learn's generators refuse negative seeds. So seeds live in [0, 2**32).
+SEED_LIMIT = 2**32
+
+
+def check_seeds(config, prefix: str = "") -> None:
+    """One ConfigError line unless every field named ``seed`` or ``*_seed`` is an integer in [0, 2**32)."""
+    if not dataclasses.is_dataclass(config):
+        return
+    for f in dataclasses.fields(config):
+        value, key = getattr(config, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_seeds(value, f"{key}.")
+        elif f.name == "seed" or f.name.endswith("_seed"):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+                raise ConfigError(
+                    f"{key} must be an integer in [0, 2**32 - 1] = [0, {SEED_LIMIT - 1}] (the random generators "
+                    f"keep 32 bits), got {value}"
+                )
+
+
+def _is_objective(obj) -> bool:
+    from jaxkd.config import ObjectiveConfig
+
+    return isinstance(obj, ObjectiveConfig)
 
 
 def _objective_depth(config, path) -> int:
     """Index in ``path`` of the first part that names an ObjectiveConfig (or -1)."""
-    from jaxkd.config import ObjectiveConfig
-
     obj = config
     for i, part in enumerate(path):
         if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
             return -1
         obj = getattr(obj, part)
-        if isinstance(obj, ObjectiveConfig):
+        if _is_objective(obj):
             return i
     return -1

@@ -9,6 +9,7 @@ import pytest
 import experiments
 from jaxkd.cli import main
 from jaxkd.data.tfds_source import PREPARE_INSTALL
+from jaxkd.errors import ConfigError
 from jaxkd.overrides import apply_overrides
 
 
@@ -26,7 +27,23 @@ def _err(capsys):
         (["run", "digits_kd", "--set", "objective.kd.weight=-1"], "kd.weight must be >= 0"),
         (["run", "digits_kd", "--set", "objective.kd.temperature=0"], "kd.temperature must be positive"),
         (["run", "digits_kd", "--set", "objective.terms.kd.temperature=0"], "kd.temperature must be positive"),
-        (["run", "digits_kd", "--set", "temperature_grid=2,-1"], "kd.temperature must be positive"),
+        (["run", "digits_kd", "--set", "temperature_grid=2,-1"], "temperature_grid values must be positive"),
+        (["run", "digits_kd", "--set", "temperature_grid=0,1"], "temperature_grid values must be positive"),
+        (
+            ["run", "digits_methods", "--set", "objective.ce.label_smoothing=abc"],
+            "--set objective.ce.label_smoothing=abc: cannot read 'abc' as a number",
+        ),
+        (
+            ["run", "digits_methods", "--set", "objective.dist.temperature=x"],
+            "--set objective.dist.temperature=x: cannot read 'x' as a number",
+        ),
+        (
+            ["run", "digits_methods", "--set", "objective.rcd.per_example=maybe"],
+            "--set objective.rcd.per_example=maybe: cannot read 'maybe' as true/false",
+        ),
+        (["run", "digits_kd", "--set", "seed=99999999999999999999"], "seed must be an integer in [0, 2**32 - 1]"),
+        (["run", "digits_kd", "--set", "seed=-1"], "seed must be an integer in [0, 2**32 - 1]"),
+        (["run", "digits_kd", "--set", "data.split_seed=4294967296"], "data.split_seed must be an integer in [0, 2**3"),
         (["run", "digits_kd", "--set", "temperature_grid=4"], "repeats a temperature"),
         (["run", "digits_kd", "--set", "temperature_grid="], "cannot read ''"),
         (["run", "digits_kd", "--seeds", "-2"], "--seeds must be a positive integer"),
@@ -169,7 +186,9 @@ def test_show_prints_every_field_as_a_working_set_line(experiment, preset, onto,
     shown = dict(pairs)
     assert all("np." not in v and "(" not in v for v in shown.values()), shown
     if experiment == "digits_kd":
-        assert shown["objective.terms.kd.temperature"] == "2.5" and shown["n_seeds"] == "2"
+        # Terms are shown as the README and --set write them, objective.kd.temperature.
+        assert shown["objective.kd.temperature"] == "2.5" and shown["n_seeds"] == "2"
+        assert not any(".terms." in k for k in shown), shown
         assert shown["chunk_steps"] == "none" and shown["data.flip"] == "false"
     else:
         assert shown["delta_alphas"] == "0.0,0.125,0.25,0.375,0.5,0.625,0.75,0.875,1.0" and shown["seed"] == "3"
@@ -295,3 +314,78 @@ def test_data_dir_with_an_offline_dataset_warns(no_training, tmp_path):
     with pytest.warns(UserWarning, match="--data-dir is read only for tfds: datasets; this run uses digits"):
         assert main(["run", "digits_kd", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
     assert len(no_training) == 1
+
+
+def test_term_options_are_typed_by_their_factory_signature():
+    # rcd has no per_example entry in digits_methods' objective, so nothing but rcd's signature
+    # (per_example: bool) says what the text means: "false" must be False, not the truthy string.
+    base = experiments.get("digits_methods").PRESETS["smoke"]
+    for text, want in (("false", False), ("0", False), ("true", True), ("TRUE", True)):
+        config = apply_overrides(base, ["objective.rcd.weight=0", f"objective.rcd.per_example={text}"])
+        assert config.objective.terms["rcd"]["per_example"] is want
+    # Floats, and the options every term takes (typed by build_term's reading of them), from text.
+    config = apply_overrides(
+        base,
+        [
+            "objective.ce.label_smoothing=0.25",
+            "objective.kd.phases=3,3,6",
+            "objective.kd.phase=hard",
+            "objective.kd.ramp_steps=10",
+        ],
+    )
+    assert config.objective.terms["ce"] == {"weight": 1.0, "label_smoothing": 0.25}
+    assert config.objective.terms["kd"] == {
+        "weight": 0.9,
+        "temperature": 4.0,
+        "phases": (3.0, 3.0, 6.0),
+        "phase": "hard",
+        "ramp_steps": 10,
+    }
+
+
+def test_seed_range_is_what_the_generators_keep():
+    import jax
+
+    # Without x64, jax.random.key keeps a seed's low 32 bits: 2**32 would silently repeat seed 0.
+    assert (jax.random.key_data(jax.random.key(2**32)) == jax.random.key_data(jax.random.key(0))).all()
+    base = experiments.get("digits_kd").PRESETS["smoke"]
+    assert apply_overrides(base, [f"seed={2**32 - 1}", f"data.split_seed={2**32 - 1}"]).seed == 2**32 - 1
+    for setting in (f"seed={2**32}", "data.split_seed=-1"):
+        with pytest.raises(ConfigError, match=r"must be an integer in \[0, 2\*\*32 - 1\] = \[0, 4294967295\]"):
+            apply_overrides(base, [setting])
+
+
+_NO_JAX = """
+import sys
+from jaxkd.cli import main
+rc = main(["run", "nope"])
+main(["list"])
+print("RC", rc, "HEAVY", sorted(m for m in ("jax", "scipy") if m in sys.modules))
+"""
+
+
+def test_unknown_experiment_and_list_import_no_jax(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _NO_JAX], capture_output=True, text=True, timeout=120)
+    assert "jaxkd: error: unknown experiment 'nope'" in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "RC 2 HEAVY []", proc.stdout
+    # `jaxkd list`: one aligned column of summaries, each the first line of the experiment's docstring.
+    listed = {}
+    for line in lines[:-1]:
+        name, summary = line.split(None, 1)
+        listed[name] = (line.index(summary), summary)
+    assert list(listed) == list(experiments.EXPERIMENTS)
+    assert len({col for col, _ in listed.values()}) == 1
+    assert listed["confusion_distillation"][0] > len("confusion_distillation")
+    for name in ("digits_kd", "confusion_distillation"):
+        assert listed[name][1] == experiments.get(name).__doc__.strip().splitlines()[0]
+
+
+def test_run_help_names_the_preset_that_runs_by_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "(default: default, what runs without --preset)" in helptext
