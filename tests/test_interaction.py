@@ -85,8 +85,10 @@ def test_omega_invariants(planted_result):
     om, a = res.omega, res.assign
     assert om.shape == (M, N, res.num_features) and om.dtype == bool
     np.testing.assert_array_equal(np.unique(a), np.arange(res.num_features))
-    d, r = it.binarize(res.proj, 0.9)
-    np.testing.assert_array_equal(r, res.data_thresholds)
+    _, _, r, _ = reference_tensor(res.proj, gap_percentile())
+    p = np.asarray(res.proj, np.float64)
+    phat = p / np.abs(p).max(axis=1, keepdims=True)
+    d = phat > r[:, None, None]
     for m in range(M):
         # A model uses only features that contain one of its components ...
         others = np.setdiff1d(np.arange(res.num_features), a[m])
@@ -163,16 +165,52 @@ def test_int32_quirk_emptied_cluster_is_dropped():
     np.testing.assert_array_equal(it.greedy_cluster(a, 0.5, int32_quirk=True), [[0], [0]])
 
 
-def test_int32_quirk_option_reaches_the_clustering(planted_result):
-    # At a low percentile many noise-level correlations pass γ and the two comparisons disagree;
-    # each tensor's assignment is the greedy clustering of its own Λ with its own comparison.
+def reference_tensor(proj, percentile, data_quantile=0.9, int32_quirk=False):
+    """Steps 3-7 of Kang & Kim's construction in float64 NumPy, written from docs/papers.md §3.2 (its sketch of
+    ``greedy_cluster`` and ``interaction_tensor``): returns (γ, cluster ids renumbered 0..T-1 in opening
+    order, r, Ω)."""
+    p = np.asarray(proj, np.float64)
+    m, n, k = p.shape
+    z = (p - p.mean(1, keepdims=True)) / p.std(1, ddof=1, keepdims=True)
+    lam = np.abs(np.einsum("mnk,pnq->mpkq", z, z) / n)
+    gamma = np.percentile(lam, percentile)
+    assign = np.zeros((m, k), np.int64)  # 0 = unassigned; ids from 1
+    best = np.full((m, k), -1, np.int32 if int32_quirk else np.float64)
+    nxt = 0
+    for i in range(m):
+        for j in range(k):
+            if assign[i, j] == 0:
+                nxt += 1
+                row = lam[i, :, j, :]
+                take = (row > gamma) & (row > best)
+                assign[take] = nxt
+                best[take] = row[take]
+    ids = np.unique(assign)  # a cluster emptied by stealing leaves its id unused here
+    phat = p / np.abs(p).max(axis=1, keepdims=True)
+    r = np.quantile(phat.reshape(m, -1), data_quantile, axis=1)
+    d = phat > r[:, None, None]
+    omega = np.stack([(d & (assign[:, None, :] == t)).any(-1) for t in ids], -1)
+    return gamma, np.searchsorted(ids, assign), r, omega
+
+
+@pytest.mark.parametrize("int32_quirk", [False, True])
+def test_tensor_matches_numpy_reference(planted_result, int32_quirk):
+    # At the gap percentile the two comparisons agree; at the 80th many noise-level correlations pass γ, a
+    # component correlates above γ with several seeds, and the quirk's stealing changes the clusters.
     x = planted_result[0]
-    out = {q: it.interaction_tensor(x, k=K, corr_percentile=80.0, int32_quirk=q) for q in (False, True)}
-    for q, res in out.items():
-        lam = np.abs(it.cross_correlation(it.zscore(res.proj)))
-        assert res.gamma == it.correlation_threshold(lam, 80.0)
-        np.testing.assert_array_equal(res.assign, it.greedy_cluster(lam, res.gamma, int32_quirk=q))
-    assert not np.array_equal(out[False].assign, out[True].assign)
+    assign = {}
+    for pct in (gap_percentile(), 80.0):
+        res = it.interaction_tensor(x, k=K, corr_percentile=pct, int32_quirk=int32_quirk)
+        gamma, ref_assign, r, omega = reference_tensor(res.proj, pct, int32_quirk=int32_quirk)
+        np.testing.assert_allclose(res.gamma, gamma, rtol=1e-5)  # float32 Λ against float64
+        np.testing.assert_array_equal(res.assign, ref_assign)
+        np.testing.assert_allclose(res.data_thresholds, r, rtol=1e-6)
+        np.testing.assert_array_equal(res.omega, omega)
+        assign[pct] = res.assign
+    assert len(np.unique(assign[80.0])) < len(np.unique(assign[gap_percentile()]))
+    if int32_quirk:
+        float_assign = it.interaction_tensor(x, k=K, corr_percentile=80.0).assign
+        assert not np.array_equal(assign[80.0], float_assign)
 
 
 def test_pca_matches_sklearn_and_svd():
