@@ -182,9 +182,9 @@ def _cmd_run(args) -> int:
             "them or choose another --out"
         )
     made = _first_missing_dir(out)
-    check_writable(out)
     start = time.perf_counter()
-    try:
+    try:  # from the first directory made: a stop at any point removes what is still empty
+        check_writable(out)
         with _data_dir(args.data_dir):
             mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt as stop:
@@ -417,15 +417,30 @@ def _raise_terminated(signum, frame):
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """Within the block SIGTERM raises :class:`Terminated`; the previous handler is restored after."""
+    """Within the block SIGTERM raises :class:`Terminated`; the previous handlers are restored after.
+
+    A signal's exception is raised in whatever Python code runs next, and where that is a garbage-collector
+    or finaliser callback (JAX runs one) Python prints "Exception ignored" and drops it, so the run would go
+    on. Such a dropped stop (SIGTERM or Ctrl-C) is sent again, to be raised in the next code that can stop.
+    """
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: signals are not ours to handle
         yield
         return
+    hook = sys.unraisablehook
+
+    def redeliver(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT)
+        else:
+            hook(unraisable)
+
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -87,6 +87,9 @@ def load_run(path: str) -> dict:
         if os.path.basename(shown) == "summary.json":
             hint = f"give its directory, {os.path.dirname(shown)}"
         raise ConfigError(f"{shown} is not a directory; {hint}")
+    from jaxkd.outputs import recover
+
+    recover(shown)  # a run killed while moving its results into place: complete the move before reading
     summary_path = os.path.join(shown, "summary.json")
     if not os.path.isfile(summary_path):
         entries = set(os.listdir(shown))
@@ -95,7 +98,8 @@ def load_run(path: str) -> dict:
             raise ConfigError(
                 f"{shown} holds no summary.json but runs below it do: {', '.join(runs)}; report one of those"
             )
-        if entries & {"checkpoints", "config.json", "records.csv"} or any(e.startswith(".staging-") for e in entries):
+        staging = any(e.startswith(".jaxkd-staging-") for e in entries)
+        if entries & {"checkpoints", "config.json", "records.csv"} or staging:
             raise ConfigError(
                 f"{shown} is not a finished run (no summary.json yet): it was interrupted or is still "
                 "running; finish it with `jaxkd run ... --resume` (or rerun it), then report it"

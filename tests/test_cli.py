@@ -1,3 +1,4 @@
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 import experiments
+from jaxkd import outputs
 from jaxkd.cli import main
 from jaxkd.data.tfds_source import PREPARE_INSTALL
 from jaxkd.errors import ConfigError
@@ -357,6 +359,7 @@ def test_seed_range_is_what_the_generators_keep():
 
 _NO_JAX = """
 import sys
+from jaxkd import outputs
 from jaxkd.cli import main
 rc = main(["run", "nope"])
 main(["list"])
@@ -389,3 +392,169 @@ def test_run_help_names_the_preset_that_runs_by_default(capsys):
         main(["run", "--help"])
     helptext = " ".join(capsys.readouterr().out.split())
     assert "(default: default, what runs without --preset)" in helptext
+
+
+# --- result files: a manifest of what jaxkd wrote, swapped in as one set -------------------------------------------
+
+OLD = {"summary.json": '{"run": "old"}', "records.csv": "seed,value\n0,1\n", "payoff.png": b"\x89old"}
+NEW = {"summary.json": '{"run": "new"}', "records.csv": "seed,value\n0,2\n", "figure.png": b"\x89new"}
+NOTES = b"my notes"
+
+
+def _entries(out) -> dict:
+    """Every entry of ``out`` (hidden ones too) as ``{name: bytes}``; a directory would fail the comparison."""
+    return {p.name: p.read_bytes() if p.is_file() else "<dir>" for p in out.iterdir()}
+
+
+def _complete(files) -> dict:
+    """What ``out`` holds after writing ``files``: them, the user's notes, and a manifest of their SHA-256."""
+    raw = {n: c.encode() if isinstance(c, str) else c for n, c in files.items()}
+    return {
+        **raw,
+        "notes.txt": NOTES,
+        ".jaxkd-manifest.json": {n: hashlib.sha256(c).hexdigest() for n, c in raw.items()},
+    }
+
+
+def _state(out) -> dict:
+    state = _entries(out)
+    if ".jaxkd-manifest.json" in state:
+        state[".jaxkd-manifest.json"] = json.loads(state[".jaxkd-manifest.json"])["files"]
+    return state
+
+
+def test_results_replace_only_files_jaxkd_wrote(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_bytes(NOTES)
+    (out / "summary.json").write_text('{"mine": true}')
+    with pytest.raises(ConfigError, match=r"summary.json was not written by jaxkd .*; move it out of .* or choose"):
+        outputs.write_files(str(out), NEW)
+    assert _entries(out) == {"notes.txt": NOTES, "summary.json": b'{"mine": true}'}
+    (out / "summary.json").unlink()
+    outputs.write_files(str(out), OLD)
+    assert _state(out) == _complete(OLD)
+    outputs.write_files(str(out), NEW)  # payoff.png was jaxkd's and is not in the new set: it goes
+    assert _state(out) == _complete(NEW)
+    (out / "records.csv").write_text("edited by hand\n")
+    with pytest.raises(ConfigError, match="records.csv has changed since jaxkd wrote it"):
+        outputs.write_files(str(out), OLD)
+    assert (out / "records.csv").read_text() == "edited by hand\n"
+
+
+class _Cut(Exception):
+    pass
+
+
+def test_an_interrupted_swap_leaves_the_old_complete_results(tmp_path, monkeypatch):
+    """A failure at every rename of the swap in turn: each time ``out`` holds exactly the old set."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_bytes(NOTES)
+    outputs.write_files(str(out), OLD)
+    real, calls = os.replace, []
+
+    def cut_at(k):
+        def replace(src, dst, **kw):
+            calls.append(src)
+            if len(calls) == k:
+                raise _Cut(f"cut at rename {k}")
+            return real(src, dst, **kw)
+
+        return replace
+
+    for k in range(1, 20):
+        calls.clear()
+        monkeypatch.setattr(os, "replace", cut_at(k))
+        try:
+            outputs.write_files(str(out), NEW)
+        except _Cut:
+            monkeypatch.setattr(os, "replace", real)
+            assert _state(out) == _complete(OLD), k
+            continue
+        monkeypatch.setattr(os, "replace", real)
+        break
+    # The last k wrote without a cut: the new set, and every earlier k was a cut inside the write.
+    assert k > 5 and _state(out) == _complete(NEW)
+
+
+_KILLED = """
+import os, signal, sys
+from jaxkd import outputs
+real, calls, k = os.replace, [], int(sys.argv[2])
+def replace(src, dst, **kw):
+    calls.append(src)
+    if len(calls) == k:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, **kw)
+os.replace = replace
+outputs.write_files(sys.argv[1], {new!r})
+"""
+
+
+def test_a_killed_swap_is_completed_before_the_results_are_read(tmp_path, capsys):
+    """SIGKILL at every rename in turn (no undo possible): the next reader finds the old or the new complete set."""
+    import signal
+    import subprocess
+    import sys
+
+    script = _KILLED.format(new=NEW)
+    seen = set()
+    for k in range(1, 10):  # 9 renames: the staged manifest, then 1 + 3 old files aside, 3 new files and 1 in
+        out = tmp_path / f"out{k}"
+        out.mkdir()
+        (out / "notes.txt").write_bytes(NOTES)
+        outputs.write_files(str(out), OLD)
+        proc = subprocess.run([sys.executable, "-c", script, str(out), str(k)], capture_output=True, timeout=60)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr  # killed at rename k
+        if ".jaxkd-manifest.json" in _entries(out):
+            outputs.recover(str(out))  # what the next `jaxkd run` into ``out`` does first
+        else:  # cut mid-swap: `jaxkd report` completes the swap, then reads the new summary
+            assert main(["report", str(out)]) == 0
+            assert re.search(r"^  run +new$", capsys.readouterr().out, re.M)
+        state = _state(out)
+        assert state in (_complete(OLD), _complete(NEW)), (k, state)
+        seen.add("new" if state == _complete(NEW) else "old")
+    assert seen == {"old", "new"}
+
+
+def test_overwrite_refuses_a_summary_the_user_wrote(no_training, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "summary.json").write_text('{"my": "numbers"}')
+    (out / "notes.txt").write_bytes(NOTES)
+    assert main(["run", "digits_kd", "--out", str(out), "--overwrite"]) == 2
+    assert f"{out / 'summary.json'} was not written by jaxkd" in _err(capsys)
+    assert _entries(out) == {"summary.json": b'{"my": "numbers"}', "notes.txt": NOTES}
+    assert no_training == []  # refused before any work
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
+    """`timeout` (SIGTERM) and Ctrl-C (SIGINT) both leave no empty --out directory behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        out = tmp_path / sig.name / "out"
+        argv = [sys.executable, "-m", "jaxkd.cli", "run", "digits_kd", "--preset", "smoke", "--no-progress"]
+        # As from a terminal: a shell starts background jobs with SIGINT ignored, which Python would keep.
+        default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+        proc = subprocess.Popen(
+            [*argv, "--out", str(out)], stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+        )
+        runs[sig] = (out, proc)
+    for sig, (out, proc) in runs.items():
+        deadline = time.monotonic() + 120
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert out.exists(), "the run never made its --out directory"
+        proc.send_signal(sig)
+    for sig, (_, proc) in runs.items():
+        err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 128 + sig, err
+        said = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted"
+        assert f"jaxkd: {said}; preset 'smoke' of digits_kd writes no checkpoints" in err
+        assert not (tmp_path / sig.name).exists()  # the directories the run made, empty, are gone
