@@ -3,8 +3,10 @@
 A checkpoint directory holds numbered steps (orbax), ``fingerprint.json``
 (everything that defines the run that wrote it: config, keys, dataset and
 teacher identity) and ``checksums.json`` (a SHA-256 of each saved step).
-Resuming with a different fingerprint is refused, naming the field that
-differs; a step whose checksum does not match is skipped for the one before.
+Resuming with a different fingerprint is refused, naming the most telling
+field that differs (:func:`mismatch`: another experiment, then another
+installation or device count, then any other field); a step whose checksum
+does not match is skipped for the one before.
 
 The checkpointer never deletes a directory it did not create: it refuses a
 non-empty directory without a jaxkd fingerprint, and replaces an earlier
@@ -53,6 +55,55 @@ def first_difference(saved, current, path: str = "") -> str | None:
     return None if saved == current else path.rstrip(".") or "(root)"
 
 
+# Fields that say the checkpoints are fine but this machine or installation differs, most telling first.
+SAME_SETUP = ("versions", "n_devices", "vmap_width")
+
+
+def _at(tree, path: str):
+    for part in path.split(".") if path != "(root)" else ():
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _shown(value) -> str:
+    return "none" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def mismatch(saved: dict, current: dict, directory: str) -> str | None:
+    """Why checkpoints with fingerprint ``saved`` cannot resume the run ``current`` (None: they can).
+
+    The most meaningful difference is named first: another experiment, then
+    the installation or machine (``versions``, ``n_devices``, ``vmap_width``:
+    "resuming needs the same ...", the checkpoints are not damaged), then the
+    first other field that differs.
+    """
+    if isinstance(saved, dict) and saved.get("experiment") != current.get("experiment"):
+        if "experiment" in saved and "experiment" in current:
+            return (
+                f"{directory} holds checkpoints of experiment {saved['experiment']}, not {current['experiment']}; "
+                "choose another --out or pass --overwrite"
+            )
+    for field in SAME_SETUP:
+        if isinstance(saved, dict) and field in saved and field in current:
+            path = first_difference(saved[field], current[field], f"{field}.")
+            if path is not None:
+                return (
+                    f"resuming needs the same {path}: saved {_shown(_at(saved, path))}, now "
+                    f"{_shown(_at(current, path))} (the checkpoints in {directory} are intact); resume where "
+                    "they were written, or pass --overwrite to start over"
+                )
+    path = first_difference(saved, current)
+    if path is None:
+        return None
+    if path == "(root)":
+        return f"{directory}/{FINGERPRINT} is not a jaxkd fingerprint; run with --overwrite to start over"
+    return (
+        f"checkpoints in {directory} were written by a different run ({path} differs: saved "
+        f"{_shown(_at(saved, path))}, now {_shown(_at(current, path))}); run with --overwrite to start over, "
+        "or use another --out"
+    )
+
+
 def _is_step_dir(name: str) -> bool:
     return name.isdigit() or (name.split(".")[0].isdigit() and "orbax-checkpoint-tmp" in name)
 
@@ -90,12 +141,9 @@ class SweepCheckpointer:
                     f"checkpoint fingerprint {path} is unreadable; run with --overwrite "
                     "to start over, or use another --out"
                 ) from None
-            field = first_difference(saved, fingerprint)
-            if field is not None:
-                raise ConfigError(
-                    f"checkpoints in {self.directory} were written by a different run "
-                    f"({field} differs); run with --overwrite to start over, or use another --out"
-                )
+            problem = mismatch(saved, fingerprint, self.directory)
+            if problem is not None:
+                raise ConfigError(problem)
         elif existing:
             if not overwrite:
                 raise ConfigError(

@@ -558,3 +558,51 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
         said = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted"
         assert f"jaxkd: {said}; preset 'smoke' of digits_kd writes no checkpoints" in err
         assert not (tmp_path / sig.name).exists()  # the directories the run made, empty, are gone
+
+
+# --- resuming: the checkpoints' fingerprint names what differs ------------------------------------------------------
+
+
+def _fingerprint(**changes):
+    base = {
+        "experiment": "digits_kd",
+        "versions": {"jaxkd": "0.1.0", "jax": "0.7.0", "jaxlib": "0.7.0"},
+        "n_devices": 2,
+        "vmap_width": 4,
+        "chunk_steps": 20,
+        "config": {"recipe": {"steps": 40}},
+    }
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        # Another experiment differs in many fields (chunk_steps first by name): the experiment is what is said.
+        (
+            {"experiment": "digits_methods", "chunk_steps": 100, "config": {}},
+            "{d} holds checkpoints of experiment digits_kd, not digits_methods; choose another --out or pass "
+            "--overwrite",
+        ),
+        (
+            {"versions": {"jaxkd": "0.1.0", "jax": "0.7.1", "jaxlib": "0.7.0"}, "chunk_steps": 100},
+            "resuming needs the same versions.jax: saved 0.7.0, now 0.7.1 (the checkpoints in {d} are intact)",
+        ),
+        ({"n_devices": 1}, "resuming needs the same n_devices: saved 2, now 1 (the checkpoints in {d} are intact)"),
+        ({"vmap_width": 8}, "resuming needs the same vmap_width: saved 4, now 8"),
+        (
+            {"config": {"recipe": {"steps": 80}}},
+            "checkpoints in {d} were written by a different run (config.recipe.steps differs: saved 40, now 80)",
+        ),
+    ],
+)
+def test_resume_mismatch_names_the_most_telling_field(changes, message, tmp_path):
+    from jaxkd.checkpoint import SweepCheckpointer
+
+    d = str(tmp_path / "ckpt")
+    SweepCheckpointer(d, _fingerprint(), resume=False).close()
+    with pytest.raises(ConfigError) as err:
+        SweepCheckpointer(d, _fingerprint(**changes), resume=True)
+    assert message.format(d=d) in str(err.value)
+    assert "damaged" not in str(err.value) and "\n" not in str(err.value)
+    SweepCheckpointer(d, _fingerprint(), resume=True).close()  # the same run resumes
