@@ -1,4 +1,4 @@
-"""The ``jaxkd`` command: ``list``, ``show``, ``run``, ``data prepare``, ``theory``.
+"""The ``jaxkd`` command: ``list``, ``show``, ``run``, ``report``, ``docs``, ``data prepare``, ``theory``.
 
 User mistakes print one line, ``jaxkd: error: ...``, and exit with status 2
 before any expensive work; results already on disk are never half-replaced
@@ -217,9 +217,8 @@ def _cmd_docs(args) -> int:
     from jaxkd import docnumbers
 
     paths = docnumbers.document_paths(args.documents)
-    runs = docnumbers.documented_runs(paths)
     if args.runs:
-        for run in runs:
+        for run in docnumbers.documented_runs(paths):
             experiment, preset = docnumbers.run_preset(run)
             print(experiment, preset, docnumbers.run_directory(run, args.results))
         return 0
