@@ -175,13 +175,17 @@ def _relative_gain(a, b):
         return np.where(head > 0, (ma - mb) / np.where(head > 0, head, 1.0), np.nan)
 
 
-def _seed_bootstrap_ci(fn, n_a, n_b, *, paired, level, n_resamples, seed):
-    """Percentile bootstrap CI of ``fn(idx_a, idx_b)`` over resampled seeds: pairs jointly when
-    ``paired``, each group independently otherwise (``scipy.stats.bootstrap`` on seed indices)."""
+def _seed_bootstrap(fn, n_a, n_b, *, paired, level, n_resamples, seed):
+    """``fn(idx_a, idx_b)`` on all seeds and its percentile bootstrap CI over resampled seeds: pairs jointly
+    when ``paired``, each group independently otherwise (``scipy.stats.bootstrap`` on seed indices).
+
+    Returns ``(estimate, ci_low, ci_high)``: the estimate and its interval come from one statistic on one
+    set of seeds, so a caller cannot quote an estimate from other seeds than its CI's.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        whole = fn(np.arange(n_a), np.arange(n_b))
+        whole = float(fn(np.arange(n_a), np.arange(n_b))) if min(n_a, n_b) > 0 else np.nan
     if min(n_a, n_b) < 2 or not np.isfinite(whole):
-        return np.nan, np.nan
+        return whole, np.nan, np.nan
     if paired:
         data, stat = (np.arange(n_a),), lambda i, axis=-1: fn(i, i)
     else:
@@ -199,7 +203,7 @@ def _seed_bootstrap_ci(fn, n_a, n_b, *, paired, level, n_resamples, seed):
             method="percentile",
             rng=np.random.default_rng(seed),
         )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return whole, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def asymmetric_payoff(
@@ -222,7 +226,9 @@ def asymmetric_payoff(
     relative_gain_incorrect − relative_gain_correct``; positive means the student
     gained relatively more by copying the teacher's errors than its correct answers
     (the "negative asymmetric payoff"). On teacher-incorrect examples agreement is
-    the copy-the-error rate.
+    the copy-the-error rate. The asymmetry is computed on the seeds whose two subsets are both finite
+    (``asymmetry_n_condition``, ``asymmetry_n_control``), the same seeds its CI resamples; where a subset
+    drops a seed that the other keeps, it can differ from the difference of the two reported relative gains.
 
     Each subset also gets a test of ``gain_s = 0`` (paired t with Cohen's d_z when
     ``paired``, Welch t with Hedges' g otherwise) and the t CI of the gain; the
@@ -239,7 +245,8 @@ def asymmetric_payoff(
     Returns:
       Flat dict: ``{subset}/{control, condition, gain, gain_ci_low, gain_ci_high, headroom,
       relative_gain, relative_gain_ci_low, relative_gain_ci_high, p, effect_size, n_condition,
-      n_control}``, ``asymmetry``, ``asymmetry_ci_low``, ``asymmetry_ci_high``, ``effect_size_kind``.
+      n_control}``, ``asymmetry``, ``asymmetry_ci_low``, ``asymmetry_ci_high``, ``asymmetry_n_condition``,
+      ``asymmetry_n_control``, ``effect_size_kind``.
 
     References: Mason-Williams et al., arXiv 2510.12615 (reconstructed definition; see docs/functional.md).
     """
@@ -266,8 +273,7 @@ def asymmetric_payoff(
             gain = float(np.mean(x) - np.mean(y)) if len(x) and len(y) else np.nan
             lo, hi, es = t["diff_ci_low"], t["diff_ci_high"], t["hedges_g"]
         head = 1.0 - float(np.mean(y)) if len(y) else np.nan
-        rel = gain / head if head > 0 else np.nan
-        rlo, rhi = _seed_bootstrap_ci(lambda i, j, x=x, y=y: _relative_gain(x[i], y[j]), len(x), len(y), **boot)
+        rel, rlo, rhi = _seed_bootstrap(lambda i, j, x=x, y=y: _relative_gain(x[i], y[j]), len(x), len(y), **boot)
         out |= {
             f"{s}/control": float(np.mean(y)) if len(y) else np.nan,
             f"{s}/condition": float(np.mean(x)) if len(x) else np.nan,
@@ -283,15 +289,21 @@ def asymmetric_payoff(
             f"{s}/n_condition": len(x),
             f"{s}/n_control": len(y),
         }
-    out["asymmetry"] = out["teacher_incorrect/relative_gain"] - out["teacher_correct/relative_gain"]
-    # The bootstrap of the asymmetry keeps each seed's two subsets together.
+    # The asymmetry and its CI are one statistic on one set of seeds: those finite in both subsets (and, when
+    # paired, in both arms). The bootstrap keeps each seed's two subsets together.
     ac, ai, bc, bi = a["teacher_correct"], a["teacher_incorrect"], b["teacher_correct"], b["teacher_incorrect"]
     ka, kb = np.isfinite(ac) & np.isfinite(ai), np.isfinite(bc) & np.isfinite(bi)
     if paired:
         ka = kb = ka & kb
     ac, ai, bc, bi = ac[ka], ai[ka], bc[kb], bi[kb]
-    lo, hi = _seed_bootstrap_ci(
+    asym, lo, hi = _seed_bootstrap(
         lambda i, j: _relative_gain(ai[i], bi[j]) - _relative_gain(ac[i], bc[j]), len(ac), len(bc), **boot
     )
-    out["asymmetry_ci_low"], out["asymmetry_ci_high"] = lo, hi
+    out |= {
+        "asymmetry": asym,
+        "asymmetry_ci_low": lo,
+        "asymmetry_ci_high": hi,
+        "asymmetry_n_condition": len(ac),
+        "asymmetry_n_control": len(bc),
+    }
     return out

@@ -178,6 +178,22 @@ CTRL = {
 }
 
 
+def _rel(x, y):
+    """Relative gain from its definition: (mean x - mean y) / (1 - mean y), over the last axis."""
+    return (x.mean(-1) - y.mean(-1)) / (1 - y.mean(-1))
+
+
+def _percentile_boot(stat, na, nb, *, paired, n_resamples, seed, level=0.95):
+    """Percentile bootstrap from its definition: R draws of seed indices with replacement (paired: one draw for
+    both arms; unpaired: the condition's, then the control's, as scipy draws them), the statistic on each, and
+    the α/2 and 1 - α/2 quantiles (linear interpolation)."""
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, na, (n_resamples, na))
+    j = i if paired else rng.integers(0, nb, (n_resamples, nb))
+    a = (1 - level) / 2
+    return tuple(np.percentile(stat(i, j), [100 * a, 100 * (1 - a)]))
+
+
 @pytest.mark.parametrize("paired", [True, False])
 def test_payoff_on_hand_made_numbers(paired):
     out = metrics.asymmetric_payoff(COND, CTRL, paired=paired)
@@ -199,9 +215,18 @@ def test_payoff_on_hand_made_numbers(paired):
         ci = res.confidence_interval(0.95)
         np.testing.assert_allclose(out[f"{s}/p"], res.pvalue, rtol=1e-9)
         np.testing.assert_allclose([out[f"{s}/gain_ci_low"], out[f"{s}/gain_ci_high"]], [ci.low, ci.high], rtol=1e-9)
-        assert out[f"{s}/relative_gain_ci_low"] <= out[f"{s}/relative_gain"] <= out[f"{s}/relative_gain_ci_high"]
-    assert out["asymmetry_ci_low"] > 0  # every resample copies errors more, relative to the ceiling
+        ref = _percentile_boot(lambda i, j, a=a, b=b: _rel(a[i], b[j]), 4, 4, paired=paired, n_resamples=2000, seed=0)
+        np.testing.assert_allclose(
+            [out[f"{s}/relative_gain_ci_low"], out[f"{s}/relative_gain_ci_high"]], ref, rtol=1e-9
+        )
+    ac, ai = COND["teacher_correct/agreement"], COND["teacher_incorrect/agreement"]
+    bc, bi = CTRL["teacher_correct/agreement"], CTRL["teacher_incorrect/agreement"]
+    ref = _percentile_boot(
+        lambda i, j: _rel(ai[i], bi[j]) - _rel(ac[i], bc[j]), 4, 4, paired=paired, n_resamples=2000, seed=0
+    )
+    np.testing.assert_allclose([out["asymmetry_ci_low"], out["asymmetry_ci_high"]], ref, rtol=1e-9)
     assert out["effect_size_kind"] == ("cohens_dz" if paired else "hedges_g")
+    assert (out["asymmetry_n_condition"], out["asymmetry_n_control"]) == (4, 4)
 
 
 @pytest.mark.parametrize("paired", [True, False])
@@ -232,7 +257,10 @@ def test_payoff_bootstrap_resamples_seeds_as_scipy_does(paired):
             [res.confidence_interval.low, res.confidence_interval.high],
             rtol=1e-12,
         )
-    assert out["asymmetry_ci_low"] < out["asymmetry"] < out["asymmetry_ci_high"]
+    ref = _percentile_boot(
+        lambda i, j: _rel(ai[i], bi[j]) - _rel(ac[i], bc[j]), 7, 7, paired=paired, n_resamples=500, seed=3
+    )
+    np.testing.assert_allclose([out["asymmetry_ci_low"], out["asymmetry_ci_high"]], ref, rtol=1e-12)
     # Equal subsets: every resample keeps a seed's two subsets together, so the asymmetry is 0 in each.
     same = metrics.asymmetric_payoff(
         {"teacher_correct/agreement": ac, "teacher_incorrect/agreement": ac},
@@ -255,3 +283,32 @@ def test_payoff_drops_nan_seeds_and_reports_errors():
         metrics.asymmetric_payoff(COND, ctrl, paired=True)
     at_ceiling = dict(CTRL, **{"teacher_correct/agreement": np.ones(4)})
     assert np.isnan(metrics.asymmetric_payoff(COND, at_ceiling, paired=False)["teacher_correct/relative_gain"])
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_asymmetry_and_its_ci_come_from_the_same_seeds(paired):
+    """A seed whose teacher made no error has no teacher-incorrect value (NaN) but a teacher-correct one. The
+    asymmetry is one statistic on the seeds finite in both subsets, as its CI is: not the difference of two
+    relative gains over different seed sets (the teacher-correct gain would keep the seed the other drops)."""
+    rng = np.random.default_rng(9)
+    ac, ai = rng.uniform(0.6, 0.9, 6), rng.uniform(0.3, 0.6, 6)
+    bc, bi = rng.uniform(0.5, 0.8, 6), rng.uniform(0.1, 0.4, 6)
+    ai[0] = np.nan  # the condition's seed 0: its teacher was right on every example
+    cond = {"teacher_correct/agreement": ac, "teacher_incorrect/agreement": ai}
+    ctrl = {"teacher_correct/agreement": bc, "teacher_incorrect/agreement": bi}
+    out = metrics.asymmetric_payoff(cond, ctrl, paired=paired, n_resamples=500, seed=3)
+    k = np.arange(1, 6)  # the condition keeps seeds 1..5; the control keeps all six unless paired
+    kb = k if paired else np.arange(6)
+    want = _rel(ai[k], bi[kb]) - _rel(ac[k], bc[kb])
+    np.testing.assert_allclose(out["asymmetry"], want, rtol=1e-12)
+    assert (out["asymmetry_n_condition"], out["asymmetry_n_control"]) == (5, len(kb))
+    # The two reported relative gains use their own subsets' seeds (teacher-correct keeps seed 0): their
+    # difference is another number, so this data set tells the two apart.
+    np.testing.assert_allclose(out["teacher_correct/relative_gain"], _rel(ac, bc), rtol=1e-12)
+    old = out["teacher_incorrect/relative_gain"] - out["teacher_correct/relative_gain"]
+    assert abs(old - want) > 0.01, (old, want)
+    x, y, v, w = ai[k], bi[kb], ac[k], bc[kb]
+    ref = _percentile_boot(
+        lambda i, j: _rel(x[i], y[j]) - _rel(v[i], w[j]), 5, len(kb), paired=paired, n_resamples=500, seed=3
+    )
+    np.testing.assert_allclose([out["asymmetry_ci_low"], out["asymmetry_ci_high"]], ref, rtol=1e-12)
