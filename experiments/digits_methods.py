@@ -174,7 +174,7 @@ def _figure(result, names, summary, dataset, config) -> bytes:
         axes[0, 0],
         names,
         [conds[n]["test/acc"]["selected"] for n in names],
-        ylabel="test accuracy (mean, 95% CI)",
+        ylabel="test accuracy\n(mean, 95% CI)",
         reference=teacher_acc,
         reference_label="teacher",
     )
@@ -182,7 +182,7 @@ def _figure(result, names, summary, dataset, config) -> bytes:
         axes[0, 1],
         names,
         [conds[n]["test/agreement"]["selected"] for n in names],
-        ylabel="test agreement with teacher (mean, 95% CI)",
+        ylabel="test agreement with teacher\n(mean, 95% CI)",
     )
     ok = ~result.diverged
     plotting.curves_with_band(

@@ -36,17 +36,26 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def points_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_label=None):
+def points_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_label=None, bounds=None):
     """Seed means as points with 95% CI bars; ``summaries`` from :func:`jaxkd.stats.summarize`.
 
     Points, not bars: the y axis is fitted to the intervals (a bar's length
     would exaggerate differences on a cut axis), and a note in the corner says
-    the axis does not start at zero.
+    the axis does not start at zero. For a bounded metric (``bounds=(lo, hi)``,
+    or the ``"bounds"`` a summary carries) the bars are clipped to the bounds
+    and the axis stays within them (plus a small margin): a two-seed t
+    interval of an accuracy can reach far outside [0, 1].
     """
+    if bounds is None:
+        bounds = next((s["bounds"] for s in summaries if s.get("bounds") is not None), None)
     mean = np.array([s["mean"] for s in summaries], float)
+    ci_low = np.array([s["ci_low"] for s in summaries], float)
+    ci_high = np.array([s["ci_high"] for s in summaries], float)
+    if bounds is not None:
+        ci_low, ci_high = np.clip(ci_low, *bounds), np.clip(ci_high, *bounds)
     # With one seed the CI is undefined (NaN): draw the point without an error bar.
-    lo = np.nan_to_num(mean - np.array([s["ci_low"] for s in summaries], float))
-    hi = np.nan_to_num(np.array([s["ci_high"] for s in summaries], float) - mean)
+    lo = np.nan_to_num(mean - ci_low)
+    hi = np.nan_to_num(ci_high - mean)
     x = np.arange(len(labels))
     ax.errorbar(x, mean, yerr=np.stack([lo, hi]), fmt="o", ms=5, capsize=4, color="C0", lw=1.2)
     ax.set_xticks(x, labels, rotation=30, ha="right")
@@ -58,7 +67,11 @@ def points_with_ci(ax, labels, summaries, *, ylabel, reference=None, reference_l
     top = np.nanmax(mean + hi) if reference is None else max(np.nanmax(mean + hi), reference)
     bottom = np.nanmin(mean - lo)
     span = top - bottom
-    ax.set_ylim(bottom - 0.3 * span - 1e-3, top + 0.2 * span + 1e-3)
+    bottom, top = bottom - 0.3 * span - 1e-3, top + 0.2 * span + 1e-3
+    if bounds is not None:
+        margin = 0.03 * (bounds[1] - bounds[0])
+        bottom, top = max(bottom, bounds[0] - margin), min(top, bounds[1] + margin)
+    ax.set_ylim(bottom, top)
     if ax.get_ylim()[0] > 0:
         ax.text(
             0.01,

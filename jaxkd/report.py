@@ -21,7 +21,12 @@ only to compare with papers that report it; no tests are run on it). Default
 metrics: every ``test/`` metric. Runs whose summary has no condition table
 (the theory experiments) print their scalar entries instead, with a line
 saying so; curves stay in ``summary.json``. Nothing is recomputed: the numbers
-are the ones ``jaxkd run`` wrote.
+are the ones ``jaxkd run`` wrote. A summary's ``note`` (e.g. an interval of a
+bounded metric clipped to its bounds) is printed under its table, and so is
+the note of a summary's ``scope`` (what the intervals cover, e.g. student
+seeds under one shared teacher). Text and markdown show each metric at one
+precision (4 decimals; more below 1e-3), so a difference below it prints as
+zero.
 
 The functions are pure: :func:`load_run` reads a directory,
 :func:`build_report` turns it into rows, :func:`render` formats the rows.
@@ -74,6 +79,7 @@ CSV_COLUMNS = (
     "correction",
     "effect_size",
     "effect_size_kind",
+    "note",
 )
 
 
@@ -193,6 +199,7 @@ def condition_rows(tables, metrics, at: str) -> list[dict]:
                         "n": s.get("n"),
                         "n_seeds": c.get("n_seeds"),
                         "n_diverged": c.get("n_diverged"),
+                        "note": s.get("note") or "",
                     }
                 )
     return rows
@@ -238,6 +245,7 @@ def _comparison_row(table: str, path: tuple, t: dict, metrics: set) -> dict:
         "effect_size": _num(t.get(effect)),
         "effect_size_kind": effect_kind or "",
         "n": n,
+        "note": t.get("note") or "",
     }
 
 
@@ -287,7 +295,8 @@ def _at_note(at: str, selected_by: str | None) -> str:
 def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
     """Everything ``jaxkd report`` prints, as plain data.
 
-    Returns ``{"run", "kind": "conditions", "at", "metrics", "conditions", "comparisons", "legend", "notes"}``
+    Returns ``{"run", "kind": "conditions", "at", "metrics", "conditions", "comparisons", "legend", "scope",
+    "notes"}`` (``scope``: table -> the note of the summary's ``scope`` entry, where it has one)
     for a run with a condition table, else ``{"run", "kind": "scalars", "scalars", "lists_omitted", "notes"}``.
     """
     check_name("evaluation point (--at)", at, AT_CHOICES)
@@ -345,6 +354,7 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
             + (" (the run's tests are at selected and last)" if at == "max_over_evals" else "")
         )
     legend = {table: block["legend"] for table, block in tables if isinstance(block.get("legend"), dict)}
+    scope = {table: _scope_note(block) or _scope_note(summary) for table, block in tables}
     return {
         "run": run,
         "kind": "conditions",
@@ -353,21 +363,40 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
         "conditions": condition_rows(tables, metrics, at),
         "comparisons": comparisons,
         "legend": legend,
+        "scope": {table: note for table, note in scope.items() if note},
         "notes": notes,
         "final_only": final_only,
     }
 
 
+def _scope_note(block: dict) -> str | None:
+    """The note of a summary's ``scope`` entry: what its intervals cover (e.g. student seeds under one teacher)."""
+    scope = block.get("scope")
+    return scope.get("note") if isinstance(scope, dict) and scope.get("note") else None
+
+
 # --- rendering ---------------------------------------------------------------------------------------------------
 
 
-def _fmt(x) -> str:
+def decimals_for(scale) -> int:
+    """Decimals that show a metric whose values are of size ``scale``: 4, more for metrics below 1e-3.
+
+    One precision per metric and table, for its means, stds, CIs and differences alike: a difference
+    smaller than half the last shown digit of the quantities it compares prints as zero at that precision
+    (two identical conditions: ``0.0000``, not ``-3.725e-09``).
+    """
+    scale = _num(scale)
+    if not math.isfinite(scale) or scale == 0 or scale >= 1e-3:
+        return 4
+    return 2 - math.floor(math.log10(scale))
+
+
+def _fmt(x, decimals: int = 4) -> str:
     x = _num(x)
     if not math.isfinite(x):
         return "n/a"
-    if x == 0 or 1e-3 <= abs(x) < 1e5:
-        return f"{x:.4f}"
-    return f"{x:.3e}"
+    text = f"{x:.{decimals}f}"
+    return text.lstrip("-") if float(text) == 0 else text  # round-off below the precision shows as 0, unsigned
 
 
 def _fmt_p(p) -> str:
@@ -382,12 +411,24 @@ def _fmt_short(x) -> str:
     return f"{x:.2f}" if math.isfinite(x) else "n/a"
 
 
-def _mean_std(r) -> str:
-    return _fmt(r["mean"]) + (f" ± {_fmt(r['std'])}" if math.isfinite(r["std"]) else "")
+def _mean_std(r, d: int) -> str:
+    return _fmt(r["mean"], d) + (f" ± {_fmt(r['std'], d)}" if math.isfinite(r["std"]) else "")
 
 
-def _ci(lo, hi) -> str:
-    return f"[{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(_num(lo)) and math.isfinite(_num(hi)) else "n/a"
+def _ci(lo, hi, d: int) -> str:
+    return f"[{_fmt(lo, d)}, {_fmt(hi, d)}]" if math.isfinite(_num(lo)) and math.isfinite(_num(hi)) else "n/a"
+
+
+def _decimals(report) -> dict:
+    """``(table, metric) -> decimals``, from the size of the metric's condition means (else its differences)."""
+    sizes = {}
+    for r in report["conditions"]:
+        sizes.setdefault((r["table"], r["metric"]), []).append(abs(_num(r["mean"])))
+    for r in report["comparisons"]:
+        if (r["table"], r["metric"]) not in sizes or not any(map(math.isfinite, sizes[r["table"], r["metric"]])):
+            key = (r["table"], r["metric"])
+            sizes.setdefault(key, []).extend(abs(_num(r[k])) for k in ("diff_mean", "diff_ci_low", "diff_ci_high"))
+    return {k: decimals_for(max((v for v in vs if math.isfinite(v)), default=math.nan)) for k, vs in sizes.items()}
 
 
 def _n(r) -> str:
@@ -411,9 +452,9 @@ def _metric_title(metric: str, at: str, final_only: bool = False) -> str:
     return f"{metric} (at {at})"
 
 
-def _condition_cells(r) -> list[str]:
+def _condition_cells(r, d: int = 4) -> list[str]:
     name = f"{r['condition']} (reference)" if r["kind"] == "teacher" else r["condition"]
-    return [name, _mean_std(r), _ci(r["ci_low"], r["ci_high"]), _n(r)]
+    return [name, _mean_std(r, d), _ci(r["ci_low"], r["ci_high"], d), _n(r)]
 
 
 _CONDITION_HEADER = ["condition", "mean ± std", "95% CI", "n"]
@@ -445,12 +486,12 @@ def _comparison_header(rows) -> tuple[list[str], str]:
     return header, desc
 
 
-def _comparison_cells(r) -> list[str]:
+def _comparison_cells(r, d: int = 4) -> list[str]:
     return [
         r["metric"],
         r["comparison"],
-        _fmt(r["diff_mean"]),
-        _ci(r["diff_ci_low"], r["diff_ci_high"]),
+        _fmt(r["diff_mean"], d),
+        _ci(r["diff_ci_low"], r["diff_ci_high"], d),
         _fmt_short(r["statistic"]),
         _fmt_p(r["p"]),
         _fmt_p(r["p_adjusted"]),
@@ -477,6 +518,15 @@ def _aligned(header: list[str], rows: list[list[str]], left: int, indent: str = 
     return [line(header)] + [line(r) for r in rows]
 
 
+def _row_notes(rows) -> list[str]:
+    """Each distinct note of ``rows`` (a summary's or a test's ``note``), with the rows it belongs to."""
+    by_note = {}
+    for r in rows:
+        if r.get("note"):
+            by_note.setdefault(r["note"], []).append(r.get("condition") or r.get("comparison") or "?")
+    return [f"{note} ({', '.join(dict.fromkeys(names))})" for note, names in by_note.items()]
+
+
 def _tables(report) -> list[str]:
     return list(dict.fromkeys(r["table"] for r in report["conditions"] + report["comparisons"]))
 
@@ -493,22 +543,29 @@ def render_text(report: dict) -> str:
         "mean ± std over seeds; 95% CI of the mean (Student t); n = seeds used (used/total when some diverged)",
         *report["notes"],
     ]
+    decimals = _decimals(report)
     for table in _tables(report):
         if table:
             lines += ["", f"== {table} =="]
         for metric in report["metrics"]:
             rows = [r for r in report["conditions"] if r["table"] == table and r["metric"] == metric]
             if rows:
+                d = decimals.get((table, metric), 4)
                 lines += ["", _metric_title(metric, report["at"], report.get("final_only", False))]
-                lines += _aligned(_CONDITION_HEADER, [_condition_cells(r) for r in rows], 1)
+                lines += _aligned(_CONDITION_HEADER, [_condition_cells(r, d) for r in rows], 1)
+                lines += [f"  note: {n}" for n in _row_notes(rows)]
         comps = [r for r in report["comparisons"] if r["table"] == table]
         if comps:
             header, desc = _comparison_header(comps)
             lines += ["", f"comparisons {_at_label(report)} ({desc})"]
-            lines += _aligned(header, [_comparison_cells(r) for r in comps], 2)
+            cells = [_comparison_cells(r, decimals.get((table, r["metric"]), 4)) for r in comps]
+            lines += _aligned(header, cells, 2)
+            lines += [f"  note: {n}" for n in _row_notes(comps)]
         legend = report["legend"].get(table)
         if legend:
             lines += ["", "legend: " + "; ".join(f"{k} = {_legend_text(v)}" for k, v in legend.items())]
+        if report.get("scope", {}).get(table):
+            lines += ["", f"scope: {report['scope'][table]}"]
     return "\n".join(lines) + "\n"
 
 
@@ -529,22 +586,28 @@ def render_markdown(report: dict) -> str:
         return "\n".join(lines).rstrip() + "\n"
     lines = [f"Run `{report['run']}`: mean ± std over seeds, 95% CI of the mean (Student t), n = seeds used.", ""]
     lines += [f"- {n}" for n in report["notes"]]
+    decimals = _decimals(report)
     for table in _tables(report):
         if table:
             lines += ["", f"### {table}"]
         for metric in report["metrics"]:
             rows = [r for r in report["conditions"] if r["table"] == table and r["metric"] == metric]
             if rows:
+                d = decimals.get((table, metric), 4)
                 lines += ["", f"#### {_metric_title(metric, report['at'], report.get('final_only', False))}", ""]
-                lines += _md_table(_CONDITION_HEADER, [_condition_cells(r) for r in rows], 1)
+                lines += _md_table(_CONDITION_HEADER, [_condition_cells(r, d) for r in rows], 1)
+                lines += [f"\nNote: {n}" for n in _row_notes(rows)]
         comps = [r for r in report["comparisons"] if r["table"] == table]
         if comps:
             header, desc = _comparison_header(comps)
             lines += ["", f"#### Comparisons {_at_label(report)} ({desc})", ""]
-            lines += _md_table(header, [_comparison_cells(r) for r in comps], 2)
+            lines += _md_table(header, [_comparison_cells(r, decimals.get((table, r["metric"]), 4)) for r in comps], 2)
+            lines += [f"\nNote: {n}" for n in _row_notes(comps)]
         legend = report["legend"].get(table)
         if legend:
             lines += ["", "Legend: " + "; ".join(f"`{k}` = {_legend_text(v)}" for k, v in legend.items())]
+        if report.get("scope", {}).get(table):
+            lines += ["", f"Scope: {report['scope'][table]}"]
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from jaxkd import results
+from jaxkd import results, stats
 from jaxkd.cli import main
 from jaxkd.experiment import compare_to_baseline
 from jaxkd.outputs import write_outputs
@@ -45,13 +45,26 @@ def _fake_runs():
     hist["test/acc"][:, 1] += 0.05  # kd clearly differs from ce
     for v in hist.values():
         v[DIVERGED] = np.nan
+    t_hist = _history(rng, 1, 1)
     students = SweepResult(
-        states=None, history=hist, steps=STEPS, grid={"kd.weight": np.array([0.0, 0.9, 0.0])}, diverged=diverged
+        states=_selected(hist),
+        history=hist,
+        steps=STEPS,
+        grid={"kd.weight": np.array([0.0, 0.9, 0.0])},
+        diverged=diverged,
     )
     teacher = SweepResult(
-        states=None, history=_history(rng, 1, 1), steps=STEPS, grid={}, diverged=np.zeros((1, 1), bool)
+        states=_selected(t_hist), history=t_hist, steps=STEPS, grid={}, diverged=np.zeros((1, 1), bool)
     )
     return students, teacher
+
+
+def _selected(hist):
+    """The part of a final state the summaries read: each run's selected step (argmax of val/acc; no ties here)."""
+    from types import SimpleNamespace
+
+    pick = np.argmax(np.nan_to_num(hist["val/acc"], nan=-np.inf), axis=-1)
+    return SimpleNamespace(selected=SimpleNamespace(step=np.where(np.isnan(hist["val/acc"]).all(-1), 0, STEPS[pick])))
 
 
 def _write(out, summary, rows=()):
@@ -351,3 +364,115 @@ def test_final_step_runs_report_their_tables_and_tests(tmp_path, capsys):
     assert "all/acc (final step)" in text and "comparisons at the final step" in text
     assert main(["report", out, "--at", "max_over_evals"]) == 2
     assert "final step only" in _err(capsys)
+
+
+def test_differences_below_the_display_precision_print_as_zero(tmp_path, capsys):
+    """Two identical conditions differ by float round-off (-3.725e-09): shown as 0 at the table's precision."""
+    acc = np.array([0.90625, 0.875, 0.9375])
+    same = acc - 3.725290298461914e-09  # the same accuracies, summed in another order in float32
+    tiny = np.array([3.1e-6, 2.9e-6, 3.3e-6])  # a metric of size 1e-6 keeps 3 significant digits
+    summary = {
+        "conditions": {
+            "ce": {"test/acc": stats.summarize(acc), "test/mse": stats.summarize(tiny)},
+            "ce_again": {"test/acc": stats.summarize(same), "test/mse": stats.summarize(tiny + 1e-7)},
+        },
+        "tests": {
+            "test/acc": {"ce_again - ce": {**stats.paired_test(same, acc), "metric": "test/acc"}},
+            "test/mse": {"ce_again - ce": {**stats.paired_test(tiny + 1e-7, tiny), "metric": "test/mse"}},
+        },
+    }
+    out = _write(tmp_path / "same", summary)
+    text = _report(capsys, out)
+    assert "e-0" not in text and "-0.0000" not in text
+    acc_line = next(ln for ln in text.splitlines() if ln.split()[:2] == ["test/acc", "ce_again"])
+    assert acc_line.split()[4:7] == ["0.0000", "[0.0000,", "0.0000]"]  # after "test/acc ce_again - ce"
+    mse_line = next(ln for ln in text.splitlines() if ln.split()[:2] == ["test/mse", "ce_again"])
+    assert mse_line.split()[4] == f"{1e-7:.8f}" == "0.00000010"
+    ce = next(ln for ln in text.splitlines() if ln.split()[:1] == ["ce"] and "0.000003" in ln)
+    assert f"{tiny.mean():.8f} ± {tiny.std(ddof=1):.8f}" in ce
+    # The data formats keep every digit.
+    report = json.loads(_report(capsys, out, "--format", "json"))
+    diff = next(r for r in report["comparisons"] if r["metric"] == "test/acc")["diff_mean"]
+    np.testing.assert_allclose(diff, -3.725290298461914e-09, rtol=1e-6)
+
+
+def test_summary_notes_and_scope_are_printed_under_their_tables(tmp_path, capsys):
+    two = stats.summarize([0.5, 0.9])
+    note = "n = 2 seeds: the interval is too wide to be useful"
+    scope = "one shared teacher and one validation split: the CIs cover student seeds only"
+    summary = {
+        "scope": {"shared_teacher": True, "note": scope},
+        "conditions": {"ce": {"test/acc": {**two, "note": note}}, "kd": {"test/acc": {**two, "note": note}}},
+    }
+    out = _write(tmp_path / "notes", summary)
+    lines = _report(capsys, out).splitlines()
+    table_end = max(i for i, ln in enumerate(lines) if ln.split()[:1] in (["ce"], ["kd"]))
+    assert lines[table_end + 1] == f"  note: {note} (ce, kd)"
+    assert lines[-1] == f"scope: {scope}"
+    md = _report(capsys, out, "--format", "markdown")
+    assert f"Note: {note} (ce, kd)" in md and f"Scope: {scope}" in md
+    rows = list(csv.DictReader(io.StringIO(_report(capsys, out, "--format", "csv"))))
+    assert [r["note"] for r in rows] == [note, note]
+
+
+def test_bounded_intervals_are_drawn_within_their_bounds():
+    from jaxkd import plotting
+
+    # Two seeds of an agreement: the t interval is [-4.92, 5.77] (the issue's smoke run); unclipped here.
+    wide = {"mean": 0.425, "std": 0.6, "ci_low": -4.92, "ci_high": 5.77, "n": 2}
+    narrow = {"mean": 0.9, "std": 0.01, "ci_low": 0.88, "ci_high": 0.92, "n": 8}
+    for bounds, summaries in (((0, 1), [wide, narrow]), (None, [{**wide, "bounds": [0, 1]}, narrow])):
+        fig, axes = plotting.figure()
+        ax = axes[0, 0]
+        plotting.points_with_ci(ax, ["a", "b"], summaries, ylabel="agreement", bounds=bounds)
+        bars = np.concatenate([seg[:, 1] for seg in ax.collections[0].get_segments()])
+        assert bars.min() == 0.0 and bars.max() == 1.0
+        lo, hi = ax.get_ylim()
+        assert -0.05 <= lo < 0 and 1 < hi <= 1.05
+        plotting.to_png(fig)
+    fig, axes = plotting.figure()  # an unbounded metric keeps its whole interval
+    plotting.points_with_ci(axes[0, 0], ["a"], [wide], ylabel="loss")
+    assert axes[0, 0].get_ylim()[0] < -4.92
+    plotting.to_png(fig)
+
+
+def test_digits_methods_figure_labels_do_not_overlap_the_title(monkeypatch):
+    from types import SimpleNamespace
+
+    import experiments.digits_methods as dm
+    from jaxkd import plotting
+
+    rng = np.random.default_rng(0)
+    names, s, e = list(dm.METHODS), 8, 4
+    result = SimpleNamespace(
+        diverged=np.zeros((s, len(names)), bool),
+        steps=np.arange(1, e + 1) * 100,
+        history={"val/acc": rng.uniform(0.8, 1.0, (s, len(names), e))},
+        n_seeds=s,
+    )
+    summary = {
+        "conditions": {
+            n: {m: {"selected": stats.summarize(rng.uniform(0.8, 0.95, s))} for m in ("test/acc", "test/agreement")}
+            for n in names
+        },
+        "teacher": {"test/acc": {"selected": {"mean": 0.98}}},
+    }
+    drawn = []
+    real = plotting.to_png
+
+    def keep(fig):
+        png = real(fig)  # tight_layout and draw, as the figure is saved
+        drawn.append(fig)
+        return png
+
+    monkeypatch.setattr(plotting, "to_png", keep)
+    dm._figure(result, names, summary, SimpleNamespace(name="digits"), dm.PRESETS["default"])
+    (fig,) = drawn
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        label = ax.yaxis.label.get_window_extent(renderer)
+        assert not label.overlaps(title), ax.get_ylabel()
+        assert label.y1 <= title.y0, ax.get_ylabel()
