@@ -161,7 +161,7 @@ def _figure(result, names, summary, teacher_acc, dataset) -> bytes:
         axes[0, 0],
         names,
         [conds[n]["test/acc"]["selected"] for n in names],
-        ylabel="test accuracy (mean, 95% CI)",
+        ylabel="test accuracy\n(mean, 95% CI)",
         reference=teacher_acc,
         reference_label="teacher",
     )
@@ -169,14 +169,14 @@ def _figure(result, names, summary, teacher_acc, dataset) -> bytes:
         axes[0, 1],
         names,
         [conds[n]["test/agreement"]["selected"] for n in names],
-        ylabel="test agreement with teacher (mean, 95% CI)",
+        ylabel="test agreement with teacher\n(mean, 95% CI)",
     )
     ok = ~result.diverged
     plotting.curves_with_band(
         axes[0, 2],
         result.steps,
         {n: result.history["test/acc"][ok[:, g], g] for g, n in enumerate(names) if n in ("ce", "kd")},
-        ylabel="test accuracy (mean ± std over seeds)",
+        ylabel="test accuracy\n(mean ± std over seeds)",
     )
     fig.suptitle(
         f"{dataset.name}: {result.n_seeds} seeds per condition, checkpoint chosen on validation; "
