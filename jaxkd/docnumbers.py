@@ -22,17 +22,21 @@ Every such number sits in a **generated region** of the markdown, bound to one r
       (generated: the template's lines, those naming ``$`` once per ROW)
       <!--/rows-->
 
-``RUN`` is an experiment name, read from ``results/<experiment>/summary.json`` (what ``make demo`` and
-``make numbers`` write with the ``default`` preset), or ``EXPERIMENT:PRESET``, read from
-``results/<experiment>/<preset>`` (``jaxkd run``'s default ``--out``). ``PATH`` walks the summary's
-keys joined by ``.`` (keys may themselves hold dots, slashes or spaces: ``conditions.kd_a0.5_T4.test/acc``;
-quote a path with spaces, ``"comparisons.test/acc.selected.kd - ce.p_holm"``); an integer indexes a
-list, ``*`` takes every key or element at that level (reduce the values with ``min``, ``max`` or
-``len``). In a rows block ``$`` in a path is the row's key, ``{$}`` its label (the key unless
-``KEY=LABEL``), and ``in=PREFIX`` is prepended to every path. ``FORMAT`` is one Python format spec
-(``.3f``, ``+.1f``, ``.2g``, ``d``) and any of: ``x100`` (scale, here to percentage points),
-``minus`` (a typographic minus, U+2212), ``sci`` (exponents without padding: ``2e-5``, not ``2e-05``),
-``min``/``max``/``len`` (of a ``*`` path). A JSON ``null`` prints as ``n/a``.
+``RUN`` is an experiment name, read from ``results/<experiment>/summary.json`` (what ``make demo``
+and ``make numbers`` write with the ``default`` preset), or ``EXPERIMENT:PRESET``, read from
+``results/<experiment>/<preset>`` (``jaxkd run``'s default ``--out``).
+
+``PATH`` walks the summary's keys joined by ``.``; keys may hold dots, slashes or spaces
+(``conditions.kd_a0.5_T4.test/acc``; quote a path with spaces: ``"comparisons.test/acc.selected.kd -
+ce.p_holm"``). An integer indexes a list. A segment with ``*`` is a pattern over the keys at that
+level (``kd_a* - base``; ``*`` alone also takes every list element) and needs a reducer: ``min``,
+``max``, ``len``, ``count<X`` or ``count>X`` (how many values lie below or above X, e.g. Holm
+p-values below 0.05). In a rows block ``$`` in a path is the row's key and ``{$}`` its label (the key
+unless ``KEY=LABEL``); ``in=PREFIX`` is prepended to every path of a region.
+
+``FORMAT`` is one Python format spec (``.3f``, ``+.1f``, ``.2g``, ``d``) and any of: ``x100`` (scale,
+here to percentage points), ``minus`` (a typographic minus, U+2212), ``sci`` (exponents without
+padding: ``2e-5``, not ``2e-05``), a reducer. A JSON ``null`` or a NaN prints as ``n/a``.
 
 ``--check`` compares numbers, not characters: each number of a region may differ from the freshly
 rendered one by one unit in its last printed digit (float round-off on another CPU moves a mean by
@@ -43,6 +47,7 @@ A marker never starts a line: markdown would end the paragraph there (checked).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import math
 import os
@@ -62,7 +67,7 @@ _FIELD = re.compile(r"\{([^{}]*)\}")
 _NUMBER = re.compile(r"[+\-\u2212]?(?:\d+\.?\d*|\.\d+)(?:[eE][+\-\u2212]?\d+)?")
 _CODE = re.compile(r"^([ \t]*)(```|~~~).*?^\1\2[^\n]*$|`[^`\n]+`", re.S | re.M)
 _MINUS = "\u2212"
-_REDUCERS = {"min": min, "max": max, "len": len}
+_REDUCER = re.compile(r"min|max|len|count[<>][-+]?\d*\.?\d+(?:e-?\d+)?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,18 +109,30 @@ def run_preset(run: str) -> tuple[str, str]:
 
 
 def resolve(node, path: str) -> list:
-    """The values at ``path`` (``.``-joined keys, ``*`` for every key or element); one unless ``*`` is used.
+    """The values at ``path``: ``.``-joined keys; a segment with ``*`` is a pattern (``fnmatch``) over the keys.
 
-    A key may contain dots: at each level the longest key that ``path`` starts with is tried first.
+    One value unless a pattern is used (its keys that lack the rest of the path are left out). A key
+    may contain dots: at each level the longest key that ``path`` starts with is tried first.
     """
     if path == "":
         return [node]
-    if path == "*" or path.startswith("*."):
-        rest = path[2:]
-        children = list(node.values()) if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
+    head, _, rest = path.partition(".")
+    if "*" in head:
+        if isinstance(node, dict):
+            children = [v for k, v in node.items() if fnmatch.fnmatchcase(str(k), head)]
+        elif isinstance(node, list) and head == "*":
+            children = node
+        else:
             raise KeyError(path)
-        return [v for child in children for v in resolve(child, rest)]
+        found = []
+        for child in children:  # a child without the rest of the path is left out
+            try:
+                found += resolve(child, rest)
+            except KeyError:
+                continue
+        if not found:
+            raise KeyError(path)
+        return found
     if isinstance(node, dict):
         keys = sorted((k for k in node if path == k or path.startswith(k + ".")), key=len, reverse=True)
         for k in keys:
@@ -124,11 +141,20 @@ def resolve(node, path: str) -> list:
             except KeyError:
                 continue
         raise KeyError(path)
-    if isinstance(node, list):
-        head, _, rest = path.partition(".")
-        if head.lstrip("-").isdigit() and -len(node) <= int(head) < len(node):
-            return resolve(node[int(head)], rest)
+    if isinstance(node, list) and head.lstrip("-").isdigit() and -len(node) <= int(head) < len(node):
+        return resolve(node[int(head)], rest)
     raise KeyError(path)
+
+
+def _reduce(values: list, how: str):
+    """``min``, ``max``, ``len`` or ``count<X`` / ``count>X`` of a pattern's values (None and NaN left out)."""
+    finite = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    if how == "len":
+        return len(values)
+    if how in ("min", "max"):
+        return (min if how == "min" else max)(finite) if finite else None
+    op, bound = how[5], float(how[6:])
+    return sum(1 for v in finite if (v < bound if op == "<" else v > bound))
 
 
 def format_value(value, options: list[str]) -> str:
@@ -141,7 +167,7 @@ def format_value(value, options: list[str]) -> str:
             sci = True
         elif re.fullmatch(r"x\d+(\.\d*)?", opt):
             scale = float(opt[1:])
-        elif opt in _REDUCERS:
+        elif _REDUCER.fullmatch(opt):
             continue
         elif spec is None:
             spec = opt
@@ -177,12 +203,13 @@ def render_field(summary: dict, field: str, row: str | None = None, prefix: str 
         values = resolve(summary, full)
     except KeyError:
         raise ValueError(f"summary.json has no {full!r}") from None
-    reducers = [o for o in options if o in _REDUCERS]
-    if "*" in full.split(".") or reducers:
-        if len(reducers) != 1:
-            raise ValueError(f"{full!r} gives {len(values)} values: reduce them with one of min, max, len")
-        finite = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        value = len(values) if reducers[0] == "len" else _REDUCERS[reducers[0]](finite) if finite else None
+    reducers = [o for o in options if _REDUCER.fullmatch(o)]
+    if "*" in full or reducers:
+        if len(reducers) != 1 or "*" not in full:
+            raise ValueError(
+                f"{full!r}: a pattern (*) takes one of min, max, len, count<X, count>X, and only a pattern"
+            )
+        value = _reduce(values, reducers[0])
     else:
         value = values[0]
         if isinstance(value, (dict, list)):
@@ -313,7 +340,9 @@ def document_paths(paths=None, root: str = ".") -> list[str]:
         if missing:
             raise ConfigError(f"no such document: {', '.join(missing)}")
         return list(paths)
-    found = [p for pattern in DEFAULT_DOCUMENTS for p in sorted(glob.glob(os.path.join(root, pattern)))]
+    found = [
+        os.path.normpath(p) for pattern in DEFAULT_DOCUMENTS for p in sorted(glob.glob(os.path.join(root, pattern)))
+    ]
     if not found:
         raise ConfigError(
             f"no README.md or docs/*.md under {os.path.abspath(root)}; run from the repository root or name the files"

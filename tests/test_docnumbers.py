@@ -80,9 +80,24 @@ def test_resolve_keys_with_dots_globs_and_indices():
     assert dn.resolve(SUMMARY, "points.1.z") == [2.61]
     assert dn.resolve(SUMMARY, "points.*.z") == [-1.2, 2.61, 0.4]
     assert dn.resolve(SUMMARY, "conditions.*.test/acc.selected.mean") == [0.969533, 0.962918, 0.5]
+    assert dn.resolve(SUMMARY, "comparisons.test/acc.selected.kd_a* - ce.p") == [2.09e-05, 1.3e-12]
+    assert dn.resolve(SUMMARY, "conditions.kd_*.test/acc.selected.mean") == [0.962918, 0.5]
     for bad in ("conditions.kd.test/acc", "points.3.z", "teacher.test/acc.selected.mean.x"):
         with pytest.raises(KeyError):
             dn.resolve(SUMMARY, bad)
+
+
+def test_reducers_of_a_pattern():
+    p_holm = '"comparisons.test/acc.selected.* - ce.p_holm"'
+    assert dn.render_field(SUMMARY, f"{p_holm} count<0.05 d") == "1"  # 0.047 counts, null does not
+    assert dn.render_field(SUMMARY, f"{p_holm} len d") == "2"
+    assert dn.render_field(SUMMARY, '"comparisons.test/acc.selected.* - ce.p" count<1e-6 d') == "1"
+    assert dn.render_field(SUMMARY, "conditions.*.test/acc.selected.mean count>0.9 d") == "2"
+    assert dn.render_field(SUMMARY, "conditions.*.test/acc.selected.mean min .3f") == "0.500"
+    assert dn.render_field(SUMMARY, "conditions.*.test/acc.selected.std max .4f") == "0.0077"
+    assert dn.render_field(SUMMARY, "*.test/acc.selected.std min .4f", prefix="conditions") == "0.0069"
+    with pytest.raises(ValueError, match="and only a pattern"):
+        dn.render_field(SUMMARY, "conditions.ce.test/acc.selected.std max .4f")
 
 
 def test_regions_are_found_and_rendered_as_written_by_hand():
@@ -140,7 +155,7 @@ def test_a_changed_table_row_is_listed(tmp_path):
         ("<!--n digits_kd teacher.test/acc.selected.mean .3f-->0.9<!--/n--> starts a line\n", "starts the line"),
         ("a <!--n digits_kd teacher.test/acc.selected.mean .3f-->0.9 and no end\n", "is not closed"),
         ("a <!--n digits_kd teacher.test/acc.last.mean .3f-->0.9<!--/n-->\n", "has no 'teacher.test/acc.last.mean'"),
-        ("a <!--n digits_kd points.*.z .3f-->0.9<!--/n-->\n", "reduce them with one of min, max, len"),
+        ("a <!--n digits_kd points.*.z .3f-->0.9<!--/n-->\n", "a pattern (*) takes one of min, max, len, count<X"),
         ("a <!--n digits_kd conditions.ce .3f-->0.9<!--/n-->\n", "is a dict, not a number"),
         ("a <!--n digits_kd teacher.test/acc.selected.mean-->0.9<!--/n-->\n", "no format spec"),
         ("a <!--n digits_kdd teacher.test/acc.selected.mean .3f-->0.9<!--/n-->\n", "unknown experiment 'digits_kdd'"),
