@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -431,7 +432,11 @@ def _sigterm_as_interrupt():
 
     def redeliver(unraisable):
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            signal.raise_signal(signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT)
+            # Later and from another thread: sent now, it would be raised inside this hook and dropped again.
+            sig = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), sig))
+            timer.daemon = True
+            timer.start()
         else:
             hook(unraisable)
 

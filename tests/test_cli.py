@@ -536,16 +536,15 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
     import sys
     import time
 
+    # As from a terminal, where Ctrl-C raises KeyboardInterrupt (a shell starts background jobs, such as this
+    # test's, with SIGINT ignored, and Python would keep ignoring it).
+    launch = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from jaxkd.cli import main"
     runs = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         out = tmp_path / sig.name / "out"
-        argv = [sys.executable, "-m", "jaxkd.cli", "run", "digits_kd", "--preset", "smoke", "--no-progress"]
-        # As from a terminal: a shell starts background jobs with SIGINT ignored, which Python would keep.
-        default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-        proc = subprocess.Popen(
-            [*argv, "--out", str(out)], stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
-        )
-        runs[sig] = (out, proc)
+        argv = ["run", "digits_kd", "--preset", "smoke", "--no-progress", "--out", str(out)]
+        code = f"{launch}; sys.exit(main({argv!r}))"
+        runs[sig] = (out, subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True))
     for sig, (out, proc) in runs.items():
         deadline = time.monotonic() + 120
         while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -606,3 +605,29 @@ def test_resume_mismatch_names_the_most_telling_field(changes, message, tmp_path
     assert message.format(d=d) in str(err.value)
     assert "damaged" not in str(err.value) and "\n" not in str(err.value)
     SweepCheckpointer(d, _fingerprint(), resume=True).close()  # the same run resumes
+
+
+def test_a_stop_dropped_inside_a_gc_callback_is_delivered_again():
+    """JAX runs Python in a garbage-collector callback; a SIGTERM raised there is dropped by Python ("Exception
+    ignored"), so the run would go on. The CLI sends it again, to be raised in the code that runs next."""
+    import gc
+    import time
+
+    from jaxkd import cli
+
+    dropped = []
+
+    def callback(phase, info):
+        if not dropped:
+            dropped.append(phase)
+            raise cli.Terminated  # what the SIGTERM handler raises when the signal lands here
+
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(cli.Terminated), cli._sigterm_as_interrupt():
+            gc.collect()
+            assert dropped  # the callback ran and its Terminated was dropped...
+            for _ in range(500):  # ...and comes back here, in ordinary code
+                time.sleep(0.01)
+    finally:
+        gc.callbacks.remove(callback)
