@@ -175,7 +175,8 @@ def _cmd_run(args) -> int:
             f"--data-dir is read only for tfds: datasets; this run uses {dataset or 'no dataset'}", stacklevel=1
         )
     out = args.out or os.path.join("results", args.experiment, args.preset)
-    recover(out)  # a swap of result files cut off by a kill is completed first
+    with contextlib.suppress(OSError):  # (a directory it cannot write is refused below, in one line)
+        recover(out)  # a swap of result files cut off by a kill is completed first
     check_replaceable(out)  # before any training: never replace a file jaxkd did not write
     if os.path.exists(os.path.join(out, "summary.json")) and not (args.overwrite or args.resume):
         raise ConfigError(

@@ -34,6 +34,7 @@ The functions are pure: :func:`load_run` reads a directory,
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -95,7 +96,8 @@ def load_run(path: str) -> dict:
         raise ConfigError(f"{shown} is not a directory; {hint}")
     from jaxkd.outputs import recover
 
-    recover(shown)  # a run killed while moving its results into place: complete the move before reading
+    with contextlib.suppress(OSError):  # a read-only copy is read as it is
+        recover(shown)  # a run killed while moving its results into place: complete the move before reading
     summary_path = os.path.join(shown, "summary.json")
     if not os.path.isfile(summary_path):
         entries = set(os.listdir(shown))
