@@ -36,7 +36,8 @@ unless ``KEY=LABEL``); ``in=PREFIX`` is prepended to every path of a region.
 
 ``FORMAT`` is one Python format spec (``.3f``, ``+.1f``, ``.2g``, ``d``) and any of: ``x100`` (scale,
 here to percentage points), ``minus`` (a typographic minus, U+2212), ``sci`` (exponents without
-padding: ``2e-5``, not ``2e-05``), a reducer. A JSON ``null`` or a NaN prints as ``n/a``.
+padding: ``2e-5``, not ``2e-05``), ``below=X`` (``< X`` for a value below X, else ``= value``: p-values
+too small to print), a reducer. A JSON ``null`` or a NaN prints as ``n/a``.
 
 ``--check`` compares numbers, not characters: each number of a region may differ from the freshly
 rendered one by one unit in its last printed digit (float round-off on another CPU moves a mean by
@@ -159,9 +160,11 @@ def _reduce(values: list, how: str):
 
 def format_value(value, options: list[str]) -> str:
     """``value`` rendered by a marker's FORMAT tokens (see the module docstring)."""
-    spec, scale, minus, sci = None, 1.0, False, False
+    spec, scale, minus, sci, below = None, 1.0, False, False, None
     for opt in options:
-        if opt == "minus":
+        if opt.startswith("below="):
+            below = opt[6:]
+        elif opt == "minus":
             minus = True
         elif opt == "sci":
             sci = True
@@ -179,6 +182,10 @@ def format_value(value, options: list[str]) -> str:
         return "n/a"
     if isinstance(value, bool) or isinstance(value, str):
         return format(str(value).lower() if isinstance(value, bool) else value, spec)
+    if below is not None:
+        if value < float(below):
+            return f"< {below}"
+        return "= " + format_value(value, [o for o in options if not o.startswith("below=")])
     text = format(value * scale if scale != 1.0 else value, spec)
     if sci:
         text = re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), text)

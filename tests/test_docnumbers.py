@@ -67,6 +67,8 @@ def test_format_value_by_hand():
     assert dn.format_value(2.09e-05, [".0e"]) == "2e-05"
     assert dn.format_value(1234.5, [".1e", "sci"]) == "1.2e3"
     assert dn.format_value(0.0465676, [".2g"]) == "0.047"
+    assert dn.format_value(3.2e-9, [".2g", "below=1e-6"]) == "< 1e-6"
+    assert dn.format_value(0.0146, [".2g", "below=1e-6"]) == "= 0.015"
     assert dn.format_value(None, [".3f"]) == "n/a"
     assert dn.format_value(float("nan"), [".3f"]) == "n/a"
     assert dn.format_value("paired t", ["s"]) == "paired t"
