@@ -13,7 +13,7 @@ teacher's initialisation, CE), ``disdo``, ``kd_a{α}_T{T}``, ``rcd_fixed`` /
 input, so anything trigger-specific they acquire came through the teacher's
 soft labels on clean inputs.
 
-Metrics per student (test set, final step): ``backdoor/asr``, the attack
+Metrics per student (test set, validation-selected model): ``backdoor/asr``, the attack
 success rate (the fraction of triggered test inputs of other classes
 classified as the target: :func:`jaxkd.backdoor.attack_success_rate`),
 ``backdoor/target_rate_clean`` (the same fraction WITHOUT the trigger, the
@@ -164,7 +164,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             "correction": "Holm within each (setup, metric)",
             "metrics": list(config.test_metrics),
         },
-        "when": "final step; teachers trained on the poisoned set, students on the clean set",
+        "when": "validation-selected models; teachers trained on the poisoned set, students on the clean set",
         "compiled_programs": programs,
     }
     write_outputs(out_dir, config=config, rows=rows, summary=out, figures={"figure.png": _figure(config, out)})

@@ -57,21 +57,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import jax
 
 from jaxkd import plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
-from jaxkd.ensemble import Ensemble, load_ensemble, save_ensemble
-from jaxkd.errors import ConfigError, check
+from jaxkd.errors import check
 from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher
 from jaxkd.models import MODELS, make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
-from jaxkd.teacher import Teacher
-from jaxkd.train import check_objective, make_train
+from jaxkd.teacher import load_teacher, save_teacher
+from jaxkd.train import check_objective, check_teacher_normalisation, make_train
 
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
 
@@ -88,6 +86,8 @@ _OBJECTIVE = {
 }
 
 _RD = recipe("repdistiller_cifar")
+
+FINGERPRINT = {"experiment": "cifar_kd"}  # in every checkpoint: resuming another experiment is refused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +252,9 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             for m in (t_cfg.model, s_cfg.model)
         )
         check_objective(s_cfg, s_model, t_model)
-        loaded = _load_teacher(config.teacher_paths[i], t_model, dataset) if config.teacher_paths else None
+        loaded = load_teacher(config.teacher_paths[i], t_model) if config.teacher_paths else None
+        if loaded is not None:  # a teacher trained on other data (its normalisation) is refused before any training
+            check_teacher_normalisation(loaded, dataset.mean, dataset.std, dataset.name)
         plans[pair] = (t_cfg, s_cfg, loaded)
 
     summary, rows = {"pairs": {}}, []
@@ -268,11 +270,14 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
                 key_teacher,
                 chunk_steps=config.chunk_steps,
                 checkpoint_dir=ckpt("teacher"),
+                fingerprint=FINGERPRINT,
                 resume=resume,
                 overwrite=overwrite,
                 progress=progress,
             )
-            _save_teacher(os.path.join(out_dir, "teachers", tag), teacher, dataset, t_result.fingerprint)
+            save_teacher(
+                os.path.join(out_dir, "teachers", tag), teacher, fingerprint=t_result.fingerprint, replace=True
+            )
         else:
             teacher, t_result = loaded, None
         trainer = make_train(s_cfg, dataset, teacher)
@@ -285,6 +290,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             t_result,
             chunk_steps=config.chunk_steps,
             checkpoint_dir=ckpt("students"),
+            fingerprint=FINGERPRINT,
             resume=resume,
             overwrite=overwrite,
             progress=progress,
@@ -297,41 +303,6 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     figure = _figure(summary, dataset, config)
     write_outputs(out_dir, config=config, rows=rows, summary=summary, figures={"figure.png": figure})
     return summary
-
-
-def _save_teacher(path: str, teacher: Teacher, dataset, fingerprint=None) -> None:
-    """Save a teacher as a one-member ensemble (replacing only a saved ensemble, never other files)."""
-    if os.path.exists(os.path.join(path, "ensemble.json")):
-        shutil.rmtree(path)  # a teacher an earlier run of this experiment saved here
-    elif os.path.exists(path) and os.listdir(path):
-        raise ConfigError(f"{path} exists and is not a saved teacher; move it or choose another --out")
-    expand = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
-    tup = lambda v: None if v is None else tuple(float(x) for x in v)  # noqa: E731
-    ens = Ensemble(
-        teacher.model,
-        expand(teacher.params),
-        expand(teacher.rest),
-        members=[{"seed": 0, "condition": "teacher"}],
-        mean=tup(dataset.mean),
-        std=tup(dataset.std),
-        fingerprint=fingerprint,
-    )
-    save_ensemble(path, ens)
-
-
-def _load_teacher(path: str, model, dataset) -> Teacher:
-    ens = load_ensemble(path)
-    check(
-        ens.model.spec == model.spec,
-        f"the teacher saved in {path} is {ens.model.spec['name']} "
-        f"{ens.model.spec['in_shape']}, not the pair's {model.name} {model.in_shape}",
-    )
-    want = None if dataset.mean is None else tuple(float(v) for v in dataset.mean)  # as _save_teacher stores it
-    check(
-        ens.mean == want,
-        f"the teacher saved in {path} normalises inputs differently from {dataset.name}; it was trained on other data",
-    )
-    return Teacher.from_ensemble(ens)
 
 
 def _figure(summary, dataset, config) -> bytes:

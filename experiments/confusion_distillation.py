@@ -96,6 +96,8 @@ from jaxkd.train import make_train
 CONDITIONS = ("baseline", "label_smoothing", "cd")
 _WDSL = recipe("wdsl_cifar")
 
+FINGERPRINT = {"experiment": "confusion_distillation"}  # in every checkpoint: resuming another experiment is refused
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -250,7 +252,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             overwrite=overwrite,
             progress=progress,
             desc=arch,
-            fingerprint={"phase_boundaries": bounds},
+            fingerprint={**FINGERPRINT, "phase_boundaries": bounds},
         )
         q = np.asarray(result.states.term_state["confusion"]["inner"]["Q"])  # [S, G, C, C]
         arch_summary["phases"] = {

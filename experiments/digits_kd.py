@@ -29,15 +29,16 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxkd import plotting, results
+from jaxkd import plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import TeacherStudentRuns, compare_to_baseline, train_teacher
+from jaxkd.experiment import TeacherStudentRuns, run_methods, train_teacher
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
-from jaxkd.sweep import run_sweep
 from jaxkd.train import make_train
+
+FINGERPRINT = {"experiment": "digits_kd"}  # in every checkpoint: resuming another experiment is refused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +115,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         key_teacher,
         chunk_steps=config.chunk_steps,
         checkpoint_dir=ckpt("teacher"),
+        fingerprint=FINGERPRINT,
         resume=resume,
         overwrite=overwrite,
         progress=progress,
@@ -121,27 +123,21 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     trainer = make_train(student_cfg, dataset, teacher)
     conds = config.conditions()
     names = list(conds)
-    grid = {k: [conds[c][k] for c in names] for k in conds["ce"]}
-    result = run_sweep(
+    result, rows, summary = run_methods(
         trainer,
         key_students,
         config.n_seeds,
-        grid,
+        conds,
+        t_result,
         chunk_steps=config.chunk_steps,
         checkpoint_dir=ckpt("students"),
+        fingerprint=FINGERPRINT,
         resume=resume,
         overwrite=overwrite,
         progress=progress,
         desc="students",
     )
-
-    rows = results.records_from_sweep(t_result, ["teacher"]) + results.records_from_sweep(result, names)
-    summary = {
-        "teacher": results.summarize_sweep(t_result, ["teacher"])["teacher"],
-        "conditions": results.summarize_sweep(result, names),
-        "comparisons": compare_to_baseline(result, names, "ce", ("test/acc", "test/agreement")),
-        "legend": {n: _label(conds[n]) for n in names},
-    }
+    summary["legend"] = {n: _label(conds[n]) for n in names}
     teacher_acc = summary["teacher"]["test/acc"]["selected"]["mean"]
     figure = _figure(result, names, summary, teacher_acc, dataset)
     write_outputs(out_dir, config=config, rows=rows, summary=summary, figures={"figure.png": figure})

@@ -64,6 +64,8 @@ _OBJECTIVE = {
     "at": {"weight": 50.0, "student": ("block0", "block1"), "teacher": ("block0", "block1")},
 }
 
+FINGERPRINT = {"experiment": "digits_methods"}  # in every checkpoint: resuming another experiment is refused
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(TeacherStudentRuns):
@@ -142,6 +144,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         per_seed=config.per_seed_teacher,
         chunk_steps=config.chunk_steps,
         checkpoint_dir=ckpt("teacher"),
+        fingerprint=FINGERPRINT,
         resume=resume,
         overwrite=overwrite,
         progress=progress,
@@ -156,6 +159,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         t_result,
         chunk_steps=config.chunk_steps,
         checkpoint_dir=ckpt("students"),
+        fingerprint=FINGERPRINT,
         resume=resume,
         overwrite=overwrite,
         progress=progress,

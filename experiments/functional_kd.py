@@ -24,7 +24,7 @@ Controls are skipped at the grid points that do not use them (weight 0:
 Every student is then compared with its own (trained) teacher on the test set
 (``jaxkd.metrics.functional_metrics``: accuracy, loss, agreement, activation
 distance, JS, cosine, MI; overall and on the teacher-correct / teacher-incorrect
-subsets, copy-the-error vs other errors), at the final step. Tests: per setup
+subsets, copy-the-error vs other errors), at each run's validation-selected model. Tests: per setup
 and per metric, one declared family — every condition vs ``base``, every KD
 point vs each RCD condition and vs ``siddo`` — Holm-corrected within the
 family (paired over seeds by default: seed s of every condition distils from,
@@ -53,7 +53,7 @@ Measured (default preset, 2026-11-24, idle 2-core CPU): 208 s wall (3.5 min), 6.
 6 compiled training sweeps (per setup: teachers; every condition's students), 270 training
 runs, 1.3 runs per second of wall time, compiles included.
 
-What it shows (10 seeds, final step, paired tests Holm-corrected within each
+What it shows (10 seeds, validation-selected models, paired tests Holm-corrected within each
 setup × metric): how much more a KD student agrees with its teacher than the
 controls do, overall and on the teacher's errors (copying them), and the
 asymmetric payoff. The measured tables are in docs/functional_kd.md and the
@@ -75,10 +75,11 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, R
 from jaxkd.data import load_dataset
 from jaxkd.errors import check, check_name
 from jaxkd.experiment import train_teacher
+from jaxkd.keys import RunKeys, seed_run_keys
 from jaxkd.metrics import asymmetric_payoff, functional_metrics_over_seeds
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
-from jaxkd.sweep import RunKeys, run_sweep, seed_run_keys
+from jaxkd.sweep import run_sweep
 from jaxkd.train import make_train
 
 CONDITIONS = ("base", "siddo", "disdo", "kd", "rcd_fixed", "rcd_step", "rcd_untrained")
@@ -96,6 +97,8 @@ METRICS = tuple(f"{s}/{m}" for s in SUBSETS for m in _PER_SUBSET) + (
     "teacher_incorrect/n_correct",
 )
 PLOT_METRICS = ("all/acc", "all/agreement", "all/js", "teacher_correct/agreement", "teacher_incorrect/copy_error")
+
+FINGERPRINT = {"experiment": "functional_kd"}  # in every checkpoint: resuming another experiment is refused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,9 +377,9 @@ def runlocal(config: Config) -> Config:
 
 
 def student_test_logits(result, trainer) -> np.ndarray:
-    """Eval-mode test logits ``[S, G, N, C]`` of every final student state."""
-    fn = lambda p, r: trainer.predict_split(p, r, trainer.data, "test")  # noqa: E731
-    return np.asarray(jax.jit(jax.vmap(jax.vmap(fn)))(result.states.params, result.states.rest))
+    """Eval-mode test logits ``[S, G, N, C]`` of every student's validation-selected model."""
+    fn = lambda p, r: trainer.predict_split({"model": p}, r, trainer.data, "test")  # noqa: E731
+    return np.asarray(jax.jit(jax.vmap(jax.vmap(fn)))(*result.model("selected")))
 
 
 def _metrics_by_condition(logits_SxGxNxC, diverged_SxG, teacher_logits, labels, names) -> dict:
@@ -416,6 +419,7 @@ def run_setup(
         n_seeds=n,
         per_seed=True,
         checkpoint_dir=ckpt("teacher"),
+        fingerprint=FINGERPRINT,
         **common,
     )
     trainer = make_train(config.student_config(setup, dataset.in_shape), dataset, teacher)
@@ -427,6 +431,7 @@ def run_setup(
         config.grid(),
         keys=config.run_keys(keys["teacher"], keys["student"]),
         checkpoint_dir=ckpt("students"),
+        fingerprint=FINGERPRINT,
         desc=f"{setup.name} students",
         **common,
     )
@@ -437,7 +442,8 @@ def run_setup(
     teacher_metrics = {"all/acc": teacher_acc}
     if probe is not None:
         fn = lambda p, r: probe.metrics(trainer, p, r)  # noqa: E731
-        extra = jax.jit(jax.vmap(jax.vmap(fn)))(result.states.params, result.states.rest)  # [S, G]
+        params, rest = result.model("selected")
+        extra = jax.jit(jax.vmap(jax.vmap(lambda p, r: fn({"model": p}, r))))(params, rest)  # [S, G]
         for g, name in enumerate(names):
             per_seed[name] |= {
                 k: np.where(result.diverged[:, g], np.nan, np.asarray(v[:, g], np.float64)) for k, v in extra.items()
@@ -550,7 +556,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             "correction": "Holm within each (setup, metric)",
             "metrics": list(config.test_metrics),
         },
-        "when": "final step; student s vs its own teacher s on the test set",
+        "when": "validation-selected models; student s vs its own teacher s on the test set",
         "compiled_programs": sum(r["programs"] for r in runs),
     }  # training sweeps
     figures = {"figure.png": _metric_figure(config, out), "payoff.png": _payoff_figure(config, out)}
@@ -566,7 +572,7 @@ def _metric_figure(
     summary: dict,
     metrics=PLOT_METRICS,
     teacher_label: str = "teacher",
-    title: str = "student vs its own teacher, test set, final step",
+    title: str = "student vs its own teacher, test set, validation-selected models",
 ) -> bytes:
     """One panel per setup × metric: each condition's mean and 95% CI, the teacher's mean as a line where the
     run records that metric for the teachers."""

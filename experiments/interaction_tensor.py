@@ -4,7 +4,7 @@ Three groups of ``n_seeds`` models each, every group ONE vmapped program
 (:func:`jaxkd.sweep.run_sweep`): teachers; baselines (CE only, their own
 keys); KD students, student s distilled from teacher s (the reference's
 "20 teachers" pairing) with ``L = alpha·T²·KL(p_T ‖ p_S) + (1 − alpha)·CE``,
-T = 2, alpha = 0.85 (arXiv 2606.03052, §3.3 of docs/papers.md). The final
+T = 2, alpha = 0.85 (arXiv 2606.03052, §3.3 of docs/papers.md). The validation-selected
 models' activations at the named layer (flattened) on the whole test set
 go into one interaction tensor Ω [M, N, T] (:func:`jaxkd.interaction.
 interaction_tensor`: per-model PCA to ``k``, correlations, greedy clustering
@@ -67,11 +67,13 @@ from jaxkd.models import make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.sweep import run_sweep
-from jaxkd.teacher import Teacher
+from jaxkd.teacher import Teacher, normalisation
 from jaxkd.train import check_objective, make_train
 
 GROUPS = ("teacher", "baseline", "kd")
 _WDSL = recipe("wdsl_cifar")
+
+FINGERPRINT = {"experiment": "interaction_tensor"}  # in every checkpoint: resuming another experiment is refused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,26 +191,35 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     trainers, sweeps = {}, {}
     trainers["teacher"] = make_train(cfgs["teacher"], dataset)
     sweeps["teacher"] = run_sweep(
-        trainers["teacher"], keys["teacher"], n, checkpoint_dir=ckpt("teacher"), desc="teachers", **sweep_kw
+        trainers["teacher"],
+        keys["teacher"],
+        n,
+        checkpoint_dir=ckpt("teacher"),
+        fingerprint=FINGERPRINT,
+        desc="teachers",
+        **sweep_kw,
     )
     check(
         not sweeps["teacher"].diverged.any(),
         f"teacher seeds {np.flatnonzero(sweeps['teacher'].diverged[:, 0]).tolist()} diverged; lower the "
         "teacher's learning rate",
     )
-    t_states = sweeps["teacher"].states
+    t_params, t_rest = sweeps["teacher"].model("selected")
     teacher = Teacher(
         trainers["teacher"].model,
-        jax.tree.map(lambda a: a[:, 0], t_states.params["model"]),
-        jax.tree.map(lambda a: a[:, 0], t_states.rest),
+        jax.tree.map(lambda a: a[:, 0], t_params),
+        jax.tree.map(lambda a: a[:, 0], t_rest),
         per_seed=True,
+        **dict(zip(("mean", "std"), normalisation(dataset.mean, dataset.std))),
     )
     trainers["baseline"] = make_train(cfgs["baseline"], dataset)
     trainers["kd"] = make_train(cfgs["kd"], dataset, teacher)
     for group in ("baseline", "kd"):
-        sweeps[group] = run_sweep(trainers[group], keys[group], n, checkpoint_dir=ckpt(group), desc=group, **sweep_kw)
+        sweeps[group] = run_sweep(
+            trainers[group], keys[group], n, checkpoint_dir=ckpt(group), fingerprint=FINGERPRINT, desc=group, **sweep_kw
+        )
 
-    # Final models of each group -> test-set logits and activations at the layer (flattened), read as
+    # Validation-selected models of each group -> test-set logits and activations at the layer (flattened), read as
     # ensembles through `predict` exactly as saved ensembles would be (interaction.ensemble_activations).
     x_test, y_test = dataset.x_test, np.asarray(dataset.y_test)
     ensembles = {}
@@ -295,7 +306,7 @@ def _analyse(config, it, idx, probs, preds, y_test, sweeps, num_classes):
                 **{k: conf[k] for k in ("spearman", "spearman_p", "pearson", "pearson_p")},
                 "binned": _binned(conf["count"], conf["confidence"]),
             },
-            "final_test_acc": stats.summarize(acc.mean(axis=1)),
+            "selected_test_acc": stats.summarize(acc.mean(axis=1)),
             "training": results.summarize_sweep(sweeps[g], [g])[g].get("test/acc"),
         }
         for stat, ci in boot.items():
@@ -356,7 +367,7 @@ def _analyse(config, it, idx, probs, preds, y_test, sweeps, num_classes):
                     "diverged": False,
                 }
             )
-    acc_b = groups["baseline"]["final_test_acc"]
+    acc_b = groups["baseline"]["selected_test_acc"]
     summary = {
         "tensor": {
             "shape": [int(m), int(n), int(t)],
@@ -369,9 +380,9 @@ def _analyse(config, it, idx, probs, preds, y_test, sweeps, num_classes):
         "claim_test": claim,
         "common_features": common,
         "confusion_vs_teacher": confusion,
-        "accuracy_note": f"final-model test accuracy: baseline {acc_b['mean']:.3f}, "
-        f"kd {groups['kd']['final_test_acc']['mean']:.3f}, "
-        f"teacher {groups['teacher']['final_test_acc']['mean']:.3f}",
+        "accuracy_note": f"validation-selected models' test accuracy: baseline {acc_b['mean']:.3f}, "
+        f"kd {groups['kd']['selected_test_acc']['mean']:.3f}, "
+        f"teacher {groups['teacher']['selected_test_acc']['mean']:.3f}",
     }
     rows.append(
         {

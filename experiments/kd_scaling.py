@@ -11,7 +11,7 @@ and data-order keys across conditions (seed s of every condition is paired):
 - ``rcd``: the same loss with the teacher's logits replaced by N(0, 1) noise
   fixed per training example (``jaxkd.terms.rcd``), at the same α and T.
 
-Per student (test set, final step): ``error`` (1 − accuracy), ``disagreement``
+Per student (test set, validation-selected model): ``error`` (1 − accuracy), ``disagreement``
 with the teacher (1 − top-1 agreement) and ``js`` (Jensen-Shannon divergence
 to the teacher's softmax). For each series, condition and metric the seed means
 are fitted by a power law in the parameter count, ``metric ≈ c · P^b``
@@ -211,9 +211,9 @@ def runlocal(config: Config) -> Config:
 
 
 def _student_metrics(result, trainer, teacher_logits, labels) -> dict:
-    """``{condition index: {metric: [S]}}`` at the final step (NaN where a run diverged)."""
-    fn = lambda p, r: trainer.predict_split(p, r, trainer.data, "test")  # noqa: E731
-    logits = jax.jit(jax.vmap(jax.vmap(fn)))(result.states.params, result.states.rest)  # [S, G, N, C]
+    """``{condition index: {metric: [S]}}`` of each run's validation-selected model (NaN where a run diverged)."""
+    fn = lambda p, r: trainer.predict_split({"model": p}, r, trainer.data, "test")  # noqa: E731
+    logits = jax.jit(jax.vmap(jax.vmap(fn)))(*result.model("selected"))  # [S, G, N, C]
     out = []
     for g in range(logits.shape[1]):
         m = jax.jit(functional_metrics_over_seeds)(logits[:, g], teacher_logits, labels)
@@ -339,7 +339,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             "comparisons": [f"{a} - {b}" for a, b in config.family()],
             "correction": "Holm within each (series, metric)",
         },
-        "when": "final step, test set; disagreement and js against the teacher",
+        "when": "validation-selected models, test set; disagreement and js against the teacher",
         "compiled_programs": 1 + len(config.shapes()),
     }
     write_outputs(out_dir, config=config, rows=rows, summary=out, figures={"figure.png": _figure(config, out)})

@@ -104,7 +104,10 @@ class EvalConfig:
     divide the run's steps. Evaluation runs in fixed-size batches of
     ``batch_size`` inside the compiled program. ``splits`` are evaluated
     every time (``train`` is the full, un-augmented training set).
-    ``select`` is the metric that picks the best evaluation per seed.
+    ``select`` is the metric that picks the model each run keeps
+    (:mod:`jaxkd.selection`: ties broken by that split's loss, then the
+    later evaluation); it may not read the test set, and a metric the run
+    does not evaluate is refused when the trainer is built.
     """
 
     every: int | None = None
@@ -117,9 +120,15 @@ class EvalConfig:
         check(self.batch_size > 0, f"eval.batch_size must be positive, got {self.batch_size}")
         for s in self.splits:
             check_name("evaluation split", s, ("train", "val", "test"))
+        split = self.select.split("/")[0]
         check(
-            self.select.split("/")[0] in self.splits or self.select.split("/")[0] == "train",
-            f"eval.select {self.select!r} names a split that is not evaluated ({', '.join(self.splits)})",
+            split != "test",
+            f"eval.select {self.select!r} selects on the test set; select on the validation split (e.g. val/acc)",
+        )
+        check(
+            split in self.splits or (split == "train_eval" and "train" in self.splits),
+            f"eval.select {self.select!r} names a split that is not evaluated ({', '.join(self.splits)}); "
+            "the full training set's metrics are train_eval/...",
         )
 
 

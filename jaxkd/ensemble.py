@@ -27,6 +27,7 @@ from jaxkd.data.augment import normalize
 from jaxkd.errors import ConfigError, check
 from jaxkd.evaluate import batched
 from jaxkd.models import FunctionalModel, make_model
+from jaxkd.teacher import normalisation
 
 META = "ensemble.json"
 
@@ -55,10 +56,19 @@ class Ensemble:
         )
 
 
-def from_sweep(result, trainer, conditions: list[str] | None = None, *, include_diverged: bool = False) -> Ensemble:
+def from_sweep(
+    result,
+    trainer,
+    conditions: list[str] | None = None,
+    *,
+    include_diverged: bool = False,
+    model: str = "selected",
+) -> Ensemble:
     """The student models of a finished sweep, one member per (seed, grid point), seed-major.
 
-    Diverged runs are left out unless ``include_diverged``.
+    ``model``: each run's validation-selected model (default: the one its
+    summary reports) or its ``last``; every member records which, and the
+    step it comes from. Diverged runs are left out unless ``include_diverged``.
     """
     s, g = result.diverged.shape
     conditions = conditions or [f"point{i}" for i in range(g)]
@@ -67,21 +77,24 @@ def from_sweep(result, trainer, conditions: list[str] | None = None, *, include_
     check(keep, "every run of the sweep diverged; there is no ensemble to save")
     si, gi = (np.asarray(v) for v in zip(*keep))
     take = lambda t: jax.tree.map(lambda a: np.asarray(a)[si, gi], t)  # noqa: E731
+    steps = result.selected_steps if model == "selected" else np.full(result.diverged.shape, result.steps[-1])
     members = [
         {
             "seed": int(i),
             "condition": conditions[j],
             "grid_point": int(j),
             "hparams": {k: float(v[j]) for k, v in result.grid.items()},
+            "model": model,
+            "step": int(steps[i, j]),
         }
         for i, j in keep
     ]
-    mean = None if trainer.mean is None else tuple(float(v) for v in np.atleast_1d(np.asarray(trainer.mean)))
-    std = None if trainer.std is None else tuple(float(v) for v in np.atleast_1d(np.asarray(trainer.std)))
+    mean, std = normalisation(trainer.mean, trainer.std)
+    params, rest = result.model(model)
     return Ensemble(
         model=trainer.model,
-        params=take(result.states.params["model"]),
-        rest=take(result.states.rest),
+        params=take(params),
+        rest=take(rest),
         members=members,
         mean=mean,
         std=std,

@@ -15,7 +15,7 @@ from jaxkd import results, stats
 from jaxkd.config import RunConfig
 from jaxkd.errors import ConfigError, check
 from jaxkd.sweep import run_sweep
-from jaxkd.teacher import Teacher
+from jaxkd.teacher import Teacher, normalisation
 from jaxkd.train import make_train
 
 
@@ -61,12 +61,16 @@ def train_teacher(
     overwrite=False,
     progress=True,
     chunk_steps=None,
+    model: str = "selected",
+    fingerprint: dict | None = None,
 ):
     """Train a teacher sweep; returns ``(Teacher, SweepResult)``.
 
     With ``per_seed=False`` the teacher is seed 0; with ``per_seed=True``
     it is the stack of all ``n_seeds`` teachers (student seed s distils from
-    teacher s).
+    teacher s). ``model``: the validation-selected model of each teacher run
+    (default: the one its summary reports) or its ``last``. The teacher
+    carries its data's normalisation.
     """
     trainer = make_train(config, dataset)
     result = run_sweep(
@@ -79,15 +83,39 @@ def train_teacher(
         overwrite=overwrite,
         progress=progress,
         desc="teacher",
+        fingerprint=fingerprint,
     )
     if result.diverged[:, 0].any():
         raise ConfigError("the teacher diverged (NaN/Inf); lower its learning rate")
-    params, rest = result.states.params["model"], result.states.rest
+    params, rest = result.model(model)
     if per_seed:
         take = lambda t: jax.tree.map(lambda x: x[:, 0], t)  # noqa: E731
     else:
         take = lambda t: jax.tree.map(lambda x: x[0, 0], t)  # noqa: E731
-    return Teacher(trainer.model, take(params), take(rest), per_seed=per_seed), result
+    mean, std = normalisation(trainer.mean, trainer.std)
+    teacher = Teacher(trainer.model, take(params), take(rest), per_seed=per_seed, mean=mean, std=std)
+    return teacher, result
+
+
+def teacher_summary(teacher_result, *, model: str = "selected") -> dict:
+    """The teacher's summary, saying which of its models students distil from (and at which steps)."""
+    out = results.summarize_sweep(teacher_result, ["teacher"])["teacher"]
+    out["distilled_from"] = model
+    return out
+
+
+SHARED_TEACHER_NOTE = (
+    "one teacher and one validation split are shared by every student seed: confidence intervals and tests "
+    "cover the variation of student seeds only, not of the teacher or the split"
+)
+
+
+def scope(shared_teacher: bool) -> dict:
+    """What a summary's intervals cover; with a shared teacher, the statement :data:`SHARED_TEACHER_NOTE`."""
+    out = {"shared_teacher": bool(shared_teacher), "model": "selected"}
+    if shared_teacher:
+        out["note"] = SHARED_TEACHER_NOTE
+    return out
 
 
 def method_conditions(objective, methods, *, kd_ce_weight: float | None = None) -> dict[str, dict[str, float]]:
@@ -118,25 +146,28 @@ def run_methods(trainer, key, n_seeds: int, conditions: dict, teacher_result, **
     grid = {k: [conditions[c][k] for c in names] for k in conditions[names[0]]}
     result = run_sweep(trainer, key, n_seeds, grid, **sweep_kwargs)
     rows = results.records_from_sweep(result, names)
+    shared = trainer.teacher is not None and not trainer.teacher.per_seed
     summary = {
         "conditions": results.summarize_sweep(result, names),
         "comparisons": compare_to_baseline(result, names, names[0], ("test/acc", "test/agreement")),
         "legend": {n: {k: v for k, v in conditions[n].items() if v} for n in names},
         "teacher_live": trainer.teacher_live,
+        "scope": scope(shared),
     }
     if teacher_result is not None:
         rows = results.records_from_sweep(teacher_result, ["teacher"]) + rows
-        summary = {"teacher": results.summarize_sweep(teacher_result, ["teacher"])["teacher"], **summary}
+        summary = {"teacher": teacher_summary(teacher_result), **summary}
     return result, rows, summary
 
 
-def compare_to_baseline(result, names: list[str], baseline: str, metrics, *, select: str = "val/acc") -> dict:
+def compare_to_baseline(result, names: list[str], baseline: str, metrics) -> dict:
     """Paired t-tests of every condition against ``baseline`` (seeds paired), Holm-corrected per metric.
 
-    Each metric is compared at the validation-selected evaluation
-    (``selected``) and at the last one (``last``); effect size Cohen's d_z.
+    Each metric is compared at the evaluation each run selected on the
+    validation split (``selected``) and at the last one (``last``); effect
+    size Cohen's d_z.
     """
-    pick = results.selected_index(result, select)
+    pick = result.selected_index
     b = names.index(baseline)
     out = {}
     for metric in metrics:
@@ -149,8 +180,7 @@ def compare_to_baseline(result, names: list[str], baseline: str, metrics, *, sel
                 for g, n in enumerate(names)
                 if n != baseline
             }
-            adj = stats.holm([t["p"] if np.isfinite(t["p"]) else 1.0 for t in tests.values()])
-            for t, p in zip(tests.values(), adj):
+            for t, p in zip(tests.values(), stats.holm([t["p"] for t in tests.values()])):
                 t["p_holm"] = float(p)
             out.setdefault(metric, {})[when] = tests
     return out

@@ -13,20 +13,23 @@ import io
 import json
 import os
 import platform
-import subprocess
 
 import numpy as np
 
 from jaxkd import stats
+from jaxkd.selection import lower_is_better
 
 RECORD_FIELDS = ("condition", "seed", "step", "metric", "value", "diverged")
 
-# Metrics where smaller is better: losses, risks and every training term (``train/<term>``).
-_LOWER_IS_BETTER = ("loss", "risk")
+_lower_is_better = lower_is_better  # jaxkd.report reads the rule summaries use
+
+# Metrics that are fractions: their intervals are clipped to [0, 1] (stats.summarize says when).
+_UNIT_INTERVAL = ("/acc", "/agreement")
 
 
-def _lower_is_better(metric: str) -> bool:
-    return metric.endswith(_LOWER_IS_BETTER) or (metric.startswith("train/") and metric != "train/lr")
+def bounds_of(metric: str) -> tuple[float, float] | None:
+    """The range a metric can take, where it has one: accuracies and agreements lie in [0, 1]."""
+    return (0.0, 1.0) if metric.endswith(_UNIT_INTERVAL) else None
 
 
 def records_from_sweep(result, conditions: list[str]) -> list[dict]:
@@ -49,27 +52,19 @@ def records_from_sweep(result, conditions: list[str]) -> list[dict]:
     return rows
 
 
-def selected_index(result, select: str = "val/acc") -> np.ndarray:
-    """``[S, G]`` index of each run's best evaluation by ``select`` (max; min for losses), NaN-safe."""
-    if select not in result.history:
-        return np.full(result.diverged.shape, len(result.steps) - 1)
-    v = np.where(np.isfinite(result.history[select]), result.history[select], np.nan)
-    lower = _lower_is_better(select)
-    filled = np.where(np.isnan(v), np.inf if lower else -np.inf, v)
-    return np.argmin(filled, axis=-1) if lower else np.argmax(filled, axis=-1)
-
-
-def summarize_sweep(result, conditions: list[str], *, select: str = "val/acc", level: float = 0.95) -> dict:
+def summarize_sweep(result, conditions: list[str], *, level: float = 0.95) -> dict:
     """``{condition: {metric: {"last", "selected", "max_over_evals"}}}`` over seeds.
 
     ``last`` summarises the final evaluation; ``selected`` the evaluation
-    each seed picks by ``select`` on the validation split (model selection
-    that never sees the test set); ``max_over_evals`` the per-seed maximum
-    (minimum for losses) over all evaluations, which is optimistic for test
-    metrics and kept only to compare with peers that report it (RepDistiller's
-    ``best_acc``). Diverged seeds are excluded and counted in ``n_diverged``.
+    each run selected on the validation split inside the compiled run
+    (:mod:`jaxkd.selection`; the model that is kept); ``max_over_evals`` the
+    per-seed maximum (minimum for losses) over all evaluations, which is
+    optimistic for test metrics and kept only to compare with peers that
+    report it (RepDistiller's ``best_acc``). Diverged seeds are excluded and
+    counted in ``n_diverged``.
     """
-    pick = selected_index(result, select)
+    pick = result.selected_index
+    select = result.fingerprint["config"]["eval"]["select"] if result.fingerprint else None
     out = {}
     for g, cond in enumerate(conditions):
         ok = ~result.diverged[:, g]
@@ -83,13 +78,14 @@ def summarize_sweep(result, conditions: list[str], *, select: str = "val/acc", l
         }
         for metric, values in sorted(result.history.items()):
             v = values[ok, g, :]
-            lower = _lower_is_better(metric)
+            lower = lower_is_better(metric)
             extreme = v.min(axis=-1) if lower else v.max(axis=-1)
             at_pick = v[np.arange(len(v)), pick[ok, g]]
+            b = bounds_of(metric)
             per[metric] = {
-                "last": stats.summarize(v[:, -1], level=level),
-                "selected": stats.summarize(at_pick, level=level),
-                "max_over_evals": stats.summarize(extreme, level=level),
+                "last": stats.summarize(v[:, -1], level=level, bounds=b),
+                "selected": stats.summarize(at_pick, level=level, bounds=b),
+                "max_over_evals": stats.summarize(extreme, level=level, bounds=b),
             }
         out[cond] = per
     return out
@@ -119,25 +115,14 @@ def env_stamp() -> dict:
 
     import jax
 
+    from jaxkd.fingerprint import git_commit
+
     def version(mod):
         try:
             return importlib.import_module(mod).__version__
         except Exception:
             return None
 
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=os.path.dirname(os.path.abspath(__file__)),
-            ).stdout.strip()
-            or None
-        )
-    except Exception:
-        commit = None
     return {
         "time_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -146,7 +131,7 @@ def env_stamp() -> dict:
         "versions": {m: version(m) for m in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint", "numpy", "scipy")},
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
-        "git_commit": commit,
+        "git_commit": git_commit(),
     }
 
 

@@ -25,13 +25,18 @@ class Teacher:
     """A frozen model: ``model`` with ``params`` and BatchNorm state ``rest``.
 
     With ``per_seed=True`` every leaf of ``params``/``rest`` has a leading
-    seed axis, which must match the sweep's number of seeds.
+    seed axis, which must match the sweep's number of seeds. ``mean``/``std``:
+    the per-channel input normalisation the teacher was trained with (None:
+    unknown, taken to be the student data's own, as for a teacher built by
+    hand from the same dataset).
     """
 
     model: FunctionalModel
     params: Any
     rest: Any
     per_seed: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     @property
     def inputs(self) -> dict:
@@ -59,14 +64,83 @@ class Teacher:
                 "set per_seed_teacher=true to pair member s with student seed s",
             )
             take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
-            return cls(ensemble.model, take(ensemble.params), take(ensemble.rest))
-        return cls(ensemble.model, ensemble.params, ensemble.rest, per_seed=True)
+            return cls(ensemble.model, take(ensemble.params), take(ensemble.rest), mean=ensemble.mean, std=ensemble.std)
+        return cls(ensemble.model, ensemble.params, ensemble.rest, per_seed=True, mean=ensemble.mean, std=ensemble.std)
 
     def content_hash(self) -> str:
-        """SHA-256 of the parameters and state: the teacher's identity in fingerprints."""
-        h = hashlib.sha256(f"{self.model.name}:{self.per_seed}".encode())
+        """SHA-256 of the parameters, state and input normalisation: the teacher's identity in fingerprints."""
+        h = hashlib.sha256(f"{self.model.name}:{self.per_seed}:{self.mean}:{self.std}".encode())
         for leaf in jax.tree.leaves(self.inputs):
             a = np.ascontiguousarray(np.asarray(leaf))
             h.update(f"{a.dtype}{a.shape}".encode())
             h.update(a.tobytes())
         return h.hexdigest()
+
+
+def normalisation(mean, std) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Per-channel mean and std as tuples of floats (None stays None): how teachers and ensembles store them."""
+    tup = lambda v: None if v is None else tuple(float(x) for x in np.atleast_1d(np.asarray(v)))  # noqa: E731
+    return tup(mean), tup(std)
+
+
+def teacher_inputs(teacher: Teacher, live: bool, data: dict, prepare, splits, batch_size: int) -> dict:
+    """The teacher's arrays for the step: its parameters if live, and its eval-mode logits on ``splits``."""
+    from jaxkd.evaluate import batched
+
+    def logits_of(inputs):
+        out = {}
+        for split in splits:
+            x = data[f"x_{split}"]
+            out[split] = batched(lambda i, x=x: teacher.apply(inputs, prepare(x[i]))[0], x.shape[0], batch_size)
+        return out
+
+    fn = jax.jit(jax.vmap(logits_of) if teacher.per_seed else logits_of)
+    tin = {"logits": fn(teacher.inputs)}
+    if live:
+        tin.update(teacher.inputs)
+    return tin
+
+
+def save_teacher(path: str, teacher: Teacher, *, fingerprint: dict | None = None, replace: bool = False) -> str:
+    """Save a shared teacher as a one-member ensemble at ``path``; returns its absolute path.
+
+    ``replace=True`` replaces a teacher saved there before (a directory holding
+    a jaxkd ensemble and nothing else); any other non-empty directory is refused.
+    """
+    import os
+    import shutil
+
+    from jaxkd.ensemble import META, Ensemble, save_ensemble
+    from jaxkd.errors import ConfigError
+
+    if teacher.per_seed:
+        raise ConfigError("save_teacher saves a shared teacher; save a per-seed teacher as an ensemble")
+    path = os.path.abspath(os.path.expanduser(path))
+    if replace and os.path.exists(os.path.join(path, META)) and set(os.listdir(path)) <= {META, "arrays"}:
+        shutil.rmtree(path)  # a teacher jaxkd saved here: its ensemble.json and arrays, nothing else
+    expand = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)  # noqa: E731
+    ens = Ensemble(
+        teacher.model,
+        expand(teacher.params),
+        expand(teacher.rest),
+        members=[{"seed": 0, "condition": "teacher"}],
+        mean=teacher.mean,
+        std=teacher.std,
+        fingerprint=fingerprint,
+    )
+    return save_ensemble(path, ens)
+
+
+def load_teacher(path: str, model: FunctionalModel | None = None) -> Teacher:
+    """A teacher saved by :func:`save_teacher` (content hash verified); ``model``: the architecture expected."""
+    from jaxkd.ensemble import load_ensemble
+    from jaxkd.errors import check
+
+    ens = load_ensemble(path)
+    if model is not None:
+        check(
+            ens.model.spec == model.spec,
+            f"the teacher saved in {path} is {ens.model.spec['name']} {ens.model.spec['in_shape']}, "
+            f"not the expected {model.name} {model.in_shape}",
+        )
+    return Teacher.from_ensemble(ens)

@@ -32,16 +32,19 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxkd import recipes
 from jaxkd.config import RunConfig
 from jaxkd.data import Dataset
 from jaxkd.data.augment import augment, normalize
-from jaxkd.data.dataset import split_validation
+from jaxkd.data.dataset import run_splits
 from jaxkd.errors import ConfigError, check, check_value
 from jaxkd.evaluate import batched, classification_metrics
+from jaxkd.fingerprint import run_fingerprint
 from jaxkd.models import FunctionalModel, make_model
-from jaxkd.teacher import Teacher
+from jaxkd.selection import Selected, check_select, init_selected, loss_metric, lower_is_better, update_selected
+from jaxkd.teacher import Teacher, normalisation, teacher_inputs
 from jaxkd.terms import Term, gate_by_phase, phase_boundaries
 
 SPLITS = ("train", "val", "test")
@@ -51,7 +54,9 @@ class TrainState(NamedTuple):
     """Everything that changes during a run; a pytree of arrays.
 
     ``params`` is ``{"model": ..., "terms": {term: aux params}}`` (both
-    trained by one optimiser); ``term_state`` is ``{term: state}``.
+    trained by one optimiser); ``term_state`` is ``{term: state}``;
+    ``selected`` the model selected so far on the validation split
+    (:mod:`jaxkd.selection`), carried beside the current one.
     """
 
     step: jax.Array  # int32 scalar
@@ -61,6 +66,7 @@ class TrainState(NamedTuple):
     opt_state: Any
     perm_key: jax.Array  # raw uint32 key data (checkpointable)
     step_key: jax.Array
+    selected: Selected
 
 
 def check_hparams(hparams: dict, constraints: dict[str, str]) -> None:
@@ -124,8 +130,7 @@ class Trainer:
         return {
             "model": jax.tree.map(lambda _: True, params["model"]),
             "terms": {
-                n: jax.tree.map(lambda _, t=t: aux and t.decay_aux, p)
-                for (n, p), t in zip(params["terms"].items(), self.terms.values())
+                n: jax.tree.map(lambda _, d=aux and self.terms[n].decay_aux: d, p) for n, p in params["terms"].items()
             },
         }
 
@@ -149,6 +154,7 @@ class Trainer:
             opt_state=self._tx(self.hparams(), params).init(params),
             perm_key=jax.random.key_data(perm_key),
             step_key=jax.random.key_data(step_key),
+            selected=init_selected(params["model"], rest),
         )
 
     # --- data --------------------------------------------------------------------------------
@@ -191,7 +197,8 @@ class Trainer:
         total, means, new_state = 0.0, {}, {}
         for i, (name, term) in enumerate(self.terms.items()):
             term_hp = {k: hp[f"{name}.{k}"] for k in term.hparams}
-            args = (params["terms"][name], state.term_state[name], (logits, feats), t_out, batch)
+            s_out, t_in = declared_outputs(term, (logits, feats), t_out)
+            args = (params["terms"][name], state.term_state[name], s_out, t_in, batch)
             apply = functools.partial(term.apply, *args, jax.random.fold_in(key, i), term_hp)
             if term.skip_unweighted:  # not evaluated at weight 0: value 0, state unchanged
                 out = jax.eval_shape(apply)
@@ -233,23 +240,50 @@ class Trainer:
 
         return batched(fn, x.shape[0], self.config.eval.batch_size)
 
-    def evaluate(self, state: TrainState, hp, data, tin):
-        """``(metrics, term_state)``: metrics on each evaluated split; eval-boundary term updates applied."""
-        out, logits = {}, {}
+    def eval_logits(self, state: TrainState, data) -> dict:
+        """Eval-mode logits on every split that evaluation or a boundary update reads."""
+        return {s: self.predict_split(state.params, state.rest, data, s) for s in self.logit_splits}
+
+    def metrics_of(self, logits: dict, data, tin) -> dict:
+        """Classification metrics (accuracy, loss, agreement with the teacher) of each evaluated split."""
+        out = {}
         for split in self.config.eval.splits:
-            logits[split] = self.predict_split(state.params, state.rest, data, split)
             t = tin["logits"][split] if self.teacher is not None else None
             prefix = "train_eval" if split == "train" else split
             out.update(classification_metrics(logits[split], data[f"y_{split}"], t, prefix=prefix))
-        term_state = dict(state.term_state)
+        return out
+
+    def evaluate(self, state: TrainState, data, tin) -> dict:
+        """Metrics of ``state``'s current model on each evaluated split; changes nothing."""
+        return self.metrics_of(self.eval_logits(state, data), data, tin)
+
+    def boundary_update(self, term_state, hp, logits: dict, data):
+        """Term state after an evaluation boundary (an EMA confusion matrix) from that evaluation's logits."""
+        term_state = dict(term_state)
         for name, term in self.terms.items():
             if term.eval_update is not None:
                 s = term.eval_split
-                if s not in logits:
-                    logits[s] = self.predict_split(state.params, state.rest, data, s)
                 term_hp = {k: hp[f"{name}.{k}"] for k in term.hparams}
                 term_state[name] = term.eval_update(term_state[name], logits[s], data[f"y_{s}"], term_hp)
-        return out, term_state
+        return term_state
+
+    def select(self, state: TrainState, metrics: dict) -> Selected:
+        """``state.selected`` updated with the model just evaluated (:mod:`jaxkd.selection`)."""
+        select = self.config.eval.select
+        return update_selected(
+            state.selected,
+            state.params["model"],
+            state.rest,
+            state.step,
+            metrics[select],
+            metrics[loss_metric(select)],
+            lower=lower_is_better(select),
+        )
+
+    @property
+    def logit_splits(self) -> tuple[str, ...]:
+        boundary = [t.eval_split for t in self.terms.values() if t.eval_update is not None]
+        return tuple(dict.fromkeys([*self.config.eval.splits, *boundary]))
 
     def advance(self, state: TrainState, hparams, data, tin, num_steps: int):
         """Run ``num_steps`` (a multiple of ``eval_every``) steps.
@@ -272,9 +306,14 @@ class Trainer:
         def interval(state, _):
             state, metrics = jax.lax.scan(step_fn, state, length=every)
             record = {k: jnp.mean(v) for k, v in metrics.items()}
-            evals, term_state = self.evaluate(state, hparams, data, tin)
+            logits = self.eval_logits(state, data)
+            evals = self.metrics_of(logits, data, tin)
             record.update(evals)
-            return state._replace(term_state=term_state), record
+            state = state._replace(
+                selected=self.select(state, evals),
+                term_state=self.boundary_update(state.term_state, hparams, logits, data),
+            )
+            return state, record
 
         return jax.lax.scan(interval, state, length=num_steps // every)
 
@@ -292,16 +331,30 @@ class Trainer:
         return self.advance(self.init(init_key, data_key), hparams, self.data, tin, self.steps)
 
 
+def declared_outputs(term: Term, student_out, teacher_out):
+    """What a term sees: the logits and only the features it declares (``student_features``, ``teacher_features``).
+
+    The same in every mode (live or cached teacher), so a term that reads a
+    feature it does not declare fails when the objective is built
+    (:func:`check_objective`), never inside the compiled step.
+    """
+    s = (student_out[0], {f: student_out[1][f] for f in term.student_features})
+    if teacher_out is None:
+        return s, None
+    return s, (teacher_out[0], {f: teacher_out[1][f] for f in term.teacher_features})
+
+
 def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: FunctionalModel | None):
     """Check the objective against the student and teacher models before any work; returns their specs.
 
     One ``ConfigError`` for a term that needs a teacher without one, a
-    feature name a model does not have, feature shapes a term cannot pair,
-    or teacher and student class counts that differ. Costs no FLOPs
-    (``eval_shape``).
+    feature name a model does not have, a feature a term reads without
+    declaring it, feature shapes a term cannot pair, or teacher and student
+    class counts that differ. Costs no FLOPs (``eval_shape``).
     """
-    terms, _ = config.objective.build()
-    x_spec = jax.ShapeDtypeStruct((config.recipe.batch_size, *model.in_shape), jnp.float32)
+    terms, hparams = config.objective.build()
+    batch = config.recipe.batch_size
+    x_spec = jax.ShapeDtypeStruct((batch, *model.in_shape), jnp.float32)
 
     def spec_of(m):
         return jax.eval_shape(lambda k, x: m.apply(*m.init(k), x, train=False)[:2], jax.random.key(0), x_spec)
@@ -321,56 +374,74 @@ def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: Fu
             f"teacher has {t_spec[0].shape[-1]} classes but the student's data has {s_spec[0].shape[-1]}; "
             "distil from a teacher trained on the same label set",
         )
-    for i, term in enumerate(terms.values()):
+    index_spec = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    batch_spec = {"x": x_spec, "y": index_spec, "index": index_spec}
+    for i, (name, term) in enumerate(terms.items()):
         for f in term.student_features:
             check(f in s_spec[1], f"the student has no feature {f!r}; it has: {', '.join(sorted(s_spec[1]))}")
         if t_spec is not None:
             for f in term.teacher_features:
                 check(f in t_spec[1], f"the teacher has no feature {f!r}; it has: {', '.join(sorted(t_spec[1]))}")
-        jax.eval_shape(lambda k, t=term: t.init(k, s_spec, t_spec), jax.random.key(i))
+        key = jax.random.key(i)
+        aux, state = jax.eval_shape(lambda k, t=term: t.init(k, s_spec, t_spec), key)
+        hp = {k: jnp.float32(hparams[f"{name}.{k}"]) for k in term.hparams}
+        s_in, t_in = declared_outputs(term, s_spec, t_spec if term.needs_teacher else None)
+        try:
+            jax.eval_shape(lambda *a, t=term, hp=hp: t.apply(*a, hp), aux, state, s_in, t_in, batch_spec, key)
+        except KeyError as err:
+            feature = err.args[0] if err.args else "?"
+            side = "teacher" if t_spec is not None and feature in t_spec[1] else "student"
+            raise ConfigError(
+                f"term {name!r} reads the {side} feature {feature!r} without declaring it; "
+                f"add it to the term's {side}_features"
+            ) from None
     return s_spec, t_spec
 
 
-def _teacher_inputs(teacher: Teacher, live: bool, data: dict, prepare, splits, batch_size: int):
-    """Teacher arrays for the step: parameters if live, and eval-mode logits on ``splits``."""
-
-    def logits_of(inputs):
-        out = {}
-        for split in splits:
-            x = data[f"x_{split}"]
-            out[split] = batched(lambda i, x=x: teacher.apply(inputs, prepare(x[i]))[0], x.shape[0], batch_size)
-        return out
-
-    fn = jax.jit(jax.vmap(logits_of) if teacher.per_seed else logits_of)
-    tin = {"logits": fn(teacher.inputs)}
-    if live:
-        tin.update(teacher.inputs)
-    return tin
+def check_teacher_normalisation(teacher: Teacher, mean, std, dataset_name: str) -> None:
+    """One ``ConfigError`` when the teacher was trained on inputs normalised unlike the student's data."""
+    if teacher.mean is None and teacher.std is None:
+        return  # built by hand for this data (documented on Teacher)
+    want = normalisation(mean, std)
+    got = (teacher.mean, teacher.std)
+    same = all(
+        (a is None) == (b is None) and (a is None or (len(a) == len(b) and np.allclose(a, b, rtol=0, atol=1e-6)))
+        for a, b in zip(got, want)
+    )
+    check(
+        same,
+        f"the teacher was trained on inputs normalised with mean {got[0]}, std {got[1]}, but {dataset_name} uses "
+        f"mean {want[0]}, std {want[1]}; distil from a teacher trained on this data",
+    )
 
 
 def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = None) -> Trainer:
     """Build the :class:`Trainer` for ``config`` on ``dataset`` (optionally distilled from ``teacher``).
 
     Every inconsistency (a term that needs a teacher without one, a feature
-    the model does not have, class counts that differ, a batch larger than
-    the data, evaluation that does not divide the run) is one ``ConfigError``.
+    the model does not have, class counts that differ, a teacher normalised
+    for other data, a selection metric that is not evaluated or reads the
+    test set, a term's targets fed by the selection split, a batch larger
+    than the data, evaluation that does not divide the run) is one
+    ``ConfigError``.
     """
-    tr, va = split_validation(dataset.y_train, config.data.val_fraction, config.data.split_seed)
-    data_np = {
-        "x_train": dataset.x_train[tr],
-        "y_train": dataset.y_train[tr],
-        "x_val": dataset.x_train[va],
-        "y_val": dataset.y_train[va],
-        "x_test": dataset.x_test,
-        "y_test": dataset.y_test,
-    }
+    data_np = run_splits(dataset, config.data.val_fraction, config.data.split_seed)
     ev = config.eval
-    needed = set(ev.splits)
     terms, _ = config.objective.build()
-    needed |= {t.eval_split for t in terms.values() if t.eval_update is not None}
+    select_split = ev.select.split("/")[0].replace("train_eval", "train")
+    for name, t in terms.items():
+        if t.eval_update is not None:
+            check(
+                t.eval_split != select_split,
+                f"term {name!r} builds its targets from the {t.eval_split} split, which also selects the model "
+                f"(eval.select = {ev.select}); feed it another split",
+            )
+    needed = set(ev.splits) | {t.eval_split for t in terms.values() if t.eval_update is not None}
     if "val" in needed:
-        check(len(va) > 0, "evaluation uses the validation split but data.val_fraction is 0; set it above 0")
-    num_train = len(tr)
+        check(
+            len(data_np["y_val"]) > 0, "evaluation uses the validation split but data.val_fraction is 0; set it above 0"
+        )
+    num_train = len(data_np["y_train"])
     rc = config.recipe
     check(num_train >= rc.batch_size, f"batch_size {rc.batch_size} exceeds the {num_train} training examples")
     steps_per_epoch = num_train // rc.batch_size
@@ -393,9 +464,9 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
         return normalize(x, mean, std)
 
     s_spec, t_spec = check_objective(config, model, teacher.model if teacher is not None else None)
-    if teacher is None:
-        live, tin = False, None
-    else:
+    live, tin = False, None
+    if teacher is not None:
+        check_teacher_normalisation(teacher, dataset.mean, dataset.std, dataset.name)
         reads_features = any(t.teacher_features for t in terms.values())
         mode = config.teacher
         if mode == "cached":
@@ -405,24 +476,9 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     data = {k: jnp.asarray(v) for k, v in data_np.items()}
     if teacher is not None:
         splits = sorted(set(needed) | ({"train"} if not live else set()))
-        tin = _teacher_inputs(teacher, live, data, prepare, splits, ev.batch_size)
-    fingerprint = {
-        "config": dataclasses.asdict(config),
-        "dataset": {
-            "name": dataset.name,
-            "sizes": {s: int(data_np[f"y_{s}"].shape[0]) for s in SPLITS},
-            "hash": dataset.content_hash(),
-        },
-        "teacher": None
-        if teacher is None
-        else {
-            "model": teacher.model.spec,
-            "per_seed": teacher.per_seed,
-            "live": bool(live),
-            "hash": teacher.content_hash(),
-        },
-    }
-    return Trainer(
+        tin = teacher_inputs(teacher, live, data, prepare, splits, ev.batch_size)
+    sizes = {s: int(data_np[f"y_{s}"].shape[0]) for s in SPLITS}
+    trainer = Trainer(
         config=config,
         model=model,
         terms=terms,
@@ -434,5 +490,10 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
         std=std,
         num_train=num_train,
         specs=(s_spec, t_spec),
-        fingerprint=fingerprint,
+        fingerprint=run_fingerprint(config, dataset, sizes, teacher, live),
     )
+    state_spec = jax.eval_shape(trainer.init, jax.random.key(0), jax.random.key(1))
+    one_tin = (lambda t: jax.tree.map(lambda a: a[0], t)) if teacher is not None and teacher.per_seed else None
+    metrics = jax.eval_shape(lambda s, t: trainer.evaluate(s, data, one_tin(t) if one_tin else t), state_spec, tin)
+    check_select(ev.select, metrics)
+    return trainer

@@ -12,8 +12,8 @@ import pytest
 from experiments import functional_kd as fkd
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig
 from jaxkd.errors import ConfigError
+from jaxkd.program import SweepProgram
 from jaxkd.recipes import RecipeConfig
-from jaxkd.sweep import SweepProgram
 from jaxkd.train import make_train
 
 TINY = fkd.Setup(DataConfig("digits"), ModelConfig("mlp", (8,)), RecipeConfig(batch_size=32, steps=4))

@@ -86,3 +86,20 @@ def split_validation(y, fraction: float, seed: int):
     except ValueError as err:
         raise ConfigError(f"cannot carve a stratified validation split of {fraction:g}: {err}") from None
     return np.sort(tr), np.sort(va)
+
+
+def run_splits(dataset: Dataset, val_fraction: float, split_seed: int) -> dict[str, np.ndarray]:
+    """The arrays a run reads: ``x_/y_`` of ``train`` (without the validation examples), ``val`` and ``test``.
+
+    The validation split is carved from the training data (stratified, fixed
+    by ``split_seed``); the test split is the dataset's own.
+    """
+    tr, va = split_validation(dataset.y_train, val_fraction, split_seed)
+    return {
+        "x_train": dataset.x_train[tr],
+        "y_train": dataset.y_train[tr],
+        "x_val": dataset.x_train[va],
+        "y_val": dataset.y_train[va],
+        "x_test": dataset.x_test,
+        "y_test": dataset.y_test,
+    }

@@ -1,0 +1,247 @@
+"""The compiled program of a sweep: seeds × grid points, placed on devices.
+
+:class:`SweepProgram` builds, once, the jitted ``init`` (states of every
+run from their keys) and ``advance`` (``n`` more steps of every run) of a
+sweep: the seed axis is sharded over devices (each device advances its own
+block of seeds with ``shard_map``), the data and grid are replicated, and
+within a device runs are vectorised ``vmap_width`` at a time. Before the
+first chunk runs, its compiled memory (XLA's ``memory_analysis``) is checked
+against the device's memory, so a sweep that cannot fit is refused in one
+line that says how many seeds fit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxkd.errors import ConfigError, check
+from jaxkd.keys import RunKeys, seed_run_keys
+from jaxkd.train import Trainer, TrainState, check_hparams
+
+
+def _full_grid(trainer: Trainer, grid: dict | None) -> dict[str, np.ndarray]:
+    """Every sweepable hyper-parameter at every grid point (float64, the values as given)."""
+    grid = dict(grid or {})
+    check_hparams(grid, trainer.constraints())
+    sizes = {len(np.atleast_1d(v)) for v in grid.values()}
+    check(len(sizes) <= 1, f"hyper-parameter grid axes have different lengths {sorted(sizes)}; use grid_product")
+    g = sizes.pop() if sizes else 1
+    defaults = trainer.hparams()
+    return {
+        name: np.broadcast_to(np.asarray(grid.get(name, defaults[name]), np.float64), (g,)).copy() for name in defaults
+    }
+
+
+def seed_mesh(n_seeds: int | None = None):
+    """A 1-D ``("seed",)`` mesh over all devices, or None with a single device."""
+    del n_seeds
+    n_dev = jax.device_count()
+    if n_dev < 2:
+        return None
+    return jax.make_mesh((n_dev,), ("seed",), axis_types=(AxisType.Auto,))
+
+
+def _default_width():
+    return 1 if jax.default_backend() == "cpu" else None
+
+
+def _pad_seeds(tree, n: int):
+    """Repeat the last entry of the leading axis up to length ``n``."""
+    return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n - a.shape[0], axis=0)]), tree)
+
+
+class SweepProgram:
+    """The compiled pieces of a sweep: ``init(key)`` and ``advance(states, n)``.
+
+    Built once and reused (a new instance compiles anew). ``states`` leaves
+    have leading axes ``[S', G]``; with several devices the seed axis is
+    sharded and the data and grid are replicated. When the seed count does
+    not divide over the devices, the seed axis is padded (``S'`` ≥ ``S``,
+    copies of the last seed) and the padding is dropped from results.
+
+    Each device advances its own block of seeds (``shard_map``); within a
+    device the runs are vectorised ``vmap_width`` at a time: ``None`` vmaps
+    all of them at once, ``1`` runs them one after another inside the same
+    program (``lax.map``), ``k`` in groups of k. ``"auto"`` is ``None`` on
+    accelerators and ``1`` on CPU, where vmapped convolutions become grouped
+    convolutions that XLA's CPU backend runs about 1.7x slower than a loop
+    (benchmarks/RESULTS.md). Every choice gives the same numbers up to float
+    round-off.
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        n_seeds: int,
+        grid: dict | None = None,
+        *,
+        shard: bool = True,
+        vmap_width: int | None | str = "auto",
+    ):
+        self.trainer, self.n_seeds = trainer, int(n_seeds)
+        self.grid = _full_grid(trainer, grid)
+        self.grid_size = g = len(next(iter(self.grid.values())))
+        self.mesh = seed_mesh() if shard else None
+        n_dev = 1 if self.mesh is None else jax.device_count()
+        self.padded_seeds = -(-self.n_seeds // n_dev) * n_dev
+        seed_sharding = NamedSharding(self.mesh, P("seed")) if self.mesh is not None else None
+        replicated = NamedSharding(self.mesh, P()) if self.mesh is not None else None
+        self._seed_sharding = seed_sharding
+
+        def place(tree, sharding):
+            return tree if sharding is None else jax.device_put(tree, sharding)
+
+        self._place = place
+        self.data = place(trainer.data, replicated)
+        self.hparams = place({k: jnp.asarray(v, jnp.float32) for k, v in self.grid.items()}, replicated)
+        per_seed = trainer.teacher is not None and trainer.teacher.per_seed
+        tin = trainer.teacher_inputs
+        if per_seed:
+            check(
+                trainer.teacher.n_seeds == self.n_seeds,
+                f"the per-seed teacher has {trainer.teacher.n_seeds} members but the sweep has {self.n_seeds} "
+                "seeds; they must match",
+            )
+            tin = place(_pad_seeds(tin, self.padded_seeds), seed_sharding)
+        else:
+            tin = place(tin, replicated)
+        self.teacher_inputs = tin
+
+        def init_one(keys):  # one seed's state, the same at every grid point
+            state = trainer.init(*keys)
+            return jax.tree.map(lambda x: jnp.broadcast_to(x, (g, *x.shape)), state)
+
+        def init_keys(init_keys_SxG, data_keys_SxG):
+            s, g_ = init_keys_SxG.shape[:2]
+            flat = jax.lax.map(
+                lambda k: trainer.init(*k),
+                (
+                    init_keys_SxG.reshape(s * g_, *init_keys_SxG.shape[2:]),
+                    data_keys_SxG.reshape(s * g_, *data_keys_SxG.shape[2:]),
+                ),
+            )
+            return jax.tree.map(lambda a: a.reshape(s, g_, *a.shape[1:]), flat)
+
+        # lax.map, not vmap: XLA:CPU takes ~15 s to compile two partitionable-threefry draws under a double
+        # vmap (a two-layer MLP's init) and ~1 s as a loop; init runs once, so the loop costs nothing.
+        self.init_fn = jax.jit(lambda i, d: jax.lax.map(init_one, (i, d)), out_shardings=seed_sharding)
+        self.init_keys_fn = jax.jit(init_keys, out_shardings=seed_sharding)
+        self.per_seed = per_seed
+        self.vmap_width = _default_width() if vmap_width == "auto" else vmap_width
+        self._advance_fns = {}
+        self._compiled = {}
+
+    def _local_advance(self, states, hp, data, tin, num_steps: int):
+        """Advance one device's block of runs (leaves ``[S_local, G, ...]``)."""
+        trainer, g, per_seed, width = self.trainer, self.grid_size, self.per_seed, self.vmap_width
+        if width is None:  # one vmap over seeds and grid points
+            adv_g = jax.vmap(trainer.advance, in_axes=(0, 0, None, None, None))
+            adv = jax.vmap(adv_g, in_axes=(0, None, None, 0 if per_seed else None, None))
+            return adv(states, hp, data, tin, num_steps)
+        s_local = jax.tree.leaves(states)[0].shape[0]
+        flat = jax.tree.map(lambda a: a.reshape(s_local * g, *a.shape[2:]), states)
+
+        def one(args):
+            state, i = args
+            h = jax.tree.map(lambda v: v[i % g], hp)
+            t = jax.tree.map(lambda v: v[i // g], tin) if per_seed else tin
+            return trainer.advance(state, h, data, t, num_steps)
+
+        new, hist = jax.lax.map(one, (flat, jnp.arange(s_local * g)), batch_size=width if width > 1 else None)
+        unflat = lambda a: a.reshape(s_local, g, *a.shape[1:])  # noqa: E731
+        return jax.tree.map(unflat, new), jax.tree.map(unflat, hist)
+
+    def advance_program(self, num_steps: int):
+        """The jitted ``(states, hparams, data, teacher_inputs) -> (states, history)`` for ``num_steps`` (cached)."""
+        fn = self._advance_fns.get(num_steps)
+        if fn is None:
+            local = functools.partial(self._local_advance, num_steps=num_steps)
+            if self.mesh is not None:  # each device advances its own seeds; nothing is gathered
+                local = jax.shard_map(
+                    local,
+                    mesh=self.mesh,
+                    check_vma=False,
+                    in_specs=(P("seed"), P(), P(), P("seed") if self.per_seed else P()),
+                    out_specs=(P("seed"), P("seed")),
+                )
+            fn = self._advance_fns[num_steps] = jax.jit(local, donate_argnums=0)
+        return fn
+
+    def _padded(self, keys):
+        keys = _pad_seeds(keys, self.padded_seeds) if self.padded_seeds != self.n_seeds else keys
+        return self._place(keys, self._seed_sharding)
+
+    def init(self, key) -> TrainState:
+        """States of all seeds × grid points, from :func:`jaxkd.keys.seed_run_keys` (one state per seed)."""
+        keys = seed_run_keys(key, self.n_seeds)
+        return self.init_fn(self._padded(keys.init[:, 0]), self._padded(keys.data[:, 0]))
+
+    def init_from_keys(self, keys: RunKeys) -> TrainState:
+        """States from explicit per-(seed, grid point) initialisation and data-order keys."""
+        return self.init_keys_fn(self._padded(keys.init), self._padded(keys.data))
+
+    def state_spec(self, key=None) -> TrainState:
+        """Shapes, dtypes and shardings of the sweep's states (no work done)."""
+        spec = jax.eval_shape(self.init, jax.random.key(0) if key is None else key)
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self._seed_sharding), spec)
+
+    def compiled_advance(self, num_steps: int):
+        """The advance program for ``num_steps``, compiled ahead of time (cached)."""
+        fn = self._compiled.get(num_steps)
+        if fn is None:
+            lowered = self.advance_program(num_steps).lower(
+                self.state_spec(), self.hparams, self.data, self.teacher_inputs
+            )
+            fn = self._compiled[num_steps] = lowered.compile()
+        return fn
+
+    def check_memory(self, num_steps: int) -> int:
+        """Bytes one device needs to advance ``num_steps`` (XLA's ``memory_analysis``); refuses what cannot fit.
+
+        One ``ConfigError`` when the compiled chunk needs more memory than the
+        device has, saying about how many seeds would fit (memory grows
+        linearly with the seeds a device holds).
+        """
+        m = self.compiled_advance(num_steps).memory_analysis()
+        if m is None:  # a backend that does not report
+            return 0
+        need = int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
+        have = device_memory()
+        if have is not None and need > have:
+            n_dev = 1 if self.mesh is None else jax.device_count()
+            fits = int(self.padded_seeds * have / need) // n_dev * n_dev
+            raise ConfigError(
+                f"{self.n_seeds} seeds x {self.grid_size} grid points need about {need / 2**30:.1f} GiB per device "
+                f"but the device has {have / 2**30:.1f} GiB available; about {fits} seeds fit: lower --seeds"
+                + (" or set chunk_steps" if num_steps > self.trainer.eval_every else "")
+            )
+        return need
+
+    def advance(self, states: TrainState, num_steps: int):
+        """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``)."""
+        return self.compiled_advance(num_steps)(states, self.hparams, self.data, self.teacher_inputs)
+
+
+def device_memory() -> int | None:
+    """Bytes one device may use: the accelerator's limit, or on CPU its share of the host's available memory."""
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        return stats.get("bytes_limit")
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        avail = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return None
+    return avail // jax.local_device_count()
