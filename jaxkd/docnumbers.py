@@ -37,7 +37,10 @@ unless ``KEY=LABEL``); ``in=PREFIX`` is prepended to every path of a region.
 ``FORMAT`` is one Python format spec (``.3f``, ``+.1f``, ``.2g``, ``d``) and any of: ``x100`` (scale,
 here to percentage points), ``minus`` (a typographic minus, U+2212), ``sci`` (exponents without
 padding: ``2e-5``, not ``2e-05``), ``below=X`` (``< X`` for a value below X, else ``= value``: p-values
-too small to print), a reducer. A JSON ``null`` or a NaN prints as ``n/a``.
+too small to print), a reducer. A JSON ``null`` or a NaN prints as ``n/a``. A boolean prints as
+``true``/``false`` (spec ``s``), or with ``words=YES/NO`` as one of two phrases
+(``{claim_test.holds_at_0.05 "words=significant/not significant"}``), so prose that reads a test
+is generated with it.
 
 ``--check`` compares numbers, not characters: each number of a region may differ from the freshly
 rendered one by one unit in its last printed digit (float round-off on another CPU moves a mean by
@@ -160,6 +163,9 @@ def _reduce(values: list, how: str):
 
 def format_value(value, options: list[str]) -> str:
     """``value`` rendered by a marker's FORMAT tokens (see the module docstring)."""
+    if isinstance(value, bool) and any(o.startswith("words=") for o in options):
+        true, _, false = next(o for o in options if o.startswith("words="))[6:].partition("/")
+        return true if value else false
     spec, scale, minus, sci, below = None, 1.0, False, False, None
     for opt in options:
         if opt.startswith("below="):

@@ -72,6 +72,9 @@ def test_format_value_by_hand():
     assert dn.format_value(None, [".3f"]) == "n/a"
     assert dn.format_value(float("nan"), [".3f"]) == "n/a"
     assert dn.format_value("paired t", ["s"]) == "paired t"
+    assert dn.format_value(True, ["s"]) == "true"
+    assert dn.format_value(False, ["words=significant/not significant"]) == "not significant"
+    assert dn.format_value(True, ["words=significant/not significant"]) == "significant"
     with pytest.raises(ValueError, match="no format spec"):
         dn.format_value(0.5, ["minus"])
 
