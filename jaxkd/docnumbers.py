@@ -296,6 +296,8 @@ def find_regions(text: str) -> list[Region]:
         if any(r.start <= m.start() < r.end for r in regions):
             continue  # a rows block's generated body holds no markers of its own
         run, _, spec = text[m.start("spec") : m.end("spec")].partition(" ")
+        if "--" in spec:
+            raise ValueError(f"line {line}: a marker holds '--', which ends an HTML comment early in markdown")
         line_start = text.rfind("\n", 0, m.start()) + 1
         if not text[line_start : m.start()].strip():
             raise ValueError(

@@ -161,6 +161,7 @@ def test_a_changed_table_row_is_listed(tmp_path):
         ("a <!--n digits_kd teacher.test/acc.selected.mean .3f-->0.9 and no end\n", "is not closed"),
         ("a <!--n digits_kd teacher.test/acc.last.mean .3f-->0.9<!--/n-->\n", "has no 'teacher.test/acc.last.mean'"),
         ("a <!--n digits_kd points.*.z .3f-->0.9<!--/n-->\n", "a pattern (*) takes one of min, max, len, count<X"),
+        ("a <!--n digits_kd teacher--x .3f-->0.9<!--/n-->\n", "holds '--'"),
         ("a <!--n digits_kd conditions.ce .3f-->0.9<!--/n-->\n", "is a dict, not a number"),
         ("a <!--n digits_kd teacher.test/acc.selected.mean-->0.9<!--/n-->\n", "no format spec"),
         ("a <!--n digits_kdd teacher.test/acc.selected.mean .3f-->0.9<!--/n-->\n", "unknown experiment 'digits_kdd'"),
