@@ -344,6 +344,21 @@ def declared_outputs(term: Term, student_out, teacher_out):
     return s, (teacher_out[0], {f: teacher_out[1][f] for f in term.teacher_features})
 
 
+class _UndeclaredFeature(Exception):
+    pass
+
+
+class _Declared(dict):
+    """A term's declared features; reading another raises :class:`_UndeclaredFeature` naming the side."""
+
+    def __init__(self, side: str, features):
+        super().__init__(features)
+        self.side = side
+
+    def __missing__(self, name):
+        raise _UndeclaredFeature(self.side, name)
+
+
 def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: FunctionalModel | None):
     """Check the objective against the student and teacher models before any work; returns their specs.
 
@@ -386,11 +401,16 @@ def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: Fu
         aux, state = jax.eval_shape(lambda k, t=term: t.init(k, s_spec, t_spec), key)
         hp = {k: jnp.float32(hparams[f"{name}.{k}"]) for k in term.hparams}
         s_in, t_in = declared_outputs(term, s_spec, t_spec if term.needs_teacher else None)
+
+        def apply(aux, state, s_out, t_out, batch, key, term=term, hp=hp):  # features that name the side read
+            s_out = (s_out[0], _Declared("student", s_out[1]))
+            t_out = None if t_out is None else (t_out[0], _Declared("teacher", t_out[1]))
+            return term.apply(aux, state, s_out, t_out, batch, key, hp)
+
         try:
-            jax.eval_shape(lambda *a, t=term, hp=hp: t.apply(*a, hp), aux, state, s_in, t_in, batch_spec, key)
-        except KeyError as err:
-            feature = err.args[0] if err.args else "?"
-            side = "teacher" if t_spec is not None and feature in t_spec[1] else "student"
+            jax.eval_shape(apply, aux, state, s_in, t_in, batch_spec, key)
+        except _UndeclaredFeature as err:
+            side, feature = err.args
             raise ConfigError(
                 f"term {name!r} reads the {side} feature {feature!r} without declaring it; "
                 f"add it to the term's {side}_features"
