@@ -87,6 +87,8 @@ def test_resolve_keys_with_dots_globs_and_indices():
     assert dn.resolve(SUMMARY, "conditions.*.test/acc.selected.mean") == [0.969533, 0.962918, 0.5]
     assert dn.resolve(SUMMARY, "comparisons.test/acc.selected.kd_a* - ce.p") == [2.09e-05, 1.3e-12]
     assert dn.resolve(SUMMARY, "conditions.kd_*.test/acc.selected.mean") == [0.962918, 0.5]
+    # Where a dotted key and a nested path both match, the longer key wins.
+    assert dn.resolve({"x": {"b": {"c": 1}}, "x.b": {"c": 2}}, "x.b.c") == [2]
     for bad in ("conditions.kd.test/acc", "points.3.z", "teacher.test/acc.selected.mean.x"):
         with pytest.raises(KeyError):
             dn.resolve(SUMMARY, bad)
@@ -98,6 +100,8 @@ def test_reducers_of_a_pattern():
     assert dn.render_field(SUMMARY, f"{p_holm} len d") == "2"
     assert dn.render_field(SUMMARY, '"comparisons.test/acc.selected.* - ce.p" count<1e-6 d') == "1"
     assert dn.render_field(SUMMARY, "conditions.*.test/acc.selected.mean count>0.9 d") == "2"
+    assert dn.render_field({"p": [0.05, 0.01, 0.049]}, "p.* count<0.05 d") == "2"  # strictly below
+    assert dn.render_field({"p": [0.05, 0.01, 0.049]}, "p.* count>0.049 d") == "1"
     assert dn.render_field(SUMMARY, "conditions.*.test/acc.selected.mean min .3f") == "0.500"
     assert dn.render_field(SUMMARY, "conditions.*.test/acc.selected.std max .4f") == "0.0077"
     assert dn.render_field(SUMMARY, "*.test/acc.selected.std min .4f", prefix="conditions") == "0.0069"
