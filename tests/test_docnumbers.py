@@ -120,6 +120,18 @@ def test_regions_are_found_and_rendered_as_written_by_hand():
     )
 
 
+def test_inline_templates_with_a_prefix():
+    text = (
+        "CE <!--n digits_kd in=conditions.ce.test/acc.selected {mean .3f} ± {std .3f}-->0.9 ± 0.1<!--/n--> and KD\n"
+        'at <!--n digits_kd in="comparisons.test/acc.selected.kd_a0.5_T4 - ce" {diff_mean x100 +.1f minus} pp'
+        " (Holm p = {p_holm .2g})-->x<!--/n-->.\n"
+    )
+    assert [dn.render_region(r, SUMMARY) for r in dn.find_regions(text)] == [
+        "0.970 ± 0.007",
+        "\u22120.7 pp (Holm p = 0.047)",
+    ]
+
+
 def test_check_then_update_then_check(tmp_path):
     _write_run(tmp_path / "results")
     doc = tmp_path / "doc.md"
