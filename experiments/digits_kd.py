@@ -33,7 +33,7 @@ from jaxkd import plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import TeacherStudentRuns, run_methods, train_teacher
+from jaxkd.experiment import TeacherStudentRuns, check_seeds_fit, run_methods, train_teacher
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
 from jaxkd.train import make_train
@@ -109,6 +109,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     key_teacher, key_students = jax.random.split(jax.random.key(config.seed))
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
     student_cfg = config.student_config()
+    check_seeds_fit(student_cfg, dataset, config.n_seeds, len(config.conditions()))
     teacher, t_result = train_teacher(
         config.teacher_config(),
         dataset,

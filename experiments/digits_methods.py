@@ -47,7 +47,7 @@ from jaxkd import plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher
+from jaxkd.experiment import TeacherStudentRuns, check_seeds_fit, method_conditions, run_methods, train_teacher
 from jaxkd.models import make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
@@ -128,6 +128,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     key_teacher, key_students = jax.random.split(jax.random.key(config.seed))
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
     trainer_cfg = config.student_config()
+    check_seeds_fit(trainer_cfg, dataset, config.n_seeds, len(config.methods))
     # Feature names and shapes are checked before the teacher trains (no FLOPs).
     check_objective(
         trainer_cfg,

@@ -49,6 +49,29 @@ class TeacherStudentRuns:
         return RunConfig(model=self.model, objective=self.objective, recipe=self.recipe, data=self.data, eval=self.eval)
 
 
+def check_seeds_fit(config: RunConfig, dataset, n_seeds: int, grid_size: int = 1) -> None:
+    """Refuse, before any training, a sweep whose runs' parameters alone cannot fit in memory.
+
+    A lower bound (each run holds its current and selected parameters and an
+    optimiser's two moments: four copies); the exact check, from the
+    compiled program's ``memory_analysis``, runs when the sweep starts.
+    """
+    from jaxkd.models import make_model
+    from jaxkd.program import device_memory
+
+    m = config.model
+    model = make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
+    leaves = jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0)))
+    per_run = 4 * sum(a.size * a.dtype.itemsize for a in leaves)
+    have = device_memory()
+    if have is not None and per_run * n_seeds * grid_size > have:
+        raise ConfigError(
+            f"{n_seeds} seeds x {grid_size} conditions need at least {per_run * n_seeds * grid_size / 2**30:.1f} GiB "
+            f"for their parameters alone but {have / 2**30:.1f} GiB are available; at most about "
+            f"{have // (per_run * grid_size)} seeds fit: lower --seeds"
+        )
+
+
 def train_teacher(
     config: RunConfig,
     dataset,

@@ -200,7 +200,7 @@ class Trainer:
             s_out, t_in = declared_outputs(term, (logits, feats), t_out)
             args = (params["terms"][name], state.term_state[name], s_out, t_in, batch)
             apply = functools.partial(term.apply, *args, jax.random.fold_in(key, i), term_hp)
-            if term.skip_unweighted:  # not evaluated at weight 0: value 0, state unchanged
+            if term.skip_unweighted:  # weight 0: value 0, state unchanged (a real skip only outside vmap)
                 out = jax.eval_shape(apply)
                 skipped = lambda out=out, st=args[1]: (jnp.zeros(out[0].shape, out[0].dtype), st)  # noqa: E731
                 values, new_state[name] = jax.lax.cond(hp[f"{name}.weight"] > 0, apply, skipped)

@@ -50,6 +50,8 @@ def _err(capsys):
         (["run", "digits_kd", "--set", "temperature_grid="], "cannot read ''"),
         (["run", "digits_kd", "--seeds", "-2"], "--seeds must be a positive integer"),
         (["run", "digits_kd", "--seeds", "0"], "--seeds must be a positive integer"),
+        (["run", "digits_kd", "--preset", "smoke", "--seeds", "100000000"], "seeds fit: lower --seeds"),
+        (["run", "digits_kd", "--set", "eval.select=test/acc"], "selects on the test set"),
         (["run", "digits_kd", "--set", "model.name=resnet"], "unknown model 'resnet'"),
         (["run", "digits_kd", "--set", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),
         (["run", "digits_kd", "--set", "nokey=1"], "unknown config key 'nokey'"),
