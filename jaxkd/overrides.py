@@ -10,6 +10,7 @@ annotations of the term factory's signature (:data:`jaxkd.terms.TERMS`), so
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import types
@@ -134,8 +135,23 @@ def _set(obj, path: list[str], text: str, full: str):
                 value = _parse(hint, text)
             except (ValueError, TypeError):
                 raise ConfigError(f"--set {full}={text}: cannot read {text!r} as {_describe(hint)}") from None
-        return dataclasses.replace(obj, **{head: value})
+        return _replace_unchecked(obj, **{head: value})
     raise ConfigError(f"unknown config key {full!r}: {'.'.join(path)} is below a plain value")
+
+
+def _replace_unchecked(obj, **changes):
+    """A copy of a frozen dataclass with ``changes``, not yet validated (:func:`_validated` does that once)."""
+    new = copy.copy(obj)
+    for name, value in changes.items():
+        object.__setattr__(new, name, value)
+    return new
+
+
+def _validated(obj):
+    """``obj`` rebuilt bottom-up through its constructors, so every part's validation runs on the final values."""
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    return type(obj)(**{f.name: _validated(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
 
 
 def apply_overrides(config, overrides: list[str], *, n_seeds: int | None = None):
@@ -162,6 +178,7 @@ def apply_overrides(config, overrides: list[str], *, n_seeds: int | None = None)
         parsed.append((i >= 0 and path[-1] == "kind", path, value, key))
     for _, path, value, key in sorted(parsed, key=lambda p: not p[0]):  # stable: kinds first, else in order
         config = _set(config, path, value, key)
+    config = _validated(config)  # once, on the result: the order of --set lines does not matter
     if n_seeds is not None:
         if n_seeds <= 0:
             raise ConfigError(f"the number of seeds must be a positive integer, got {n_seeds}")

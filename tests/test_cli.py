@@ -633,3 +633,28 @@ def test_a_stop_dropped_inside_a_gc_callback_is_delivered_again():
                 time.sleep(0.01)
     finally:
         gc.callbacks.remove(callback)
+
+
+def test_overrides_are_validated_once_on_the_result_in_any_order():
+    import experiments
+
+    cd = experiments.get("confusion_distillation").PRESETS["smoke"]
+    one = apply_overrides(cd, ["confusion_split=test", "leak_test_labels=true"])
+    other = apply_overrides(cd, ["leak_test_labels=true", "confusion_split=test"])
+    assert one == other and (one.confusion_split, one.leak_test_labels) == ("test", True)
+    # A new term with several required options, one --set at a time.
+    dm = experiments.get("digits_methods").PRESETS["smoke"]
+    sets = [
+        "objective.h.kind=fitnet",
+        "objective.h.student=block0",
+        "objective.h.teacher=block0",
+        "objective.h.weight=2",
+    ]
+    assert apply_overrides(dm, sets).objective.terms["h"] == {
+        "kind": "fitnet",
+        "student": "block0",
+        "teacher": "block0",
+        "weight": 2.0,
+    }
+    with pytest.raises(ConfigError, match="missing 2 required keyword-only arguments"):
+        apply_overrides(dm, sets[:1])
