@@ -8,8 +8,20 @@ from jaxkd.errors import ConfigError
 def test_digits_shapes_and_range(digits):
     assert digits.in_shape == (8, 8) and digits.num_classes == 10
     assert digits.x_train.shape[0] + digits.x_test.shape[0] == 1797
-    assert digits.x_train.dtype == np.float32 and 0 <= digits.x_train.min() and digits.x_train.max() <= 1
+    assert digits.x_train.dtype == np.float32
     assert set(np.unique(digits.y_train)) == set(range(10))
+    # Train and test together are scikit-learn's images / 16 with their labels, each exactly once (as multisets of
+    # (label, pixels) rows, whatever the split's order).
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+
+    def rows(x, y):
+        r = np.concatenate([np.asarray(y, np.float64)[:, None], np.asarray(x, np.float64).reshape(len(y), -1)], 1)
+        return r[np.lexsort(r.T[::-1])]
+
+    ours = rows(np.concatenate([digits.x_train, digits.x_test]), np.concatenate([digits.y_train, digits.y_test]))
+    np.testing.assert_array_equal(ours, rows(bunch.images / 16.0, bunch.target))
 
 
 def test_mnist1d_is_generated_locally_without_touching_global_rng():
@@ -28,6 +40,12 @@ def test_gaussian_mixture_is_deterministic_and_learnable():
     np.testing.assert_array_equal(a.x_train, b.x_train)
     # Nearest class mean (estimated on train) beats chance by far.
     means = np.stack([a.x_train[a.y_train == c].mean(0) for c in range(a.num_classes)])
+    # The documented distribution: unit noise around each class mean (pooled within-class variance 1, from 2000 x 32
+    # values: standard error 0.5%), and class means ~ N(0, separation²/dim · I), so E‖μ‖² = separation² = 9 (the mean
+    # of 10 scaled χ²_32 has sd 0.71; the estimated means add 32/200 = 0.16).
+    resid = a.x_train - means[a.y_train]
+    np.testing.assert_allclose(resid.var(), 1.0, rtol=0.03)
+    assert 9.0 - 3 * 0.71 < np.mean(np.sum(means**2, axis=1)) < 9.16 + 3 * 0.71
     pred = np.argmin(((a.x_test[:, None] - means[None]) ** 2).sum(-1), axis=1)
     assert (pred == a.y_test).mean() > 0.5
 
