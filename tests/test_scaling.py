@@ -1,5 +1,6 @@
 """Power-law exponents with seed-bootstrap CIs (jaxkd.stats.power_law_exponents) and the kd_scaling experiment."""
 
+import csv
 import json
 
 import numpy as np
@@ -147,14 +148,27 @@ def test_kd_scaling_smoke_outputs(tmp_path):
     config = mod.runlocal(mod.PRESETS["default"])
     mod.run(config, str(tmp_path), progress=False)
     s = json.loads((tmp_path / "summary.json").read_text())
+    with open(tmp_path / "records.csv") as f:
+        records = list(csv.DictReader(f))
     assert set(s["fits"]) == {"width", "depth"}
-    for series in s["fits"].values():
+    for name, series in s["fits"].items():
         assert set(series) == {"error", "disagreement", "js"}
-        for fit in series.values():
+        for metric, fit in series.items():
             assert set(fit["fits"]) == {"base", "kd", "rcd"}
             assert set(fit["comparisons"]) == {"kd - base", "kd - rcd", "rcd - base"}
-            for f in fit["fits"].values():
-                assert f["n"] == 2 and np.isfinite(f["exponent"])
+            for cond, f in fit["fits"].items():
+                # The exponent from the records: NumPy's log-log least squares on the seed means per shape.
+                by_size = {}
+                for r in records:
+                    if (r["series"], r["metric"], r["condition"]) == (name, metric, cond):
+                        by_size.setdefault(float(r["params"]), []).append(float(r["value"]))
+                sizes = np.array(sorted(by_size))
+                means = np.array([np.nanmean(by_size[x]) for x in sizes])
+                assert all(len(v) == config.n_seeds for v in by_size.values())
+                keep = means > 0  # a shape whose mean is 0 has no logarithm and leaves the fit
+                assert f["n"] == keep.sum() == 2, (name, metric, cond, means)
+                slope = np.polyfit(np.log(sizes[keep]), np.log(means[keep]), 1)[0]
+                np.testing.assert_allclose(f["exponent"], slope, rtol=1e-9, err_msg=f"{name} {metric} {cond}")
     # Parameter counts of one-hidden-layer MLPs on 8x8 digits, 10 classes: 64·w + w + w·10 + 10.
     assert [v["params"] for v in s["shapes"]["width"].values()] == [75 * 4 + 10, 75 * 8 + 10]
     # mlp (4, 4): 64·4 + 4 + 4·4 + 4 + 4·10 + 10.
@@ -162,7 +176,7 @@ def test_kd_scaling_smoke_outputs(tmp_path):
     assert s["compiled_programs"] == 1 + 3  # teacher + mlp[4], mlp[8], mlp[4, 4] (mlp[4] shared by the series)
     rows = (tmp_path / "records.csv").read_text().splitlines()
     assert len(rows) - 1 == (2 + 2) * 3 * 2 * 3  # (width + depth shapes) × conditions × seeds × metrics
-    assert (tmp_path / "figure.png").stat().st_size > 0
+    assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
     # `jaxkd report` reads the exponents as condition tables with their tests.
     from jaxkd.report import build_report
 
