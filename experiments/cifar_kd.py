@@ -64,7 +64,7 @@ from jaxkd import plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
-from jaxkd.experiment import TeacherStudentRuns, method_conditions, run_methods, train_teacher
+from jaxkd.experiment import TeacherStudentRuns, check_seeds_fit, method_conditions, run_methods, train_teacher
 from jaxkd.models import MODELS, make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
@@ -252,6 +252,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             for m in (t_cfg.model, s_cfg.model)
         )
         check_objective(s_cfg, s_model, t_model)
+        check_seeds_fit(s_cfg, dataset, config.n_seeds, len(config.methods))
         loaded = load_teacher(config.teacher_paths[i], t_model) if config.teacher_paths else None
         if loaded is not None:  # a teacher trained on other data (its normalisation) is refused before any training
             check_teacher_normalisation(loaded, dataset.mean, dataset.std, dataset.name)
@@ -276,7 +277,11 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
                 progress=progress,
             )
             save_teacher(
-                os.path.join(out_dir, "teachers", tag), teacher, fingerprint=t_result.fingerprint, replace=True
+                os.path.join(out_dir, "teachers", tag),
+                teacher,
+                fingerprint=t_result.fingerprint,
+                replace=overwrite,
+                member={"model": "selected", "step": int(t_result.selected_steps[0, 0])},
             )
         else:
             teacher, t_result = loaded, None

@@ -74,7 +74,7 @@ from jaxkd import outputs, plotting, stats
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check, check_name
-from jaxkd.experiment import train_teacher
+from jaxkd.experiment import check_seeds_fit, train_teacher
 from jaxkd.keys import RunKeys, seed_run_keys
 from jaxkd.metrics import asymmetric_payoff, functional_metrics_over_seeds
 from jaxkd.outputs import write_outputs
@@ -412,6 +412,7 @@ def run_setup(
     common = dict(chunk_steps=config.chunk_steps, resume=resume, overwrite=overwrite, progress=progress)
     n = config.n_seeds
     t_data = dataset if probe is None else probe.teacher_dataset(dataset)
+    check_seeds_fit(config.student_config(setup, dataset.in_shape), dataset, n, len(config.program_conditions()))
     teacher, t_result = train_teacher(
         config.teacher_config(setup),
         t_data,

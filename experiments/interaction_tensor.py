@@ -63,6 +63,7 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, R
 from jaxkd.data import load_dataset
 from jaxkd.ensemble import from_sweep
 from jaxkd.errors import check
+from jaxkd.experiment import check_seeds_fit
 from jaxkd.models import make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
@@ -187,6 +188,8 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     keys = dict(zip(GROUPS, jax.random.split(jax.random.key(config.seed), 3)))
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
     sweep_kw = dict(chunk_steps=config.chunk_steps, resume=resume, overwrite=overwrite, progress=progress)
+    for group in GROUPS:  # before any training
+        check_seeds_fit(cfgs[group], dataset, n)
 
     trainers, sweeps = {}, {}
     trainers["teacher"] = make_train(cfgs["teacher"], dataset)
@@ -211,6 +214,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         jax.tree.map(lambda a: a[:, 0], t_rest),
         per_seed=True,
         **dict(zip(("mean", "std"), normalisation(dataset.mean, dataset.std))),
+        normalisation_known=True,
     )
     trainers["baseline"] = make_train(cfgs["baseline"], dataset)
     trainers["kd"] = make_train(cfgs["kd"], dataset, teacher)

@@ -54,7 +54,7 @@ from jaxkd import outputs, plotting, stats
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check, check_name
-from jaxkd.experiment import train_teacher
+from jaxkd.experiment import check_seeds_fit, scope, train_teacher
 from jaxkd.metrics import functional_metrics_over_seeds
 from jaxkd.models import make_model
 from jaxkd.outputs import write_outputs
@@ -232,6 +232,8 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     dataset = load_dataset(config.data.dataset)
     k_teacher, k_student = jax.random.split(jax.random.key(config.seed))
     t_config = RunConfig(model=config.teacher, recipe=config.teacher_recipe, data=config.data, eval=config.eval)
+    for model in config.shapes():  # before any training
+        check_seeds_fit(config.student_config(model), dataset, config.n_seeds, len(config.conditions))
     teacher, _ = train_teacher(t_config, dataset, k_teacher, overwrite=overwrite, progress=progress)
     per_shape, n_params = [], []
     teacher_acc = None
@@ -340,6 +342,7 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
             "correction": "Holm within each (series, metric)",
         },
         "when": "validation-selected models, test set; disagreement and js against the teacher",
+        "scope": scope(True),
         "compiled_programs": 1 + len(config.shapes()),
     }
     write_outputs(out_dir, config=config, rows=rows, summary=out, figures={"figure.png": _figure(config, out)})

@@ -116,7 +116,9 @@ def train_teacher(
     else:
         take = lambda t: jax.tree.map(lambda x: x[0, 0], t)  # noqa: E731
     mean, std = normalisation(trainer.mean, trainer.std)
-    teacher = Teacher(trainer.model, take(params), take(rest), per_seed=per_seed, mean=mean, std=std)
+    teacher = Teacher(
+        trainer.model, take(params), take(rest), per_seed=per_seed, mean=mean, std=std, normalisation_known=True
+    )
     return teacher, result
 
 

@@ -4,14 +4,16 @@ Checkpoints store it and ``--resume`` refuses a directory whose fingerprint
 differs, naming the field. A run is defined by its configuration, its data
 (content hash and split sizes), its teacher (content hash, normalisation,
 live or cached), its keys and grid, and the program that computes it: the
-jaxkd version and commit, the jax/jaxlib versions, the number of devices
-(which changes the seed padding) and the sweep's ``vmap_width``.
+jaxkd version, commit and a hash of its sources (uncommitted edits count),
+the jax/jaxlib versions, the number of devices (which changes the seed
+padding) and the sweep's ``vmap_width``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import subprocess
 
@@ -34,8 +36,24 @@ def git_commit() -> str | None:
     return out or None
 
 
+@functools.cache
+def source_hash() -> str:
+    """SHA-256 (16 hex digits) of the Python sources of jaxkd, theory and experiments: uncommitted edits count."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for package in ("jaxkd", "theory", "experiments"):
+        for folder, dirs, files in sorted(os.walk(os.path.join(root, package))):
+            dirs.sort()
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(folder, name)
+                h.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def software() -> dict:
-    """The versions that define the compiled program: jaxkd (and its commit), jax, jaxlib."""
+    """What defines the compiled program: jaxkd's version, commit and sources, the jax and jaxlib versions."""
     import jaxlib
 
     import jaxkd
@@ -43,6 +61,7 @@ def software() -> dict:
     return {
         "jaxkd": jaxkd.__version__,
         "jaxkd_commit": git_commit(),
+        "jaxkd_sources": source_hash(),
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
     }

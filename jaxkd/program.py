@@ -234,7 +234,9 @@ def device_memory() -> int | None:
     dev = jax.devices()[0]
     if dev.platform != "cpu":
         stats = dev.memory_stats() or {}
-        return stats.get("bytes_limit")
+        if "bytes_limit" not in stats:
+            return None
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)  # a teacher's arrays may still be held
     try:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)

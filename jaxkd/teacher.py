@@ -27,8 +27,8 @@ class Teacher:
     With ``per_seed=True`` every leaf of ``params``/``rest`` has a leading
     seed axis, which must match the sweep's number of seeds. ``mean``/``std``:
     the per-channel input normalisation the teacher was trained with (None:
-    unknown, taken to be the student data's own, as for a teacher built by
-    hand from the same dataset).
+    none) when ``normalisation_known``; a teacher built by hand from
+    parameters leaves it unknown, and is taken to match the student's data.
     """
 
     model: FunctionalModel
@@ -37,6 +37,7 @@ class Teacher:
     per_seed: bool = False
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    normalisation_known: bool = False
 
     @property
     def inputs(self) -> dict:
@@ -64,17 +65,24 @@ class Teacher:
                 "set per_seed_teacher=true to pair member s with student seed s",
             )
             take = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
-            return cls(ensemble.model, take(ensemble.params), take(ensemble.rest), mean=ensemble.mean, std=ensemble.std)
-        return cls(ensemble.model, ensemble.params, ensemble.rest, per_seed=True, mean=ensemble.mean, std=ensemble.std)
+            return cls(
+                ensemble.model, take(ensemble.params), take(ensemble.rest), **_known(ensemble.mean, ensemble.std)
+            )
+        return cls(ensemble.model, ensemble.params, ensemble.rest, per_seed=True, **_known(ensemble.mean, ensemble.std))
 
     def content_hash(self) -> str:
         """SHA-256 of the parameters, state and input normalisation: the teacher's identity in fingerprints."""
-        h = hashlib.sha256(f"{self.model.name}:{self.per_seed}:{self.mean}:{self.std}".encode())
+        norm = (self.mean, self.std) if self.normalisation_known else "unknown"
+        h = hashlib.sha256(f"{self.model.name}:{self.per_seed}:{norm}".encode())
         for leaf in jax.tree.leaves(self.inputs):
             a = np.ascontiguousarray(np.asarray(leaf))
             h.update(f"{a.dtype}{a.shape}".encode())
             h.update(a.tobytes())
         return h.hexdigest()
+
+
+def _known(mean, std) -> dict:
+    return {"mean": mean, "std": std, "normalisation_known": True}
 
 
 def normalisation(mean, std) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
@@ -101,14 +109,20 @@ def teacher_inputs(teacher: Teacher, live: bool, data: dict, prepare, splits, ba
     return tin
 
 
-def save_teacher(path: str, teacher: Teacher, *, fingerprint: dict | None = None, replace: bool = False) -> str:
+def save_teacher(
+    path: str, teacher: Teacher, *, fingerprint: dict | None = None, replace: bool = False, member: dict | None = None
+) -> str:
     """Save a shared teacher as a one-member ensemble at ``path``; returns its absolute path.
 
-    ``replace=True`` replaces a teacher saved there before (a directory holding
-    a jaxkd ensemble and nothing else); any other non-empty directory is refused.
+    ``member`` describes the saved model (e.g. ``{"model": "selected", "step": 180}``).
+    The ensemble is written beside ``path`` and renamed into place, so an
+    interrupted save leaves the old teacher or the new one. ``replace=True``
+    replaces a teacher saved there before (a directory holding a jaxkd
+    ensemble and nothing else); any other non-empty directory is refused.
     """
     import os
     import shutil
+    import tempfile
 
     from jaxkd.ensemble import META, Ensemble, save_ensemble
     from jaxkd.errors import ConfigError
@@ -116,19 +130,41 @@ def save_teacher(path: str, teacher: Teacher, *, fingerprint: dict | None = None
     if teacher.per_seed:
         raise ConfigError("save_teacher saves a shared teacher; save a per-seed teacher as an ensemble")
     path = os.path.abspath(os.path.expanduser(path))
-    if replace and os.path.exists(os.path.join(path, META)) and set(os.listdir(path)) <= {META, "arrays"}:
-        shutil.rmtree(path)  # a teacher jaxkd saved here: its ensemble.json and arrays, nothing else
+    if os.path.isdir(path) and os.listdir(path):
+        ours = os.path.exists(os.path.join(path, META)) and set(os.listdir(path)) <= {META, "arrays"}
+        if not (replace and ours):
+            raise ConfigError(
+                f"{path} already exists and is not empty"
+                + ("" if ours else " (and is not a saved teacher)")
+                + "; choose another directory"
+                + (" or pass --overwrite" if ours else "")
+            )
     expand = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)  # noqa: E731
     ens = Ensemble(
         teacher.model,
         expand(teacher.params),
         expand(teacher.rest),
-        members=[{"seed": 0, "condition": "teacher"}],
+        members=[{"seed": 0, "condition": "teacher", **(member or {})}],
         mean=teacher.mean,
         std=teacher.std,
         fingerprint=fingerprint,
     )
-    return save_ensemble(path, ens)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".jaxkd-teacher-", dir=os.path.dirname(path))
+    try:
+        save_ensemble(staging, ens)
+        if os.path.isdir(path) and os.listdir(path):
+            aside = tempfile.mkdtemp(prefix=".jaxkd-teacher-old-", dir=os.path.dirname(path))
+            os.rename(path, os.path.join(aside, "teacher"))
+            os.rename(staging, path)
+            shutil.rmtree(aside)
+        else:
+            if os.path.isdir(path):
+                os.rmdir(path)  # empty
+            os.rename(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
 
 
 def load_teacher(path: str, model: FunctionalModel | None = None) -> Teacher:

@@ -463,29 +463,32 @@ def soft_mask(step, boundaries) -> jax.Array:
 
 
 def gate_by_phase(term: Term, boundaries) -> Term:
-    """``term`` active only in its phase's segments: values times the mask, state frozen elsewhere.
+    """``term`` active only in its phase's segments: its value times the phase mask.
 
     The state becomes ``{"inner": state, "step": int32}``; the counter advances
-    once per training step. In a step of an inactive segment the term's value
-    is 0 and its per-step state update is discarded (``inner`` is returned
-    unchanged). The evaluation-boundary update applies once more steps have
-    run than the start of the term's first active segment, and in every later
-    segment, active or not: Confusion Distillation updates its confusion
-    matrix after every epoch from the first soft phase on (Kang & Kim: epochs
-    e ≥ 30 of 300), hard phases included.
+    once per training step. Both of the term's state updates, the per-step one
+    and the evaluation-boundary one, follow one rule: they apply from the start
+    of the term's first active segment on, in every later segment, active or
+    not (before it, ``inner`` is returned unchanged). That is Confusion
+    Distillation's schedule: its confusion matrix is updated after every epoch
+    from the first soft phase on (Kang & Kim: epochs e ≥ 30 of 300), hard
+    phases included.
     """
     soft = term.phase == "soft"
-    update_after = boundaries[0] if soft else None
+    first_active = boundaries[0] if soft else 0
 
     def init(key, s_spec, t_spec):
         aux, state = term.init(key, s_spec, t_spec)
         return aux, {"inner": state, "step": jnp.zeros((), jnp.int32)}
 
+    def keep_until_active(started, new, old):
+        return jax.tree.map(lambda a, b: jnp.where(started, a, b), new, old)
+
     def apply(aux, state, s_out, t_out, batch, key, hp):
         values, inner = term.apply(aux, state["inner"], s_out, t_out, batch, key, hp)
         m = soft_mask(state["step"], boundaries)
         m = m if soft else 1.0 - m
-        inner = jax.tree.map(lambda new, old: jnp.where(m > 0, new, old), inner, state["inner"])
+        inner = keep_until_active(state["step"] >= first_active, inner, state["inner"])  # this step is index step
         return values * m, {"inner": inner, "step": state["step"] + 1}
 
     eval_update = None
@@ -493,8 +496,7 @@ def gate_by_phase(term: Term, boundaries) -> Term:
 
         def eval_update(state, logits, labels, hp):
             new = term.eval_update(state["inner"], logits, labels, hp)
-            if update_after is not None:
-                new = jax.tree.map(lambda a, b: jnp.where(state["step"] > update_after, a, b), new, state["inner"])
+            new = keep_until_active(state["step"] > first_active, new, state["inner"])  # after step steps ran
             return {"inner": new, "step": state["step"]}
 
     return dataclasses.replace(term, init=init, apply=apply, eval_update=eval_update)

@@ -358,6 +358,9 @@ class _Declared(dict):
     def __missing__(self, name):
         raise _UndeclaredFeature(self.side, name)
 
+    def get(self, name, default=None):
+        return self[name]
+
 
 def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: FunctionalModel | None):
     """Check the objective against the student and teacher models before any work; returns their specs.
@@ -420,8 +423,8 @@ def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: Fu
 
 def check_teacher_normalisation(teacher: Teacher, mean, std, dataset_name: str) -> None:
     """One ``ConfigError`` when the teacher was trained on inputs normalised unlike the student's data."""
-    if teacher.mean is None and teacher.std is None:
-        return  # built by hand for this data (documented on Teacher)
+    if not teacher.normalisation_known:
+        return  # built by hand from parameters: taken to match (documented on Teacher)
     want = normalisation(mean, std)
     got = (teacher.mean, teacher.std)
     same = all(

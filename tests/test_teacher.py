@@ -1,5 +1,6 @@
 """Teachers on disk and their input normalisation: saved and loaded by path, refused for other data."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -25,7 +26,7 @@ def _model(widths):
 
 def _teacher(seed, widths=(2, 2, 4, 4), mean=(0.5, 0.4, 0.3)):
     model = _model(widths)
-    return Teacher(model, *model.init(jax.random.key(seed)), mean=mean, std=(0.2, 0.2, 0.2))
+    return Teacher(model, *model.init(jax.random.key(seed)), mean=mean, std=(0.2, 0.2, 0.2), normalisation_known=True)
 
 
 def _data(mean=(0.5, 0.4, 0.3), n=60):
@@ -54,8 +55,11 @@ def test_teacher_saved_and_loaded_by_path_gives_bitwise_logits(tmp_path):
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
+        save_teacher(path, _teacher(2))  # our own teacher, but replacing was not asked for
+    with pytest.raises(ConfigError, match="not a saved teacher"):
         save_teacher(str(other), teacher, replace=True)
     assert (other / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["teacher", "user_dir"]  # no staging or aside directory left
 
 
 def test_changed_teacher_file_or_other_architecture_is_refused(tmp_path):
@@ -86,6 +90,10 @@ def test_normalisation_is_part_of_the_teacher_and_checked_by_the_trainer():
     make_train(cfg, _data(), t0)  # matching normalisation: accepted
     with pytest.raises(ConfigError, match="normalised with mean"):
         make_train(cfg, _data(), t1)
+    # "No normalisation" is a known normalisation too: refused for normalised data (it was skipped before).
+    plain = dataclasses.replace(_teacher(0), mean=None, std=None)  # trained on un-normalised inputs
+    with pytest.raises(ConfigError, match="normalised with mean None, std None"):
+        make_train(cfg, _data(), plain)
     # from_ensemble keeps the ensemble's normalisation (it was dropped before).
     expand = lambda t: jax.tree.map(lambda v: np.asarray(v)[None], t)  # noqa: E731
     ens = Ensemble(t1.model, expand(t1.params), expand(t1.rest), [{"seed": 0}], mean=t1.mean, std=t1.std)

@@ -197,8 +197,8 @@ def test_confusion_at_smoothing_zero_is_finite_and_smoothing_is_checked():
             confusion(smoothing=bad)
 
 
-def test_gate_by_phase_freezes_per_step_state_outside_active_segments():
-    """A counting term through gate_by_phase: its count advances only in its own segments, its value is 0 elsewhere."""
+def test_gate_by_phase_gates_step_and_eval_updates_by_one_rule():
+    """A counting term through gate_by_phase: both of its state updates start with its first active segment."""
 
     def count_apply(aux, state, s_out, t_out, batch, key, hp):
         return jnp.ones(s_out[0].shape[:1]), {"n": state["n"] + 1}
@@ -206,12 +206,21 @@ def test_gate_by_phase_freezes_per_step_state_outside_active_segments():
     def count_init(key, s_spec, t_spec):
         return {}, {"n": jnp.zeros((), jnp.int32)}
 
+    def count_eval(state, logits, labels, hp):
+        return {"n": state["n"] + 100}
+
     spec = (jax.ShapeDtypeStruct((2, 3), jnp.float32), {})
-    # Boundaries 2, 5 over 8 steps: steps 0-1 hard, 2-4 soft, 5-7 hard.
-    expected = {"soft": [0, 0, 1, 2, 3, 3, 3, 3], "hard": [1, 2, 2, 2, 2, 3, 4, 5]}
+    # Boundaries 2, 5 over 8 steps: steps 0-1 hard, 2-4 soft, 5-7 hard. Written out by hand: a soft term's
+    # updates start at step 2 (its first active segment) and go on through the later hard segment; a hard
+    # term's start at step 0. Values follow the phase mask exactly.
+    expected = {"soft": [0, 0, 1, 2, 3, 4, 5, 6], "hard": [1, 2, 3, 4, 5, 6, 7, 8]}
     active = {"soft": [0, 0, 1, 1, 1, 0, 0, 0], "hard": [1, 1, 0, 0, 0, 1, 1, 1]}
+    # An evaluation after `step` steps applies once more steps have run than the first active segment's start.
+    evals_apply = {"soft": {1: False, 2: False, 3: True, 6: True}, "hard": {1: True, 3: True}}
     for phase in ("soft", "hard"):
-        base = terms.Term("count", count_apply, init=count_init, phases=(2.0, 3.0, 3.0), phase=phase)
+        base = terms.Term(
+            "count", count_apply, init=count_init, eval_update=count_eval, phases=(2.0, 3.0, 3.0), phase=phase
+        )
         term = terms.gate_by_phase(base, [2, 5])
         _, state = term.init(jax.random.key(0), spec, None)
 
@@ -223,6 +232,9 @@ def test_gate_by_phase_freezes_per_step_state_outside_active_segments():
         np.testing.assert_array_equal(np.asarray(counts), expected[phase], err_msg=phase)
         np.testing.assert_array_equal(np.asarray(values), active[phase], err_msg=phase)
         assert int(final["step"]) == 8
+        for at, applies in evals_apply[phase].items():
+            s = {"inner": {"n": jnp.int32(0)}, "step": jnp.int32(at)}
+            assert int(term.eval_update(s, None, None, {})["inner"]["n"]) == (100 if applies else 0), (phase, at)
 
 
 def test_confusion_target_split_is_never_val_or_test_by_default():
