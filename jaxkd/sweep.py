@@ -74,10 +74,14 @@ class SweepResult:
     def selected_index(self) -> np.ndarray:
         """``[S, G]`` index into ``steps`` (and the history's last axis) of each run's selected evaluation.
 
-        A run with no finite evaluation (diverged) points at its last one.
+        A run with no finite evaluation (diverged) points at its last one; a
+        finite run that selected none is a bug and raises.
         """
         idx = np.searchsorted(self.steps, self.selected_steps)
         found = (idx < len(self.steps)) & (self.steps[np.minimum(idx, len(self.steps) - 1)] == self.selected_steps)
+        lost = ~found & ~self.diverged
+        if lost.any():  # a finite run always selects one of its evaluations
+            raise RuntimeError(f"runs {np.argwhere(lost).tolist()} selected no evaluation; this is a bug in jaxkd")
         return np.where(found, idx, len(self.steps) - 1)
 
     def model(self, which: str = "selected") -> tuple:

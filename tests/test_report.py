@@ -29,7 +29,7 @@ class _Config:
 
 def _history(rng, s, g):
     return {
-        "test/acc": rng.uniform(0.5, 1.0, (s, g, E)),
+        "test/acc": rng.uniform(0.5, 0.95, (s, g, E)),
         "test/loss": rng.uniform(0.1, 2.0, (s, g, E)),
         "val/acc": rng.uniform(0.5, 1.0, (s, g, E)),
         "train/loss": rng.uniform(0.1, 2.0, (s, g, E)),
