@@ -74,7 +74,7 @@ from jaxkd import outputs, plotting, stats
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check, check_name
-from jaxkd.experiment import check_seeds_fit, train_teacher
+from jaxkd.experiment import check_seeds_fit, label_tests, train_teacher
 from jaxkd.keys import RunKeys, seed_run_keys
 from jaxkd.metrics import asymmetric_payoff, functional_metrics_over_seeds
 from jaxkd.outputs import write_outputs
@@ -522,8 +522,11 @@ def analyse(config: Config, per_seed: dict, teacher: dict) -> dict:
     }
     family = config.family()
     summary["tests"] = {
-        metric: stats.compare_family(
-            {f"{a} - {b}": (per_seed[a][metric], per_seed[b][metric]) for a, b in family}, test=config.test
+        metric: label_tests(
+            stats.compare_family(
+                {f"{a} - {b}": (per_seed[a][metric], per_seed[b][metric]) for a, b in family}, test=config.test
+            ),
+            metric,
         )
         for metric in config.test_metrics
     }

@@ -54,7 +54,7 @@ from jaxkd import outputs, plotting, stats
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check, check_name
-from jaxkd.experiment import check_seeds_fit, scope, train_teacher
+from jaxkd.experiment import check_seeds_fit, label_tests, scope, train_teacher
 from jaxkd.metrics import functional_metrics_over_seeds
 from jaxkd.models import make_model
 from jaxkd.outputs import write_outputs
@@ -311,10 +311,13 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
                 for c in config.conditions
             },
             "tests": {
-                f"{m}/exponent": {
-                    k: {**v, "test": "paired seed bootstrap of the exponent difference", "n": config.n_seeds}
-                    for k, v in f[m]["comparisons"].items()
-                }
+                f"{m}/exponent": label_tests(
+                    {
+                        k: {**v, "test": "paired seed bootstrap of the exponent difference", "n": config.n_seeds}
+                        for k, v in f[m]["comparisons"].items()
+                    },
+                    f"{m}/exponent",
+                )
                 for m in METRICS
             },
             "legend": {

@@ -185,6 +185,19 @@ def run_methods(trainer, key, n_seeds: int, conditions: dict, teacher_result, **
     return result, rows, summary
 
 
+def label_test(test: dict, metric: str, at: str | None, comparison: str) -> dict:
+    """``test`` with the fields ``jaxkd report`` reads it by: the metric, the evaluation point, the comparison.
+
+    ``at`` is ``"selected"`` or ``"last"``, or None where a run records one point per seed.
+    """
+    return {"comparison": comparison, "metric": metric, "at": at, **test}
+
+
+def label_tests(tests: dict, metric: str, at: str | None = None) -> dict:
+    """:func:`label_test` on every test of a ``{comparison: test}`` family."""
+    return {name: label_test(t, metric, at, name) for name, t in tests.items()}
+
+
 def compare_to_baseline(result, names: list[str], baseline: str, metrics) -> dict:
     """Paired t-tests of every condition against ``baseline`` (seeds paired), Holm-corrected per metric.
 
@@ -201,7 +214,9 @@ def compare_to_baseline(result, names: list[str], baseline: str, metrics) -> dic
         h = np.where(result.diverged[..., None], np.nan, result.history[metric])
         for when, vals in (("selected", np.take_along_axis(h, pick[..., None], -1)[..., 0]), ("last", h[..., -1])):
             tests = {
-                f"{n} - {baseline}": stats.paired_test(vals[:, g], vals[:, b])
+                f"{n} - {baseline}": label_test(
+                    stats.paired_test(vals[:, g], vals[:, b]), metric, when, f"{n} - {baseline}"
+                )
                 for g, n in enumerate(names)
                 if n != baseline
             }

@@ -219,10 +219,16 @@ def _tests(node, path=()):
             yield from _tests(v, (*path, str(i)))
 
 
-def _comparison_row(table: str, path: tuple, t: dict, metrics: set) -> dict:
-    metric = t.get("metric") or next((p for p in path if p in metrics or "/" in p), None)
-    at = t.get("at") or next((p for p in path if p in AT_CHOICES), None)
-    name = t.get("comparison") or " / ".join(p for p in path if p not in (metric, at)) or "?"
+def _comparison_row(table: str, path: tuple, t: dict) -> dict:
+    """A test as a row, read by the fields every jaxkd test record carries (``jaxkd.experiment.label_test``)."""
+    missing = [k for k in ("comparison", "metric", "at") if k not in t]
+    if missing:
+        where = "/".join(p for p in (table, *path) if p)
+        raise ConfigError(
+            f"the test at {where} in summary.json has no {', '.join(missing)} field(s): it was written by an "
+            "older jaxkd; rerun the experiment to write it again"
+        )
+    metric, at, name = t["metric"], t["at"], t["comparison"]
     adjusted = next((k for k in t if k.startswith("p_") and k != "p_value"), None)
     effect = next((k for k in _EFFECT_NAMES if k in t), None)
     kind = t.get("effect_size_kind") if effect == "effect_size" else None  # compare_family names its effect
@@ -252,12 +258,17 @@ def _comparison_row(table: str, path: tuple, t: dict, metrics: set) -> dict:
 
 
 def comparison_rows(tables, metrics, at: str, known=()) -> list[dict]:
-    """One row per test in the tables' ``comparisons`` on ``metrics`` at ``at`` (their order kept)."""
+    """One row per test in the tables' ``comparisons`` (or ``tests``) on ``metrics`` at ``at`` (their order kept).
+
+    Every test record names its ``metric``, evaluation point ``at`` (None: the run's one point per seed)
+    and ``comparison``; nothing is inferred from where it sits in the summary.
+    """
+    del known
     keep = set(metrics)
     rows = []
     for table, block in tables:
         tests = block.get("comparisons", block.get("tests"))
-        found = [_comparison_row(table, p, t, keep | set(known)) for p, t in _tests(tests)]
+        found = [_comparison_row(table, p, t) for p, t in _tests(tests)]
         found = [r for r in found if r["metric"] in keep and r["at"] in (at, None)]
         rows += sorted(found, key=lambda r: metrics.index(r["metric"]))
     return rows

@@ -12,7 +12,7 @@ from scipy import stats as st
 
 from jaxkd import results, stats
 from jaxkd.cli import main
-from jaxkd.experiment import compare_to_baseline
+from jaxkd.experiment import compare_to_baseline, label_tests
 from jaxkd.outputs import write_outputs
 from jaxkd.sweep import SweepResult
 
@@ -345,7 +345,7 @@ def test_final_step_runs_report_their_tables_and_tests(tmp_path, capsys):
     block = {
         "teacher": {"all/acc": stats.summarize(rng.uniform(0.9, 1.0, 8))},
         "conditions": {"base": {"all/acc": stats.summarize(base)}, "kd": {"all/acc": stats.summarize(kd)}},
-        "tests": {"all/acc": stats.compare_family({"kd - base": (kd, base)}, test="paired")},
+        "tests": {"all/acc": label_tests(stats.compare_family({"kd - base": (kd, base)}, test="paired"), "all/acc")},
     }
     out = _write(tmp_path / "final", {"setups": {"digits:mlp": block}})
     report = json.loads(_report(capsys, out, "--format", "json"))
@@ -364,6 +364,11 @@ def test_final_step_runs_report_their_tables_and_tests(tmp_path, capsys):
     assert "all/acc (final step)" in text and "comparisons at the final step" in text
     assert main(["report", out, "--at", "max_over_evals"]) == 2
     assert "final step only" in _err(capsys)
+    # The report reads a test by its fields, never by where it sits: without them it is refused in one line.
+    del block["tests"]["all/acc"]["kd - base"]["metric"]
+    old = _write(tmp_path / "old", {"setups": {"digits:mlp": block}})
+    assert main(["report", old]) == 2
+    assert "has no metric field(s): it was written by an older jaxkd" in _err(capsys)
 
 
 def test_differences_below_the_display_precision_print_as_zero(tmp_path, capsys):
@@ -377,8 +382,8 @@ def test_differences_below_the_display_precision_print_as_zero(tmp_path, capsys)
             "ce_again": {"test/acc": stats.summarize(same), "test/mse": stats.summarize(tiny + 1e-7)},
         },
         "tests": {
-            "test/acc": {"ce_again - ce": {**stats.paired_test(same, acc), "metric": "test/acc"}},
-            "test/mse": {"ce_again - ce": {**stats.paired_test(tiny + 1e-7, tiny), "metric": "test/mse"}},
+            "test/acc": label_tests({"ce_again - ce": stats.paired_test(same, acc)}, "test/acc"),
+            "test/mse": label_tests({"ce_again - ce": stats.paired_test(tiny + 1e-7, tiny)}, "test/mse"),
         },
     }
     out = _write(tmp_path / "same", summary)
