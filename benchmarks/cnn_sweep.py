@@ -152,9 +152,9 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, R
 from jaxkd.data import Dataset  # noqa: E402
 from jaxkd.data.augment import normalize  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
+from jaxkd.program import SweepProgram  # noqa: E402
 from jaxkd.recipes import RecipeConfig  # noqa: E402
 from jaxkd.results import emit_json, env_stamp  # noqa: E402
-from jaxkd.program import SweepProgram  # noqa: E402
 from jaxkd.teacher import Teacher  # noqa: E402
 from jaxkd.train import make_train  # noqa: E402
 

@@ -86,9 +86,9 @@ import jax.numpy as jnp  # noqa: E402
 from experiments.digits_methods import Config as MethodsConfig  # noqa: E402
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig  # noqa: E402
 from jaxkd.data import load_digits  # noqa: E402
+from jaxkd.program import SweepProgram  # noqa: E402
 from jaxkd.recipes import RecipeConfig  # noqa: E402
 from jaxkd.results import emit_json, env_stamp  # noqa: E402
-from jaxkd.program import SweepProgram  # noqa: E402
 from jaxkd.teacher import Teacher  # noqa: E402
 from jaxkd.train import make_train  # noqa: E402
 
