@@ -253,7 +253,7 @@ def student_config(widths) -> RunConfig:
         objective=ObjectiveConfig(KD),
         recipe=RecipeConfig(**RECIPE, batch_size=ARGS.batch, steps=1),
         data=DataConfig("digits", val_fraction=0.0, crop_padding=CROP_PADDING, flip=FLIP),
-        eval=EvalConfig(every=1, splits=(), select="train/loss"),
+        eval=EvalConfig(every=1, splits=(), select=None),
         teacher="live",
     )
 

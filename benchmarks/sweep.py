@@ -188,7 +188,7 @@ def student_config(widths, batch, steps) -> RunConfig:
         objective=ObjectiveConfig(KD),
         recipe=RecipeConfig(optimizer="adam", learning_rate=LR, steps=steps, batch_size=batch),
         data=DATA,
-        eval=EvalConfig(every=steps, splits=("test",), select="test/acc"),
+        eval=EvalConfig(every=steps, splits=("test",), select=None),
     )
 
 
@@ -199,7 +199,7 @@ def one_run_costs(trainer, steps) -> dict:
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in trainer.hparams().items()}
     idx = jnp.arange(trainer.batch_size, dtype=jnp.int32)
     step = jax.jit(trainer.train_step).lower(state, hp, trainer.data, trainer.teacher_inputs, idx).compile()
-    ev = jax.jit(trainer.evaluate).lower(state, hp, trainer.data, trainer.teacher_inputs).compile()
+    ev = jax.jit(trainer.evaluate).lower(state, trainer.data, trainer.teacher_inputs).compile()
     n_perms = steps // trainer.steps_per_epoch + 2  # what Trainer.advance draws
     perms = jax.jit(trainer.epoch_permutations, static_argnums=2).lower(state.perm_key, 0, n_perms).compile()
     return {"train_step": cost(step), "evaluate": cost(ev), "epoch_permutations": {**cost(perms), "count": n_perms}}
@@ -315,7 +315,7 @@ def main():
         model=ModelConfig("mlp", (256, 256)),
         data=DATA,
         recipe=RecipeConfig(optimizer="adam", learning_rate=LR, steps=t_steps, batch_size=64),
-        eval=EvalConfig(every=t_steps, splits=("test",), select="test/acc"),
+        eval=EvalConfig(every=t_steps, splits=("test",), select=None),
     )
     t_trainer = make_train(t_cfg, ds)
     t_state, t_hist = jax.jit(t_trainer.run)(jax.random.key(0))

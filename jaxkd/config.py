@@ -107,19 +107,22 @@ class EvalConfig:
     ``select`` is the metric that picks the model each run keeps
     (:mod:`jaxkd.selection`: ties broken by that split's loss, then the
     later evaluation); it may not read the test set, and a metric the run
-    does not evaluate is refused when the trainer is built.
+    does not evaluate is refused when the trainer is built. ``None``: no
+    selection, every run keeps its last model (for benchmarks that evaluate nothing).
     """
 
     every: int | None = None
     batch_size: int = 512
     splits: tuple[str, ...] = ("val", "test")
-    select: str = "val/acc"
+    select: str | None = "val/acc"
 
     def __post_init__(self):
         check(self.every is None or self.every > 0, f"eval.every must be positive, got {self.every}")
         check(self.batch_size > 0, f"eval.batch_size must be positive, got {self.batch_size}")
         for s in self.splits:
             check_name("evaluation split", s, ("train", "val", "test"))
+        if self.select is None:  # no selection: the kept model is the last one (benchmarks)
+            return
         split = self.select.split("/")[0]
         check(
             split != "test",

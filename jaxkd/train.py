@@ -270,6 +270,11 @@ class Trainer:
     def select(self, state: TrainState, metrics: dict) -> Selected:
         """``state.selected`` updated with the model just evaluated (:mod:`jaxkd.selection`)."""
         select = self.config.eval.select
+        if select is None:  # no selection: equal scores, so the later model always wins
+            zero = jnp.zeros((), jnp.float32)
+            return update_selected(
+                state.selected, state.params["model"], state.rest, state.step, zero, zero, lower=False
+            )
         return update_selected(
             state.selected,
             state.params["model"],
@@ -451,7 +456,7 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     data_np = run_splits(dataset, config.data.val_fraction, config.data.split_seed)
     ev = config.eval
     terms, _ = config.objective.build()
-    select_split = ev.select.split("/")[0].replace("train_eval", "train")
+    select_split = (ev.select or "").split("/")[0].replace("train_eval", "train")
     for name, t in terms.items():
         if t.eval_update is not None:
             check(
@@ -518,5 +523,6 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     state_spec = jax.eval_shape(trainer.init, jax.random.key(0), jax.random.key(1))
     one_tin = (lambda t: jax.tree.map(lambda a: a[0], t)) if teacher is not None and teacher.per_seed else None
     metrics = jax.eval_shape(lambda s, t: trainer.evaluate(s, data, one_tin(t) if one_tin else t), state_spec, tin)
-    check_select(ev.select, metrics)
+    if ev.select is not None:
+        check_select(ev.select, metrics)
     return trainer

@@ -178,3 +178,11 @@ def test_a_sweep_that_cannot_fit_is_refused_before_it_starts(digits):
     trainer = make_train(CFG, digits)
     with pytest.raises(ConfigError, match=r"seeds fit: lower --seeds"):
         run_sweep(trainer, jax.random.key(0), 10**9, progress=False)
+
+
+def test_no_selection_keeps_the_last_model(digits):
+    cfg = dataclasses.replace(CFG, eval=EvalConfig(every=6, splits=("test",), select=None))
+    res = run_sweep(make_train(cfg, digits), jax.random.key(0), 2, progress=False)
+    np.testing.assert_array_equal(res.selected_steps, np.full((2, 1), res.steps[-1]))
+    for a, b in zip(jax.tree.leaves(res.model("selected")), jax.tree.leaves(res.model("last"))):
+        np.testing.assert_array_equal(a, b)
