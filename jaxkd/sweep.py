@@ -135,6 +135,41 @@ def run_sweep(
       keys: explicit initialisation and data-order keys per (seed, grid point)
         (:class:`RunKeys`, ``[n_seeds, G]``); ``key`` is then only recorded.
     """
+    chunk = _check_plan(trainer, n_seeds, chunk_steps, checkpoint_dir, resume)
+    program = SweepProgram(trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width)
+    if keys is not None:
+        check(
+            keys.shape == (int(n_seeds), program.grid_size),
+            f"keys are {keys.shape} (seeds, grid points) but the sweep has {n_seeds} seeds and "
+            f"{program.grid_size} grid points",
+        )
+    full_fingerprint = sweep_fingerprint(program, key, chunk, keys, fingerprint)
+    ckpt = None
+    if checkpoint_dir is not None:  # before any work: a wrong directory fails fast
+        ckpt = SweepCheckpointer(checkpoint_dir, full_fingerprint, resume=resume, overwrite=overwrite)
+    program.check_memory(chunk)  # compiles the chunk program; refuses a sweep that cannot fit
+    states = program.init(key) if keys is None else program.init_from_keys(keys)
+    done, history = 0, []
+    if ckpt is not None and resume:
+        done, states, history = _resume(ckpt, program, states)
+    states, history = _advance_in_chunks(program, states, history, done, chunk, ckpt, progress, desc)
+
+    hist = {k: v[:n_seeds] for k, v in _concat(history).items()}
+    if program.padded_seeds != n_seeds:
+        states = jax.tree.map(lambda a: a[:n_seeds], states)
+    every = trainer.eval_every
+    return SweepResult(
+        states=states,
+        history=hist,
+        steps=np.arange(1, trainer.steps // every + 1) * every,
+        grid=program.grid,
+        diverged=_diverged(states, hist),
+        fingerprint=full_fingerprint,
+    )
+
+
+def _check_plan(trainer: Trainer, n_seeds, chunk_steps, checkpoint_dir, resume) -> int:
+    """The chunk length, after checking the seeds, the chunking and resuming against the run (one line each)."""
     check(isinstance(n_seeds, (int, np.integer)) and n_seeds > 0, f"--seeds must be a positive integer, got {n_seeds}")
     total, every = trainer.steps, trainer.eval_every
     chunk = total if chunk_steps is None else int(chunk_steps)
@@ -145,62 +180,57 @@ def run_sweep(
     )
     if resume and checkpoint_dir is None:
         raise ConfigError("--resume needs a checkpoint directory")
-    program = SweepProgram(trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width)
-    s_pad = program.padded_seeds
-    if keys is not None:
-        check(
-            keys.shape == (int(n_seeds), program.grid_size),
-            f"keys are {keys.shape} (seeds, grid points) but the sweep has {n_seeds} seeds and "
-            f"{program.grid_size} grid points",
-        )
-    full_fingerprint = {
-        **trainer.fingerprint,
+    return chunk
+
+
+def sweep_fingerprint(program: SweepProgram, key, chunk: int, keys: RunKeys | None, extra: dict | None) -> dict:
+    """Everything that defines a sweep (:mod:`jaxkd.fingerprint`): the trainer's part, keys, grid and program."""
+    out = {
+        **program.trainer.fingerprint,
         "key": np.asarray(jax.random.key_data(key)).tolist(),
-        "n_seeds": int(n_seeds),
+        "n_seeds": program.n_seeds,
         "chunk_steps": chunk,
         "grid": {k: v.tolist() for k, v in program.grid.items()},
         "versions": software(),
         "n_devices": 1 if program.mesh is None else jax.device_count(),
         "vmap_width": program.vmap_width,
-        **(fingerprint or {}),
+        **(extra or {}),
     }
     if keys is not None:
-        full_fingerprint["run_keys"] = keys.fingerprint()
-    ckpt = None
-    if checkpoint_dir is not None:  # before any work: a wrong directory fails fast
-        ckpt = SweepCheckpointer(checkpoint_dir, full_fingerprint, resume=resume, overwrite=overwrite)
-    program.check_memory(chunk)  # compiles the chunk program; refuses a sweep that cannot fit
-    states = program.init(key) if keys is None else program.init_from_keys(keys)
-    history: list[dict] = []
-    done = 0
-    if ckpt is not None:
-        latest = ckpt.latest_step() if resume else None
-        if resume and latest is None:
-            print(f"jaxkd: no checkpoint in {ckpt.directory} yet; starting from step 0", file=sys.stderr)
-        if latest is not None:
-            hist_shape = jax.eval_shape(
-                lambda s: program.advance_program(every)(s, program.hparams, program.data, program.teacher_inputs)[1],
-                states,
-            )
-            state_target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), states)
+        out["run_keys"] = keys.fingerprint()
+    return out
 
-            def target_for(step):
-                n_eval = step // every
-                return {
-                    "state": state_target,
-                    "history": {
-                        k: jax.ShapeDtypeStruct((s_pad, program.grid_size, n_eval), v.dtype)
-                        for k, v in hist_shape.items()
-                    },
-                }
 
-            latest, restored = ckpt.restore(latest, target_for)
-            states = restored["state"]
-            if not isinstance(states, TrainState):
-                states = TrainState(*states)
-            history = [{k: np.asarray(v) for k, v in restored["history"].items()}]
-            done = latest
+def _resume(ckpt: SweepCheckpointer, program: SweepProgram, states):
+    """``(steps done, states, history chunks)`` from the latest readable checkpoint (nothing done if none)."""
+    latest = ckpt.latest_step()
+    if latest is None:
+        print(f"jaxkd: no checkpoint in {ckpt.directory} yet; starting from step 0", file=sys.stderr)
+        return 0, states, []
+    every = program.trainer.eval_every
+    hist_shape = jax.eval_shape(
+        lambda s: program.advance_program(every)(s, program.hparams, program.data, program.teacher_inputs)[1],
+        states,
+    )
+    state_target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), states)
 
+    def target_for(step):
+        shape = (program.padded_seeds, program.grid_size, step // every)
+        return {
+            "state": state_target,
+            "history": {k: jax.ShapeDtypeStruct(shape, v.dtype) for k, v in hist_shape.items()},
+        }
+
+    latest, restored = ckpt.restore(latest, target_for)
+    states = restored["state"]
+    if not isinstance(states, TrainState):
+        states = TrainState(*states)
+    return latest, states, [{k: np.asarray(v) for k, v in restored["history"].items()}]
+
+
+def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt, progress, desc):
+    """Advance chunk by chunk to the end of the run, checkpointing after each; returns ``(states, history)``."""
+    total = program.trainer.steps
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -218,10 +248,11 @@ def run_sweep(
         bar.close()
     if ckpt is not None:
         ckpt.close()
+    return states, history
 
-    hist = {k: v[:n_seeds] for k, v in _concat(history).items()}
-    if s_pad != n_seeds:
-        states = jax.tree.map(lambda a: a[:n_seeds], states)
+
+def _diverged(states, hist) -> np.ndarray:
+    """``[S, G]`` runs whose parameters or any recorded metric became NaN/Inf (warned about by seed)."""
     finite_hist = np.all(np.stack([np.isfinite(v).all(-1) for v in hist.values()]), axis=0)
     diverged = ~(np.asarray(_finite(states.params)) & finite_hist)
     if diverged.any():
@@ -229,12 +260,9 @@ def run_sweep(
         warnings.warn(
             f"{int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are excluded from summaries: {bad}",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    steps = np.arange(1, total // every + 1) * every
-    return SweepResult(
-        states=states, history=hist, steps=steps, grid=program.grid, diverged=diverged, fingerprint=full_fingerprint
-    )
+    return diverged
 
 
 def _finite(tree) -> jax.Array:
