@@ -147,12 +147,24 @@ def run_sweep(
     ckpt = None
     if checkpoint_dir is not None:  # before any work: a wrong directory fails fast
         ckpt = SweepCheckpointer(checkpoint_dir, full_fingerprint, resume=resume, overwrite=overwrite)
-    program.check_memory(chunk)  # compiles the chunk program; refuses a sweep that cannot fit
-    states = program.init(key) if keys is None else program.init_from_keys(keys)
-    done, history = 0, []
-    if ckpt is not None and resume:
-        done, states, history = _resume(ckpt, program, states)
-    states, history = _advance_in_chunks(program, states, history, done, chunk, ckpt, progress, desc)
+    bar = None
+    if progress:  # shown before compiling, which can take minutes for many seeds
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=trainer.steps, desc=f"{desc} (compiling)", unit="step", leave=False, file=sys.stderr)
+    try:
+        program.check_memory(chunk)  # compiles the chunk program; refuses a sweep that cannot fit
+        states = program.init(key) if keys is None else program.init_from_keys(keys)
+        done, history = 0, []
+        if ckpt is not None and resume:
+            done, states, history = _resume(ckpt, program, states)
+        if bar is not None:
+            bar.set_description(desc)
+            bar.update(done)
+        states, history = _advance_in_chunks(program, states, history, done, chunk, ckpt, bar)
+    finally:
+        if bar is not None:
+            bar.close()  # leave=False: the bar disappears, so an error that follows stays one line
 
     hist = {k: v[:n_seeds] for k, v in _concat(history).items()}
     if program.padded_seeds != n_seeds:
@@ -228,14 +240,9 @@ def _resume(ckpt: SweepCheckpointer, program: SweepProgram, states):
     return latest, states, [{k: np.asarray(v) for k, v in restored["history"].items()}]
 
 
-def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt, progress, desc):
+def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt, bar):
     """Advance chunk by chunk to the end of the run, checkpointing after each; returns ``(states, history)``."""
     total = program.trainer.steps
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=done, desc=desc, unit="step", leave=False, file=sys.stderr)
     while done < total:
         states, chunk_hist = program.advance(states, chunk)
         history.append({k: np.asarray(v) for k, v in chunk_hist.items()})
@@ -244,8 +251,6 @@ def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt
             ckpt.save(done, {"state": states, "history": _concat(history)})
         if bar is not None:
             bar.update(chunk)
-    if bar is not None:
-        bar.close()
     if ckpt is not None:
         ckpt.close()
     return states, history
