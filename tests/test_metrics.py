@@ -10,7 +10,7 @@ from scipy import stats as sst
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import mutual_info_score
 
-from jaxkd import metrics
+from jaxkd import metrics, stats
 from jaxkd.errors import ConfigError
 from tests.conftest import TOL
 
@@ -183,15 +183,40 @@ def _rel(x, y):
     return (x.mean(-1) - y.mean(-1)) / (1 - y.mean(-1))
 
 
-def _percentile_boot(stat, na, nb, *, paired, n_resamples, seed, level=0.95):
-    """Percentile bootstrap from its definition: R draws of seed indices with replacement (paired: one draw for
-    both arms; unpaired: the condition's, then the control's, as scipy draws them), the statistic on each, and
-    the α/2 and 1 - α/2 quantiles (linear interpolation)."""
+def _bootstrap_t(stat, na, nb, *, paired, n_resamples, seed, level=0.95):
+    """The bootstrap-t interval of ``stat(i, j)`` (seed indices of the condition, of the control) from its
+    definition (Efron & Tibshirani 1993, eq. 12.22 and 11.5), written with loops: R draws of seed indices with
+    replacement (paired: one draw for both arms; unpaired: the condition's, then the control's), the jackknife
+    standard error of each (delete-one, per group when unpaired), ``t* = (θ* − θ) / se*`` (±∞ when a resample
+    has no spread), sorted, and the ((R + 1) α/2)-th and ((R + 1)(1 − α/2))-th of them (1-based)."""
+
+    def jack(i, j):
+        if paired:
+            parts = [[stat(np.delete(i, k), np.delete(j, k)) for k in range(len(i))]]
+        else:
+            parts = [
+                [stat(np.delete(i, k), j) for k in range(len(i))],
+                [stat(i, np.delete(j, k)) for k in range(len(j))],
+            ]
+        var = 0.0
+        for th in parts:
+            n, m = len(th), sum(th) / len(th)
+            var += (n - 1) / n * sum((v - m) ** 2 for v in th)
+        return np.sqrt(var)
+
     rng = np.random.default_rng(seed)
-    i = rng.integers(0, na, (n_resamples, na))
-    j = i if paired else rng.integers(0, nb, (n_resamples, nb))
-    a = (1 - level) / 2
-    return tuple(np.percentile(stat(i, j), [100 * a, 100 * (1 - a)]))
+    draws_i = rng.integers(0, na, (n_resamples, na))
+    draws_j = draws_i if paired else rng.integers(0, nb, (n_resamples, nb))
+    i0, j0 = np.arange(na), np.arange(nb)
+    est, se = stat(i0, j0), jack(i0, j0)
+    t = []
+    for i, j in zip(draws_i, draws_j):
+        e, s = stat(i, j), jack(i, j)
+        # No spread (se* zero up to rounding, <= 1e-9 se): t* is infinite, or 0 where θ* is θ up to rounding.
+        t.append((e - est) / s if s > 1e-9 * se else 0.0 if abs(e - est) <= 1e-9 * se else np.inf * np.sign(e - est))
+    t = sorted(t)
+    k = int((n_resamples + 1) * (1 - level) / 2)  # 2000 resamples, 95 %: the 50th and the 1951st
+    return est - t[n_resamples - k] * se, est - t[k - 1] * se
 
 
 @pytest.mark.parametrize("paired", [True, False])
@@ -215,52 +240,55 @@ def test_payoff_on_hand_made_numbers(paired):
         ci = res.confidence_interval(0.95)
         np.testing.assert_allclose(out[f"{s}/p"], res.pvalue, rtol=1e-9)
         np.testing.assert_allclose([out[f"{s}/gain_ci_low"], out[f"{s}/gain_ci_high"]], [ci.low, ci.high], rtol=1e-9)
-        ref = _percentile_boot(lambda i, j, a=a, b=b: _rel(a[i], b[j]), 4, 4, paired=paired, n_resamples=2000, seed=0)
+        lo, hi = _bootstrap_t(lambda i, j, a=a, b=b: _rel(a[i], b[j]), 4, 4, paired=paired, n_resamples=2000, seed=0)
+        # Defaults: 2000 resamples, seed 0, level 0.95; a relative gain is at most 1.
         np.testing.assert_allclose(
-            [out[f"{s}/relative_gain_ci_low"], out[f"{s}/relative_gain_ci_high"]], ref, rtol=1e-9
+            [out[f"{s}/relative_gain_ci_low"], out[f"{s}/relative_gain_ci_high"]], [lo, min(hi, 1.0)], rtol=1e-9
         )
     ac, ai = COND["teacher_correct/agreement"], COND["teacher_incorrect/agreement"]
     bc, bi = CTRL["teacher_correct/agreement"], CTRL["teacher_incorrect/agreement"]
-    ref = _percentile_boot(
+    ref = _bootstrap_t(
         lambda i, j: _rel(ai[i], bi[j]) - _rel(ac[i], bc[j]), 4, 4, paired=paired, n_resamples=2000, seed=0
     )
     np.testing.assert_allclose([out["asymmetry_ci_low"], out["asymmetry_ci_high"]], ref, rtol=1e-9)
+    assert np.isfinite([v for k, v in out.items() if "_ci_" in k]).all()
     assert out["effect_size_kind"] == ("cohens_dz" if paired else "hedges_g")
     assert (out["asymmetry_n_condition"], out["asymmetry_n_control"]) == (4, 4)
 
 
 @pytest.mark.parametrize("paired", [True, False])
-def test_payoff_bootstrap_resamples_seeds_as_scipy_does(paired):
-    """The CIs equal scipy.stats.bootstrap of the same statistic on the values themselves (paired: seeds
-    resampled together across all four arrays; unpaired: each group alone)."""
+def test_payoff_bootstrap_t_resamples_seeds_with_a_jackknife_standard_error(paired):
+    """The relative gains' and the asymmetry's CIs are the bootstrap-t intervals written with loops above
+    (paired: seeds resampled together across all four arrays; unpaired: each group alone). For a difference of
+    means the jackknife standard error is the textbook one (paired: sd(d)/√n; unpaired: Welch's
+    √(s_a²/n_a + s_b²/n_b)), so the seed bootstrap of a mean difference is stats.bootstrap_diff_ci's
+    studentized interval, which uses those formulas and the same draws."""
     rng = np.random.default_rng(8)
     ac, ai = rng.uniform(0.6, 0.9, 7), rng.uniform(0.3, 0.6, 7)
     bc, bi = rng.uniform(0.5, 0.8, 7), rng.uniform(0.1, 0.4, 7)
     cond = {"teacher_correct/agreement": ac, "teacher_incorrect/agreement": ai}
     ctrl = {"teacher_correct/agreement": bc, "teacher_incorrect/agreement": bi}
-    out = metrics.asymmetric_payoff(cond, ctrl, paired=paired, n_resamples=500, seed=3)
-    rel = lambda x, y, axis=-1: (x.mean(axis) - y.mean(axis)) / (1 - y.mean(axis))
-    kw = dict(paired=paired, vectorized=True, n_resamples=500, method="percentile")
-    res = sst.bootstrap((ac, bc), rel, rng=np.random.default_rng(3), **kw)
-    np.testing.assert_allclose(
-        [out["teacher_correct/relative_gain_ci_low"], out["teacher_correct/relative_gain_ci_high"]],
-        [res.confidence_interval.low, res.confidence_interval.high],
-        rtol=1e-12,
-    )
-    np.testing.assert_allclose(out["asymmetry"], rel(ai, bi) - rel(ac, bc), rtol=1e-12)
-    if paired:
-        res = sst.bootstrap(
-            (ac, ai, bc, bi), lambda w, x, y, z, axis: rel(x, z) - rel(w, y), rng=np.random.default_rng(3), **kw
+    out = metrics.asymmetric_payoff(cond, ctrl, paired=paired, n_resamples=500, seed=3, level=0.9)
+    for s, x, y in (("teacher_correct", ac, bc), ("teacher_incorrect", ai, bi)):
+        lo, hi = _bootstrap_t(
+            lambda i, j, x=x, y=y: _rel(x[i], y[j]), 7, 7, paired=paired, n_resamples=500, seed=3, level=0.9
         )
         np.testing.assert_allclose(
-            [out["asymmetry_ci_low"], out["asymmetry_ci_high"]],
-            [res.confidence_interval.low, res.confidence_interval.high],
-            rtol=1e-12,
+            [out[f"{s}/relative_gain_ci_low"], out[f"{s}/relative_gain_ci_high"]], [lo, min(hi, 1.0)], rtol=1e-12
         )
-    ref = _percentile_boot(
-        lambda i, j: _rel(ai[i], bi[j]) - _rel(ac[i], bc[j]), 7, 7, paired=paired, n_resamples=500, seed=3
+    np.testing.assert_allclose(out["asymmetry"], _rel(ai, bi) - _rel(ac, bc), rtol=1e-12)
+    ref = _bootstrap_t(
+        lambda i, j: _rel(ai[i], bi[j]) - _rel(ac[i], bc[j]), 7, 7, paired=paired, n_resamples=500, seed=3, level=0.9
     )
     np.testing.assert_allclose([out["asymmetry_ci_low"], out["asymmetry_ci_high"]], ref, rtol=1e-12)
+    # The jackknife of a mean difference and the studentized interval of stats.
+    diff = lambda i, j: ac[i].mean(-1) - bc[j].mean(-1)
+    se = metrics._jackknife_se(diff, np.arange(7), np.arange(7), paired=paired)
+    want = sst.sem(ac - bc) if paired else np.hypot(sst.sem(ac), sst.sem(bc))
+    np.testing.assert_allclose(se, want, rtol=1e-12)
+    _, lo, hi = metrics._seed_bootstrap(diff, 7, 7, paired=paired, level=0.9, n_resamples=999, seed=4)
+    ref = stats.bootstrap_diff_ci(ac, bc, paired=paired, level=0.9, n_resamples=999, seed=4)
+    np.testing.assert_allclose([lo, hi], ref, rtol=1e-10)
     # Equal subsets: every resample keeps a seed's two subsets together, so the asymmetry is 0 in each.
     same = metrics.asymmetric_payoff(
         {"teacher_correct/agreement": ac, "teacher_incorrect/agreement": ac},
@@ -283,6 +311,36 @@ def test_payoff_drops_nan_seeds_and_reports_errors():
         metrics.asymmetric_payoff(COND, ctrl, paired=True)
     at_ceiling = dict(CTRL, **{"teacher_correct/agreement": np.ones(4)})
     assert np.isnan(metrics.asymmetric_payoff(COND, at_ceiling, paired=False)["teacher_correct/relative_gain"])
+
+
+def test_payoff_interval_edges():
+    """A relative gain's upper bound is clipped at 1 (here the bootstrap-t bound is 1.003); 3 seeds have too many
+    resamples without spread for a finite bound (NaN), 4 do not; a resample whose control is at its ceiling makes
+    the bounds NaN; too few resamples for the level is one line."""
+    a, b = np.array([0.99, 1.0, 0.93, 1.0, 0.96, 0.999]), np.array([0.5, 0.6, 0.4, 0.55, 0.45, 0.5])
+    cond = {"teacher_correct/agreement": b, "teacher_incorrect/agreement": a}
+    ctrl = {"teacher_correct/agreement": b - 0.1, "teacher_incorrect/agreement": b}
+    out = metrics.asymmetric_payoff(cond, ctrl, paired=True, n_resamples=999)
+    lo, hi = _bootstrap_t(lambda i, j: _rel(a[i], b[j]), 6, 6, paired=True, n_resamples=999, seed=0)
+    assert hi > 1.0
+    np.testing.assert_allclose(out["teacher_incorrect/relative_gain_ci_low"], lo, rtol=1e-12)
+    assert out["teacher_incorrect/relative_gain_ci_high"] == 1.0
+    for n, finite in ((3, False), (4, True)):
+        few = {k: v[:n] for k, v in COND.items()}
+        out = metrics.asymmetric_payoff(few, {k: v[:n] for k, v in CTRL.items()}, paired=True)
+        bounds = [out[k] for k in ("teacher_incorrect/relative_gain_ci_low", "asymmetry_ci_high")]
+        assert np.all(np.isfinite(bounds)) == finite and np.isfinite(out["asymmetry"]), (n, bounds)
+    # Eight control seeds, six at the ceiling: no leave-one-out set is all at 1, but a tenth of the resamples are.
+    ceiling = {k: np.tile(v, 2) for k, v in CTRL.items()}
+    ceiling["teacher_correct/agreement"] = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.98, 0.97])
+    out = metrics.asymmetric_payoff(COND, ceiling, paired=False)
+    np.testing.assert_allclose(out["teacher_correct/relative_gain"], (0.92 - 0.99375) / 0.00625, rtol=1e-9)
+    assert np.isfinite(out["teacher_incorrect/relative_gain_ci_high"]), out
+    assert np.isnan(
+        [out[f"{k}_ci_{e}"] for k in ("teacher_correct/relative_gain", "asymmetry") for e in ("low", "high")]
+    ).all()
+    with pytest.raises(ConfigError, match="n_resamples=30 is too few for a 0.95 studentized interval: use at least 39"):
+        metrics.asymmetric_payoff(COND, CTRL, paired=True, n_resamples=30)
 
 
 @pytest.mark.parametrize("paired", [True, False])
@@ -308,7 +366,76 @@ def test_asymmetry_and_its_ci_come_from_the_same_seeds(paired):
     old = out["teacher_incorrect/relative_gain"] - out["teacher_correct/relative_gain"]
     assert abs(old - want) > 0.01, (old, want)
     x, y, v, w = ai[k], bi[kb], ac[k], bc[kb]
-    ref = _percentile_boot(
+    ref = _bootstrap_t(
         lambda i, j: _rel(x[i], y[j]) - _rel(v[i], w[j]), 5, len(kb), paired=paired, n_resamples=500, seed=3
     )
     np.testing.assert_allclose([out["asymmetry_ci_low"], out["asymmetry_ci_high"]], ref, rtol=1e-12)
+
+
+# ---- coverage of the payoff's intervals ------------------------------------------------------------------
+
+# Per-seed values with known relative gains. Control b ~ Beta with mean m_b; condition a = b' + (1 − b') U with
+# U = lo + (1 − lo) V, V ~ Beta with mean m_v, independent of b' (b' = b when paired, an independent draw of b
+# otherwise). Then E a = E b + E(1 − b) E U, so the relative gain (E a − E b) / (1 − E b) is E U exactly, and the
+# asymmetry is E U_incorrect − E U_correct. Values are in [0, 1]. The sizes are functional_kd's: control
+# agreement 0.99 ± 0.006 where the teacher is right, 0.30 ± 0.14 where it is wrong, per-seed gains that
+# scatter more than their means (teacher correct: −0.09 ± 0.43; teacher incorrect: 0.40 ± 0.24).
+PAYOFF_MODEL = {  # subset: (m_b, concentration of b, lo, m_v, concentration of V)
+    "teacher_correct": (0.99, 275.0, -1.0, 0.4545, 4.4),
+    "teacher_incorrect": (0.30, 9.3, 0.0, 0.4, 3.0),
+}
+
+
+def _payoff_data(rng, trials, n, *, paired):
+    beta = lambda m, k: rng.beta(m * k, (1 - m) * k, (trials, n))
+    cond, ctrl, truth = {}, {}, {}
+    for s, (mb, kb, lo, mv, kv) in PAYOFF_MODEL.items():
+        b = beta(mb, kb)
+        b2 = b if paired else beta(mb, kb)
+        cond[s] = b2 + (1 - b2) * (lo + (1 - lo) * beta(mv, kv))
+        ctrl[s] = b
+        truth[s] = lo + (1 - lo) * mv
+    return cond, ctrl, truth
+
+
+def _binomial_bound(trials, level=0.95, k=3.0):
+    """Hits of a ``level`` interval over ``trials`` independent data sets: mean ± k binomial standard errors."""
+    se = np.sqrt(level * (1 - level) * trials)
+    return level * trials - k * se, level * trials + k * se
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_payoff_intervals_cover_at_8_seeds_and_percentile_does_not(paired):
+    """300 data sets of 8 seeds from PAYOFF_MODEL, nominal 0.95, 999 resamples. The binomial bound is 285 ± 11.3
+    hits, [273.6, 296.4]. Hits (teacher-correct gain, teacher-incorrect gain, asymmetry): studentized, as
+    asymmetric_payoff gives them, paired 286, 289, 282 (0.95, 0.96, 0.94), unpaired 283, 282, 277 (0.94, 0.94,
+    0.92); the percentile interval on the same data (from its definition below; what asymmetric_payoff gave
+    before) paired 265, 267, 256 (0.88, 0.89, 0.85), unpaired 267, 267, 268 (0.89), all below the bound."""
+    rng = np.random.default_rng(21)
+    trials, n, R = 300, 8, 999
+    cond, ctrl, truth = _payoff_data(rng, trials, n, paired=paired)
+    truth["asymmetry"] = truth["teacher_incorrect"] - truth["teacher_correct"]
+    keys = {s: (f"{s}/relative_gain_ci_low", f"{s}/relative_gain_ci_high") for s in PAYOFF_MODEL}
+    keys["asymmetry"] = ("asymmetry_ci_low", "asymmetry_ci_high")
+    hits = dict.fromkeys(keys, 0)
+    for t in range(trials):
+        out = metrics.asymmetric_payoff(
+            {f"{s}/agreement": v[t] for s, v in cond.items()},
+            {f"{s}/agreement": v[t] for s, v in ctrl.items()},
+            paired=paired,
+            n_resamples=R,
+        )
+        for name, (lo, hi) in keys.items():
+            hits[name] += bool(out[lo] <= truth[name] <= out[hi])
+    # The percentile interval from its definition, every data set at once: the 2.5 % and 97.5 % quantiles of the
+    # statistic over R resamples of seed indices (paired: one draw for both arms).
+    i = rng.integers(0, n, (R, n))
+    j = i if paired else rng.integers(0, n, (R, n))
+    rel = {s: _rel(cond[s][:, i], ctrl[s][:, j]) for s in PAYOFF_MODEL}  # [trials, R]
+    rel["asymmetry"] = rel["teacher_incorrect"] - rel["teacher_correct"]
+    pct = {
+        name: int(np.sum((np.percentile(v, 2.5, -1) <= truth[name]) & (truth[name] <= np.percentile(v, 97.5, -1))))
+        for name, v in rel.items()
+    }
+    lo, hi = _binomial_bound(trials)
+    assert all(lo <= h <= hi for h in hits.values()) and all(h < lo for h in pct.values()), (hits, pct, lo, hi)
