@@ -216,13 +216,7 @@ def _seed_bootstrap(fn, n_a, n_b, *, paired, level, n_resamples, seed):
     Returns ``(estimate, ci_low, ci_high)``: the estimate and its interval come from one statistic on one
     set of seeds, so a caller cannot quote an estimate from other seeds than its CI's.
     """
-    alpha = (1 - level) / 2
-    k = int(np.floor((n_resamples + 1) * alpha + 1e-9))
-    check(
-        k >= 1,
-        f"n_resamples={n_resamples} is too few for a {level:g} studentized interval: use at least "
-        f"{int(np.ceil(1 / alpha)) - 1}",
-    )
+    alpha, k = stats.studentized_rank(level, n_resamples)
     with np.errstate(divide="ignore", invalid="ignore"):
         whole = float(fn(np.arange(n_a), np.arange(n_b))) if min(n_a, n_b) > 0 else np.nan
         if min(n_a, n_b) < 2 or not np.isfinite(whole):

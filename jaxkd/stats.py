@@ -340,11 +340,11 @@ def _mean_se(x_RxN):
     return np.mean(x_RxN, -1), np.std(x_RxN, axis=-1, ddof=1) / np.sqrt(x_RxN.shape[-1])
 
 
-def _studentized_diff_ci(a, b, *, paired: bool, level: float, n_resamples: int, rng) -> tuple[float, float]:
-    """Bootstrap-t interval of ``mean(a) - mean(b)``: ``[d - t*_hi se, d - t*_lo se]`` with ``t* = (d* - d) / se*``
-    over resamples and ``t*_lo``, ``t*_hi`` its ``(R + 1) α/2``-th and ``(R + 1)(1 - α/2)``-th order statistics
-    (Efron & Tibshirani 1993, sec. 12.5; Davison & Hinkley 1997, eq. 5.7). ``se`` is the paired standard
-    error, or Welch's ``sqrt(s_a²/n_a + s_b²/n_b)`` for independent groups."""
+def studentized_rank(level: float, n_resamples: int) -> tuple[float, int]:
+    """``(α/2, k)``: a studentized interval's tail mass and the rank ``k = ⌊(R + 1) α/2⌋`` of its order statistics.
+
+    Refuses, in one line, a number of resamples too small for the level (``k < 1``).
+    """
     alpha = (1 - level) / 2
     k = int(np.floor((n_resamples + 1) * alpha + 1e-9))
     check(
@@ -352,6 +352,15 @@ def _studentized_diff_ci(a, b, *, paired: bool, level: float, n_resamples: int, 
         f"n_resamples={n_resamples} is too few for a {level:g} studentized interval: use at least "
         f"{int(np.ceil(1 / alpha)) - 1}",
     )
+    return alpha, k
+
+
+def _studentized_diff_ci(a, b, *, paired: bool, level: float, n_resamples: int, rng) -> tuple[float, float]:
+    """Bootstrap-t interval of ``mean(a) - mean(b)``: ``[d - t*_hi se, d - t*_lo se]`` with ``t* = (d* - d) / se*``
+    over resamples and ``t*_lo``, ``t*_hi`` its ``(R + 1) α/2``-th and ``(R + 1)(1 - α/2)``-th order statistics
+    (Efron & Tibshirani 1993, sec. 12.5; Davison & Hinkley 1997, eq. 5.7). ``se`` is the paired standard
+    error, or Welch's ``sqrt(s_a²/n_a + s_b²/n_b)`` for independent groups."""
+    alpha, k = studentized_rank(level, n_resamples)
     if paired:
         d = a - b
         est, se = _mean_se(d)
