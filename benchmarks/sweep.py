@@ -21,7 +21,7 @@ loop (``lax.scan``, ``lax.map``, while) once, whatever its trip count, so a
 compiled sweep's count is one training step plus one evaluation (times the
 runs vectorised together), not the sweep. The sweep's FLOPs are built from
 two compiled one-run programs, ``jit(trainer.train_step)`` (``F_step``) and
-``jit(trainer.evaluate)`` (``F_eval``)::
+``jit(partial(jaxkd.evaluate.evaluate, trainer))`` (``F_eval``)::
 
     sweep FLOPs = S · (steps · F_step + evaluations · F_eval)
 
@@ -44,6 +44,7 @@ Usage (about 9.5 minutes on an idle 2-core CPU, 2.7 of them PyTorch; ``--torch-r
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -77,6 +78,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig  # noqa: E402
 from jaxkd.data import load_digits  # noqa: E402
+from jaxkd.evaluate import evaluate  # noqa: E402
 from jaxkd.program import SweepProgram  # noqa: E402
 from jaxkd.recipes import RecipeConfig  # noqa: E402
 from jaxkd.results import emit_json, env_stamp  # noqa: E402
@@ -199,7 +201,7 @@ def one_run_costs(trainer, steps) -> dict:
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in trainer.hparams().items()}
     idx = jnp.arange(trainer.batch_size, dtype=jnp.int32)
     step = jax.jit(trainer.train_step).lower(state, hp, trainer.data, trainer.teacher_inputs, idx).compile()
-    ev = jax.jit(trainer.evaluate).lower(state, trainer.data, trainer.teacher_inputs).compile()
+    ev = jax.jit(functools.partial(evaluate, trainer)).lower(state, trainer.data, trainer.teacher_inputs).compile()
     n_perms = steps // trainer.steps_per_epoch + 2  # what Trainer.advance draws
     perms = jax.jit(trainer.epoch_permutations, static_argnums=2).lower(state.perm_key, 0, n_perms).compile()
     return {"train_step": cost(step), "evaluate": cost(ev), "epoch_permutations": {**cost(perms), "count": n_perms}}

@@ -87,3 +87,16 @@ def update_selected(sel: Selected, params, rest, step, value, loss, *, lower: bo
     take = jnp.isfinite(score) & ((score > sel.score) | ((score == sel.score) & (loss <= sel.loss)))
     new = Selected(params, rest, jnp.asarray(step, jnp.int32), score, loss)
     return jax.tree.map(lambda n, o: jnp.where(take, n, o), new, sel)
+
+
+def select_model(sel: Selected, select: str | None, state, metrics: dict) -> Selected:
+    """``sel`` updated with ``state``'s current model, evaluated as ``metrics``, by ``select`` (the rule above).
+
+    ``select=None`` selects nothing: every evaluation ties, so the last model is kept.
+    """
+    params, rest = state.params["model"], state.rest
+    if select is None:
+        zero = jnp.zeros((), jnp.float32)
+        return update_selected(sel, params, rest, state.step, zero, zero, lower=False)
+    value, loss = metrics[select], metrics[loss_metric(select)]
+    return update_selected(sel, params, rest, state.step, value, loss, lower=lower_is_better(select))

@@ -502,6 +502,21 @@ def gate_by_phase(term: Term, boundaries) -> Term:
     return dataclasses.replace(term, init=init, apply=apply, eval_update=eval_update)
 
 
+def eval_updates(terms: Mapping[str, Term], term_state, hp, logits: dict, data) -> dict:
+    """Term state after an evaluation boundary (an EMA confusion matrix), from that evaluation's logits.
+
+    ``logits`` maps each split to the student's eval-mode logits; a term's
+    ``eval_update`` reads those of its ``eval_split`` and that split's labels.
+    """
+    term_state = dict(term_state)
+    for name, term in terms.items():
+        if term.eval_update is not None:
+            s = term.eval_split
+            term_hp = {k: hp[f"{name}.{k}"] for k in term.hparams}
+            term_state[name] = term.eval_update(term_state[name], logits[s], data[f"y_{s}"], term_hp)
+    return term_state
+
+
 TERMS: dict[str, Callable[..., Term]] = {
     "ce": ce,
     "kd": kd,

@@ -34,18 +34,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd import recipes
+from jaxkd import evaluate, recipes
 from jaxkd.config import RunConfig
 from jaxkd.data import Dataset
 from jaxkd.data.augment import augment, normalize
 from jaxkd.data.dataset import run_splits
 from jaxkd.errors import ConfigError, check, check_value
-from jaxkd.evaluate import batched, classification_metrics
+from jaxkd.evaluate import batched
 from jaxkd.fingerprint import run_fingerprint
 from jaxkd.models import FunctionalModel, make_model
-from jaxkd.selection import Selected, check_select, init_selected, loss_metric, lower_is_better, update_selected
+from jaxkd.selection import Selected, check_select, init_selected, select_model
 from jaxkd.teacher import Teacher, normalisation, teacher_inputs
-from jaxkd.terms import Term, gate_by_phase, phase_boundaries
+from jaxkd.terms import Term, eval_updates, gate_by_phase, phase_boundaries
 
 SPLITS = ("train", "val", "test")
 
@@ -240,56 +240,6 @@ class Trainer:
 
         return batched(fn, x.shape[0], self.config.eval.batch_size)
 
-    def eval_logits(self, state: TrainState, data) -> dict:
-        """Eval-mode logits on every split that evaluation or a boundary update reads."""
-        return {s: self.predict_split(state.params, state.rest, data, s) for s in self.logit_splits}
-
-    def metrics_of(self, logits: dict, data, tin) -> dict:
-        """Classification metrics (accuracy, loss, agreement with the teacher) of each evaluated split."""
-        out = {}
-        for split in self.config.eval.splits:
-            t = tin["logits"][split] if self.teacher is not None else None
-            prefix = "train_eval" if split == "train" else split
-            out.update(classification_metrics(logits[split], data[f"y_{split}"], t, prefix=prefix))
-        return out
-
-    def evaluate(self, state: TrainState, data, tin) -> dict:
-        """Metrics of ``state``'s current model on each evaluated split; changes nothing."""
-        return self.metrics_of(self.eval_logits(state, data), data, tin)
-
-    def boundary_update(self, term_state, hp, logits: dict, data):
-        """Term state after an evaluation boundary (an EMA confusion matrix) from that evaluation's logits."""
-        term_state = dict(term_state)
-        for name, term in self.terms.items():
-            if term.eval_update is not None:
-                s = term.eval_split
-                term_hp = {k: hp[f"{name}.{k}"] for k in term.hparams}
-                term_state[name] = term.eval_update(term_state[name], logits[s], data[f"y_{s}"], term_hp)
-        return term_state
-
-    def select(self, state: TrainState, metrics: dict) -> Selected:
-        """``state.selected`` updated with the model just evaluated (:mod:`jaxkd.selection`)."""
-        select = self.config.eval.select
-        if select is None:  # no selection: equal scores, so the later model always wins
-            zero = jnp.zeros((), jnp.float32)
-            return update_selected(
-                state.selected, state.params["model"], state.rest, state.step, zero, zero, lower=False
-            )
-        return update_selected(
-            state.selected,
-            state.params["model"],
-            state.rest,
-            state.step,
-            metrics[select],
-            metrics[loss_metric(select)],
-            lower=lower_is_better(select),
-        )
-
-    @property
-    def logit_splits(self) -> tuple[str, ...]:
-        boundary = [t.eval_split for t in self.terms.values() if t.eval_update is not None]
-        return tuple(dict.fromkeys([*self.config.eval.splits, *boundary]))
-
     def advance(self, state: TrainState, hparams, data, tin, num_steps: int):
         """Run ``num_steps`` (a multiple of ``eval_every``) steps.
 
@@ -311,12 +261,12 @@ class Trainer:
         def interval(state, _):
             state, metrics = jax.lax.scan(step_fn, state, length=every)
             record = {k: jnp.mean(v) for k, v in metrics.items()}
-            logits = self.eval_logits(state, data)
-            evals = self.metrics_of(logits, data, tin)
+            logits = evaluate.eval_logits(self, state, data)
+            evals = evaluate.split_metrics(self, logits, data, tin)
             record.update(evals)
             state = state._replace(
-                selected=self.select(state, evals),
-                term_state=self.boundary_update(state.term_state, hparams, logits, data),
+                selected=select_model(state.selected, self.config.eval.select, state, evals),
+                term_state=eval_updates(self.terms, state.term_state, hparams, logits, data),
             )
             return state, record
 
@@ -522,7 +472,9 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     )
     state_spec = jax.eval_shape(trainer.init, jax.random.key(0), jax.random.key(1))
     one_tin = (lambda t: jax.tree.map(lambda a: a[0], t)) if teacher is not None and teacher.per_seed else None
-    metrics = jax.eval_shape(lambda s, t: trainer.evaluate(s, data, one_tin(t) if one_tin else t), state_spec, tin)
+    metrics = jax.eval_shape(
+        lambda s, t: evaluate.evaluate(trainer, s, data, one_tin(t) if one_tin else t), state_spec, tin
+    )
     if ev.select is not None:
         check_select(ev.select, metrics)
     return trainer
