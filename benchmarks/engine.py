@@ -236,7 +236,8 @@ def train_teacher(ds):
     )
     trainer = make_train(cfg, ds)
     state, history = jax.jit(trainer.run)(jax.random.key(0))
-    return Teacher(trainer.model, state.params["model"], state.rest), float(history["test/acc"][-1])
+    # One evaluation (every = the run's steps): the selected model is that evaluation's, the one reported.
+    return Teacher(trainer.model, state.selected.params, state.selected.rest), float(history["test/acc"][-1])
 
 
 def ratio(a, b):
