@@ -257,13 +257,12 @@ def _comparison_row(table: str, path: tuple, t: dict) -> dict:
     }
 
 
-def comparison_rows(tables, metrics, at: str, known=()) -> list[dict]:
+def comparison_rows(tables, metrics, at: str) -> list[dict]:
     """One row per test in the tables' ``comparisons`` (or ``tests``) on ``metrics`` at ``at`` (their order kept).
 
     Every test record names its ``metric``, evaluation point ``at`` (None: the run's one point per seed)
     and ``comparison``; nothing is inferred from where it sits in the summary.
     """
-    del known
     keep = set(metrics)
     rows = []
     for table, block in tables:
@@ -341,7 +340,7 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
         for m in metrics:
             check_name("metric", m, known)
     else:
-        tested = {r["metric"] for r in comparison_rows(tables, known, at, known)}
+        tested = {r["metric"] for r in comparison_rows(tables, known, at)}
         metrics = [m for m in known if m.startswith("test/")] or [m for m in known if m in tested] or known
     selected_by = next(
         (c.get("selected_by") for _, b in tables for _, _, c in _members(b) if c.get("selected_by")), None
@@ -360,7 +359,7 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
                     f"{table + ': ' if table else ''}{name}: {c['n_diverged']} of {c.get('n_seeds')} seeds "
                     f"diverged (NaN/Inf{which}) and are excluded"
                 )
-    comparisons = comparison_rows(tables, metrics, at, known)
+    comparisons = comparison_rows(tables, metrics, at)
     if not comparisons:
         notes.append(
             "no tests on these metrics at this evaluation point"
@@ -457,9 +456,9 @@ def _metric_title(metric: str, at: str, final_only: bool = False) -> str:
     if final_only:
         return f"{metric} (final step)"
     if at == "max_over_evals":
-        from jaxkd.results import _lower_is_better  # the rule summarize_sweep used to pick max or min
+        from jaxkd.selection import lower_is_better  # the rule summarize_sweep used to pick max or min
 
-        extreme = "minimum" if _lower_is_better(metric) else "maximum"
+        extreme = "minimum" if lower_is_better(metric) else "maximum"
         split = "test-set " if metric.startswith("test/") else ""
         return f"{metric}: {split}{extreme} over evaluations (optimistic)"
     return f"{metric} (at {at})"

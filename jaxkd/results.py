@@ -21,8 +21,6 @@ from jaxkd.selection import lower_is_better
 
 RECORD_FIELDS = ("condition", "seed", "step", "metric", "value", "diverged")
 
-_lower_is_better = lower_is_better  # jaxkd.report reads the rule summaries use
-
 # Metrics that are fractions: their intervals are clipped to [0, 1] (stats.summarize says when).
 _UNIT_INTERVAL = ("/acc", "/agreement")
 
