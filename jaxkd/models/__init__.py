@@ -18,6 +18,8 @@ from jaxkd.models.cnn import CNN1D, CNN2D
 from jaxkd.models.functional import FunctionalModel
 from jaxkd.models.mlp import MLP
 from jaxkd.models.resnet import CifarResNet, ResNet
+from jaxkd.models.sdstudent import WIDTHS as SD_WIDTHS
+from jaxkd.models.sdstudent import SubDistillStudent
 from jaxkd.models.vgg import VGG
 from jaxkd.models.vit import ViT
 from jaxkd.models.wrn import WideResNet
@@ -36,14 +38,18 @@ MODELS |= {
     "vit_tiny": _p(ViT, dim=192, depth=6, heads=3, mlp_ratio=2),
     "vit_small": _p(ViT, dim=384, depth=7, heads=6, mlp_ratio=2),
 }
+# SubDistill's student family: sdstudent_W1_W2_W3_W4 at the reference's four sizes; ``sdstudent`` is the first.
+MODELS |= {"sdstudent": SubDistillStudent}
+MODELS |= {"sdstudent_" + "_".join(map(str, w)): _p(SubDistillStudent, channels=w) for w in SD_WIDTHS}
 
 # The keyword each model takes for its layer sizes (models not listed have fixed widths).
 _WIDTH_KWARG = {"mlp": "hidden", "cnn2d": "channels", "cnn1d": "channels"}
 _WIDTH_KWARG |= {
     name: "channels" for name, ctor in MODELS.items() if getattr(ctor, "func", None) in (CifarResNet, ResNet, VGG)
 }
+_WIDTH_KWARG["sdstudent"] = "channels"
 DTYPES = ("float32", "bfloat16")
-_SPATIAL = {name for name, ctor in MODELS.items() if getattr(ctor, "func", None) is not None}
+_SPATIAL = {name for name, ctor in MODELS.items() if getattr(ctor, "func", None) is not None} | {"sdstudent"}
 
 
 def make_model(name: str, in_shape, num_classes: int, widths=None, dtype: str = "float32") -> FunctionalModel:
@@ -102,4 +108,5 @@ __all__ = [
     "WideResNet",
     "VGG",
     "ViT",
+    "SubDistillStudent",
 ]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxkd.models.layers import canonical_conv
+from jaxkd.models.probe import tap
 
 
 class _ConvNet(nnx.Module):
@@ -47,12 +48,12 @@ class _ConvNet(nnx.Module):
         features = {}
         h = x
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            h = nnx.relu(norm(conv(h)))
+            h = tap(f"block{i}", nnx.relu(norm(conv(h))))
             features[f"block{i}"] = h
             if min(h.shape[1 : 1 + self.ndim]) >= 2:
                 window = (2,) * self.ndim
                 h = nnx.avg_pool(h, window_shape=window, strides=window)
-        pooled = jnp.mean(h, axis=tuple(range(1, 1 + self.ndim)))
+        pooled = tap("pooled", jnp.mean(h, axis=tuple(range(1, 1 + self.ndim))))
         features["pooled"] = pooled
         return self.head(pooled), features
 

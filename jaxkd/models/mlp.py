@@ -6,6 +6,8 @@ import math
 
 from flax import nnx
 
+from jaxkd.models.probe import tap
+
 
 class MLP(nnx.Module):
     """ReLU MLP; ``features["hidden{i}"]`` is the i-th post-activation.
@@ -26,6 +28,6 @@ class MLP(nnx.Module):
         h = x_BxX.reshape(x_BxX.shape[0], -1)
         features = {}
         for i, layer in enumerate(self.layers):
-            h = nnx.relu(layer(h))
+            h = tap(f"hidden{i}", nnx.relu(layer(h)))
             features[f"hidden{i}"] = h
         return self.head(h), features

@@ -20,6 +20,7 @@ from __future__ import annotations
 from flax import nnx
 
 from jaxkd.models.layers import as_float32, batch_norm, conv, global_avg_pool, linear
+from jaxkd.models.probe import tap
 
 
 class BasicBlock(nnx.Module):
@@ -92,14 +93,16 @@ class _StagedResNet(nnx.Module):
         self.head = linear(in_ch, num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_BxHxWxC):
-        h = nnx.relu(self.stem_bn(self.stem_conv(x_BxHxWxC)))
+        h = tap("stem", nnx.relu(self.stem_bn(self.stem_conv(x_BxHxWxC))))
         features = {"stem": h}
         for i, blocks in enumerate(self.stages, start=1):
             for blk in blocks:
                 pre = blk(h)
                 h = nnx.relu(pre)
+            pre = tap(f"stage{i}_pre", pre)
+            h = tap(f"stage{i}", nnx.relu(pre))
             features[f"stage{i}_pre"], features[f"stage{i}"] = pre, h
-        pooled = global_avg_pool(h)
+        pooled = tap("pooled", global_avg_pool(h))
         features["pooled"] = pooled
         return as_float32(self.head(pooled), features)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from flax import nnx
 
 from jaxkd.models.layers import as_float32, batch_norm, conv, global_avg_pool, linear, max_pool2
+from jaxkd.models.probe import tap
 
 CONFIGS = {
     8: ((64,), (128,), (256,), (512,), (512,)),
@@ -58,9 +59,11 @@ class VGG(nnx.Module):
             for layer in block:
                 pre = layer(h)
                 h = nnx.relu(pre)
+            pre = tap(f"stage{i}_pre", pre)
+            h = tap(f"stage{i}", nnx.relu(pre))
             features[f"stage{i}_pre"], features[f"stage{i}"] = pre, h
             if i < 3 or (i == 3 and h.shape[1] >= 8):
                 h = max_pool2(h)
-        pooled = global_avg_pool(h)
+        pooled = tap("pooled", global_avg_pool(h))
         features["pooled"] = pooled
         return as_float32(self.head(pooled), features)

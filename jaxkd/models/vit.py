@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxkd.models.layers import as_float32, linear
+from jaxkd.models.probe import tap
 
 
 class _Block(nnx.Module):
@@ -67,10 +68,12 @@ class ViT(nnx.Module):
         t = t.reshape(b, gh * gw, d) + self.pos[...].astype(t.dtype)
         features = {}
         for i, blk in enumerate(self.blocks):
-            t = blk(t)
-            features[f"block{i}"] = t.reshape(b, gh, gw, d)
+            f = tap(f"block{i}", blk(t).reshape(b, gh, gw, d))
+            features[f"block{i}"] = f
             if self.stage_of[i]:
-                features[f"stage{self.stage_of[i]}"] = features[f"block{i}"]
-        pooled = jnp.mean(self.ln(t), axis=1)
+                f = tap(f"stage{self.stage_of[i]}", f)
+                features[f"stage{self.stage_of[i]}"] = f
+            t = f.reshape(b, gh * gw, d)
+        pooled = tap("pooled", jnp.mean(self.ln(t), axis=1))
         features["pooled"] = pooled
         return as_float32(self.head(pooled), features)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from flax import nnx
 
 from jaxkd.models.layers import as_float32, batch_norm, conv, global_avg_pool, linear
+from jaxkd.models.probe import tap
 
 
 class PreActBlock(nnx.Module):
@@ -61,16 +62,16 @@ class WideResNet(nnx.Module):
         self.head = linear(in_ch, num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_BxHxWxC):
-        h = self.stem(x_BxHxWxC)
+        h = tap("stem", self.stem(x_BxHxWxC))
         features = {"stem": h}
         for i, blocks in enumerate(self.groups):
             for j, blk in enumerate(blocks):
                 h, pre = blk(h)
                 if i > 0 and j == 0:
                     features[f"stage{i}_pre"], features[f"stage{i}"] = pre, nnx.relu(pre)
-        pre = self.bn(h)
-        h = nnx.relu(pre)
+        pre = tap("stage3_pre", self.bn(h))
+        h = tap("stage3", nnx.relu(pre))
         features["stage3_pre"], features["stage3"] = pre, h
-        pooled = global_avg_pool(h)
+        pooled = tap("pooled", global_avg_pool(h))
         features["pooled"] = pooled
         return as_float32(self.head(pooled), features)
