@@ -1,0 +1,128 @@
+"""Explanations of every member of a saved ensemble, in one compiled program, and their summaries over members.
+
+``explain`` computes one model's heatmaps by LRP or integrated gradients;
+``explain_ensemble`` runs it over the members of an
+:class:`~jaxkd.ensemble.Ensemble` (inputs in stored form, normalised with the
+ensemble's mean and std; z^B's box from the same normalisation), either
+vmapped (``strategy="vmap"``: one batched program, the right one on an
+accelerator) or as a ``lax.map`` over members (``"map"``: one program that
+runs members in turn; on XLA:CPU a convolution vmapped over weights becomes a
+grouped convolution that runs several times slower, see
+``benchmarks/RESULTS.md``). ``summarize_members`` reduces per-image metrics
+``[M, B]`` to one mean per member and a Student-t interval over members.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxkd import stats
+from jaxkd.attribution.agreement import pixel_flipping
+from jaxkd.attribution.ig import integrated_gradients
+from jaxkd.attribution.outputs import output_fn
+from jaxkd.attribution.propagation import box_bounds, lrp
+from jaxkd.data.augment import normalize
+from jaxkd.errors import check, check_name
+
+METHODS = ("lrp", "ig")
+STRATEGIES = ("vmap", "map")
+_IG_KEYS = {"baseline", "steps", "method", "chunk"}
+_LRP_KEYS = {"composite", "gamma", "epsilon", "low", "high", "stabilizer"}
+
+
+def explain(model, params, rest, x, target, *, method: str = "lrp", output: str = "gap", **kwargs):
+    """Relevance of normalised inputs ``x`` (their shape) for one model: ``"lrp"`` or ``"ig"`` (integrated gradients).
+
+    ``kwargs`` go to :func:`~jaxkd.attribution.propagation` (``composite``, ``gamma``,
+    ``epsilon``, ``low``, ``high``, ``stabilizer``) or
+    :func:`~jaxkd.attribution.integrated_gradients` (``baseline``, ``steps``,
+    ``method`` as ``ig_method``, ``chunk``).
+    """
+    check_name("explanation method", method, METHODS)
+    if method == "lrp":
+        unknown = set(kwargs) - _LRP_KEYS
+        check(not unknown, f"LRP takes no option {sorted(unknown)}; it takes {sorted(_LRP_KEYS)}")
+        return lrp(model, params, rest, x, target, output=output, **kwargs)
+    kwargs = {("method" if k == "ig_method" else k): v for k, v in kwargs.items()}
+    unknown = set(kwargs) - _IG_KEYS
+    check(not unknown, f"integrated gradients take no option {sorted(unknown)}; they take {sorted(_IG_KEYS)}")
+    return integrated_gradients(output_fn(model, params, rest, target, output), x, **kwargs).attributions
+
+
+def over_members(fn, strategy: str = "vmap"):
+    """``fn(*member_args)`` turned into a function of stacked arguments (leading member axis): vmapped or mapped."""
+    check_name("member strategy", strategy, STRATEGIES)
+    if strategy == "vmap":
+        return jax.vmap(fn)
+    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+
+
+def normalised_inputs(ensemble, x):
+    """``x`` (stored form: uint8 or float) normalised with the ensemble's mean and std, float32."""
+    mean = None if ensemble.mean is None else jnp.asarray(ensemble.mean, jnp.float32)
+    std = None if ensemble.std is None else jnp.asarray(ensemble.std, jnp.float32)
+    return normalize(jnp.asarray(x), mean, std).astype(jnp.float32)
+
+
+def explain_ensemble(
+    ensemble, x, target, *, method: str = "lrp", output: str = "gap", strategy: str = "vmap", **kwargs
+):
+    """Relevance ``[M, B, ...]`` of every member for inputs ``x`` (stored form) and classes ``target`` ``[B]``.
+
+    For LRP the z^B box defaults to the pixel range [0, 1] in the
+    ensemble's normalised units (:func:`~jaxkd.attribution.box_bounds`).
+    """
+    xn = normalised_inputs(ensemble, x)
+    target = jnp.asarray(target, jnp.int32)
+    if method == "lrp" and kwargs.get("low") is None and kwargs.get("high") is None:
+        kwargs["low"], kwargs["high"] = box_bounds(ensemble.mean, ensemble.std)
+    model = ensemble.model
+
+    def run(params, rest, xn, target):
+        def one(p, r):  # closes over the traced inputs: shared by all members, not batched
+            return explain(model, p, r, xn, target, method=method, output=output, **kwargs)
+
+        return over_members(one, strategy)(params, rest)
+
+    return jax.jit(run)(ensemble.params, ensemble.rest, xn, target)
+
+
+def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strategy="vmap", **kwargs):
+    """Pixel-flipping curves ``[M, B, S + 1]`` and areas ``[M, B]`` of each member on its own (or given) heatmaps.
+
+    ``heatmaps_MxBxHxW`` orders the patches per member (pass a teacher's
+    heatmaps broadcast to ``[M, B, H, W]`` to flip every member by the
+    teacher's order); ``kwargs`` go to :func:`~jaxkd.attribution.pixel_flipping`.
+    """
+    xn = normalised_inputs(ensemble, x)
+    target = jnp.asarray(target, jnp.int32)
+    model = ensemble.model
+    heatmaps = jnp.broadcast_to(jnp.asarray(heatmaps_MxBxHxW, jnp.float32), (len(ensemble), *xn.shape[:3]))
+
+    def run(params, rest, heatmaps, xn, target):
+        def one(p, r, h):
+            return pixel_flipping(output_fn(model, p, r, target, output), xn, h, **kwargs)
+
+        return over_members(one, strategy)(params, rest, heatmaps)
+
+    return jax.jit(run)(ensemble.params, ensemble.rest, heatmaps, xn, target)
+
+
+def summarize_members(values_MxB, *, bounds=None, level: float = 0.95) -> dict:
+    """Per-member means over images (NaNs skipped), then :func:`jaxkd.stats.summarize` over members.
+
+    Returns the summary (``mean``, ``std``, ``ci_low``, ``ci_high``, ``n`` members)
+    with ``member_means`` (one per member) and ``images`` (the number of
+    finite values per member).
+    """
+    v = np.asarray(values_MxB, np.float64)
+    check(v.ndim == 2, f"summarize_members takes [members, images] values, got shape {v.shape}")
+    finite = np.isfinite(v)
+    counts = finite.sum(axis=1)
+    means = np.where(counts > 0, np.where(finite, v, 0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+    out = stats.summarize(means, level=level, bounds=bounds)
+    out["member_means"] = means.tolist()
+    out["images"] = counts.tolist()
+    return out
