@@ -25,6 +25,7 @@ EXPERIMENTS = {
     "kd_scaling": "experiments.kd_scaling",
     "spectral_kd": "experiments.spectral_kd",
     "spectral_w2s": "experiments.spectral_w2s",
+    "subdistill": "experiments.subdistill",
 }
 
 

@@ -70,10 +70,16 @@ class ObjectiveConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Dataset, validation split and on-device augmentation.
+    """Dataset, subtask, validation split, training fraction and on-device augmentation.
 
-    The validation split is carved from the training data, stratified by
-    class and fixed by ``split_seed``; model selection uses it, never the test set.
+    ``classes``: a subtask, the dataset restricted to these classes and
+    relabelled ``0..C-1`` in this order (:meth:`jaxkd.data.Dataset.subset_classes`);
+    a teacher trained on all classes is restricted to the same columns
+    (:meth:`jaxkd.teacher.Teacher.subtask`). The validation split is carved
+    from the training data, stratified by class and fixed by ``split_seed``;
+    model selection uses it, never the test set. ``train_fraction`` keeps a
+    stratified part of what remains for training, drawn with
+    ``fraction_seed``: the validation split is the same at every fraction.
     """
 
     dataset: str = "digits"
@@ -82,6 +88,9 @@ class DataConfig:
     crop_padding: int = 0
     flip: bool = False
     rotation: float = 0.0  # degrees
+    classes: tuple[int, ...] | None = None
+    train_fraction: float = 1.0
+    fraction_seed: int = 0
 
     def __post_init__(self):
         from jaxkd.data import check_dataset_name
@@ -90,6 +99,13 @@ class DataConfig:
         check(0 <= self.val_fraction < 1, f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         check(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
         check(0 <= self.rotation <= 180, f"rotation must lie in [0, 180] degrees, got {self.rotation}")
+        check(0 < self.train_fraction <= 1, f"data.train_fraction must lie in (0, 1], got {self.train_fraction}")
+        if self.classes is not None:
+            c = tuple(self.classes)
+            check(
+                len(c) >= 2 and all(int(k) == k and k >= 0 for k in c) and len(set(c)) == len(c),
+                f"data.classes must be at least two distinct class indices (a subtask), got {self.classes}",
+            )
 
     @property
     def augmented(self) -> bool:

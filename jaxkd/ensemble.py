@@ -102,11 +102,7 @@ def from_sweep(
     )
 
 
-def save_ensemble(path: str, ensemble: Ensemble) -> str:
-    """Write ``ensemble`` to directory ``path`` (must not exist or be empty); returns its absolute path."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.exists(path) and os.listdir(path):
-        raise ConfigError(f"{path} already exists and is not empty; choose a new directory for the ensemble")
+def _write(path: str, ensemble: Ensemble) -> None:
     os.makedirs(path, exist_ok=True)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(path, "arrays"), {"params": ensemble.params, "rest": ensemble.rest})
@@ -121,6 +117,49 @@ def save_ensemble(path: str, ensemble: Ensemble) -> str:
     }
     with open(os.path.join(path, META), "w") as f:
         json.dump(meta, f, indent=1)
+
+
+def is_saved_ensemble(path: str) -> bool:
+    """Whether ``path`` is a directory holding a saved jaxkd ensemble and nothing else."""
+    return os.path.exists(os.path.join(path, META)) and set(os.listdir(path)) <= {META, "arrays"}
+
+
+def save_ensemble(path: str, ensemble: Ensemble, *, replace: bool = False) -> str:
+    """Write ``ensemble`` to directory ``path``; returns its absolute path.
+
+    ``path`` must not exist or be empty; with ``replace=True`` it may also
+    hold an ensemble saved before (and nothing else), which is replaced. The
+    ensemble is written beside ``path`` and renamed into place, so an
+    interrupted save leaves the old ensemble or the new one, never a mix.
+    """
+    import shutil
+    import tempfile
+
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path) and os.listdir(path):
+        ours = is_saved_ensemble(path)
+        if not (replace and ours):
+            raise ConfigError(
+                f"{path} already exists and is not empty"
+                + ("" if ours else " (and is not a saved jaxkd ensemble)")
+                + "; choose another directory"
+                + (" or pass --overwrite" if ours else "")
+            )
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".jaxkd-ensemble-", dir=os.path.dirname(path))
+    try:
+        _write(staging, ensemble)
+        if os.path.isdir(path) and os.listdir(path):
+            aside = tempfile.mkdtemp(prefix=".jaxkd-ensemble-old-", dir=os.path.dirname(path))
+            os.rename(path, os.path.join(aside, "old"))
+            os.rename(staging, path)
+            shutil.rmtree(aside)
+        else:
+            if os.path.isdir(path):
+                os.rmdir(path)  # empty
+            os.rename(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

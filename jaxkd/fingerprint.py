@@ -78,6 +78,7 @@ def run_fingerprint(config, dataset, sizes: dict[str, int], teacher, live: bool)
             "model": teacher.model.spec,
             "per_seed": teacher.per_seed,
             "live": bool(live),
+            "classes": None if teacher.classes is None else list(teacher.classes),
             "hash": teacher.content_hash(),
         },
     }

@@ -38,6 +38,36 @@ class Teacher:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     normalisation_known: bool = False
+    classes: tuple[int, ...] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """The number of logits the teacher hands over (the subtask's size for a subtask teacher)."""
+        return self.model.num_classes if self.classes is None else len(self.classes)
+
+    def subtask(self, classes) -> Teacher:
+        """This teacher restricted to ``classes`` without retraining: its logits are those columns, in that order.
+
+        SubDistill's ``SubclassSelection``: a teacher trained on all classes
+        distils into a student of the subtask ``classes``, whose data is
+        relabelled ``0..C-1`` in the same order (``Dataset.subset_classes``).
+        Features are the full model's. Restricting a subtask teacher again
+        selects among its subtask's classes.
+        """
+        from jaxkd.errors import check
+
+        classes = tuple(int(c) for c in classes)
+        n = self.num_classes
+        check(
+            len(classes) >= 1 and len(set(classes)) == len(classes) and all(0 <= c < n for c in classes),
+            f"a subtask needs distinct classes in 0..{n - 1} of the teacher's {n}, got {classes}",
+        )
+        full = classes if self.classes is None else tuple(self.classes[c] for c in classes)
+        return dataclasses.replace(self, classes=full)
+
+    def select(self, logits):
+        """The subtask's columns of the model's logits (all of them for a full teacher)."""
+        return logits if self.classes is None else logits[..., np.asarray(self.classes)]
 
     @property
     def inputs(self) -> dict:
@@ -51,7 +81,18 @@ class Teacher:
         """``(logits, features)`` in eval mode; gradients never reach the teacher."""
         params, rest = jax.lax.stop_gradient((inputs["params"], inputs["rest"]))
         logits, feats, _ = self.model.apply(params, rest, x, train=False)
-        return logits, feats
+        return self.select(logits), feats
+
+    def features_and_gradients(self, inputs, x, names, explained):
+        """``(logits, features, grads)`` in eval mode: the gradient of ``Σ_b explained(logits)_b`` with respect
+        to each named feature (:func:`jaxkd.models.probe.feature_gradients`), logits the subtask's."""
+        from jaxkd.models.probe import feature_gradients
+
+        params, rest = jax.lax.stop_gradient((inputs["params"], inputs["rest"]))
+        logits, feats, grads = feature_gradients(
+            self.model, params, rest, x, names, lambda z: explained(self.select(z))
+        )
+        return self.select(logits), feats, grads
 
     @classmethod
     def from_ensemble(cls, ensemble, *, per_seed: bool = False) -> Teacher:
@@ -73,7 +114,8 @@ class Teacher:
     def content_hash(self) -> str:
         """SHA-256 of the parameters, state and input normalisation: the teacher's identity in fingerprints."""
         norm = (self.mean, self.std) if self.normalisation_known else "unknown"
-        h = hashlib.sha256(f"{self.model.name}:{self.per_seed}:{norm}".encode())
+        subtask = "" if self.classes is None else f":classes={list(self.classes)}"
+        h = hashlib.sha256(f"{self.model.name}:{self.per_seed}:{norm}{subtask}".encode())
         for leaf in jax.tree.leaves(self.inputs):
             a = np.ascontiguousarray(np.asarray(leaf))
             h.update(f"{a.dtype}{a.shape}".encode())
@@ -120,51 +162,29 @@ def save_teacher(
     replaces a teacher saved there before (a directory holding a jaxkd
     ensemble and nothing else); any other non-empty directory is refused.
     """
-    import os
-    import shutil
-    import tempfile
-
-    from jaxkd.ensemble import META, Ensemble, save_ensemble
+    from jaxkd.ensemble import Ensemble, save_ensemble
     from jaxkd.errors import ConfigError
 
     if teacher.per_seed:
         raise ConfigError("save_teacher saves a shared teacher; save a per-seed teacher as an ensemble")
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isdir(path) and os.listdir(path):
-        ours = os.path.exists(os.path.join(path, META)) and set(os.listdir(path)) <= {META, "arrays"}
-        if not (replace and ours):
-            raise ConfigError(
-                f"{path} already exists and is not empty"
-                + ("" if ours else " (and is not a saved teacher)")
-                + "; choose another directory"
-                + (" or pass --overwrite" if ours else "")
-            )
     expand = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)  # noqa: E731
     ens = Ensemble(
         teacher.model,
         expand(teacher.params),
         expand(teacher.rest),
-        members=[{"seed": 0, "condition": "teacher", **(member or {})}],
+        members=[
+            {
+                "seed": 0,
+                "condition": "teacher",
+                **(member or {}),
+                **({} if teacher.classes is None else {"classes": list(teacher.classes)}),
+            }
+        ],
         mean=teacher.mean,
         std=teacher.std,
         fingerprint=fingerprint,
     )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".jaxkd-teacher-", dir=os.path.dirname(path))
-    try:
-        save_ensemble(staging, ens)
-        if os.path.isdir(path) and os.listdir(path):
-            aside = tempfile.mkdtemp(prefix=".jaxkd-teacher-old-", dir=os.path.dirname(path))
-            os.rename(path, os.path.join(aside, "teacher"))
-            os.rename(staging, path)
-            shutil.rmtree(aside)
-        else:
-            if os.path.isdir(path):
-                os.rmdir(path)  # empty
-            os.rename(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
+    return save_ensemble(path, ens, replace=replace)
 
 
 def load_teacher(path: str, model: FunctionalModel | None = None) -> Teacher:
@@ -179,4 +199,6 @@ def load_teacher(path: str, model: FunctionalModel | None = None) -> Teacher:
             f"the teacher saved in {path} is {ens.model.spec['name']} {ens.model.spec['in_shape']}, "
             f"not the expected {model.name} {model.in_shape}",
         )
-    return Teacher.from_ensemble(ens)
+    teacher = Teacher.from_ensemble(ens)
+    classes = ens.members[0].get("classes") if ens.members else None
+    return teacher if classes is None else teacher.subtask(classes)

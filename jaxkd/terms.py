@@ -16,7 +16,17 @@ sweep without recompiling. ``values_B`` is one value per example; the trainer
 takes the batch mean and multiplies by the term's weight.
 
 Aux params (a FitNet regressor) are trained with the student by the same
-optimiser. State that changes at evaluation boundaries (an EMA confusion
+optimiser.
+
+A term that needs statistics of the teacher on the training data before
+training (SubDistill's subspace bases) declares ``prepass(ctx) -> constants``:
+the trainer calls it once, when it is built, with a :class:`Prepass` (the
+teacher, the un-augmented training inputs, a jitted batched ``map``), and
+then calls ``init(key, student_spec, teacher_spec, constants)`` with its
+result; the term keeps what it needs in its state. The constants' hash is
+part of the run's fingerprint, so a resume refuses a changed basis.
+
+State that changes at evaluation boundaries (an EMA confusion
 matrix) is updated by ``eval_update(state, logits_NxC, labels_N, hp)`` from the
 student's predictions on the split ``eval_split``.
 
@@ -37,6 +47,7 @@ import numpy as np
 
 from jaxkd import features, losses
 from jaxkd.errors import ConfigError, check, check_value
+from jaxkd.evaluate import batched
 
 
 def _no_params(key, student_spec, teacher_spec):
@@ -70,6 +81,8 @@ class Term:
         state update is discarded outside its segments; its evaluation-boundary
         state update applies from the start of its first active segment on
         (:func:`gate_by_phase`, applied by ``make_train``).
+      prepass: optional ``(ctx: Prepass) -> constants``, run once before
+        training; ``init`` then takes the constants as a fourth argument.
       skip_unweighted: at a weight of exactly 0 the term's value reads 0 and its
         state is left as it was, through a ``lax.cond`` on the weight. The term
         is then *not computed* only where each run is traced alone: runs looped
@@ -96,6 +109,45 @@ class Term:
     phases: tuple[float, ...] | None = None
     phase: str = "soft"
     skip_unweighted: bool = False
+    prepass: Callable[..., Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prepass:
+    """What a term's pre-pass sees: the teacher and the un-augmented training inputs.
+
+    Attributes:
+      teacher: the run's :class:`jaxkd.teacher.Teacher` (a subtask teacher's
+        logits are the subtask's).
+      teacher_inputs: its ``{"params", "rest"}``.
+      x: the stored training inputs (the run's training split, without the
+        validation examples, not augmented, not normalised), ``[N, ...]``.
+      y: their labels ``[N]``.
+      prepare: stored inputs -> model inputs (the run's normalisation).
+      batch_size: examples per batch of :meth:`map`.
+      cache: shared by the pre-passes of one run's terms, so that terms
+        that need the same statistics (SubDistill with several bases)
+        compute them once (:func:`jaxkd.subspace.collect` keys it by its
+        arguments).
+    """
+
+    teacher: Any
+    teacher_inputs: Any
+    x: Any
+    y: Any
+    prepare: Callable
+    batch_size: int
+    cache: dict = dataclasses.field(default_factory=dict)
+
+    def map(self, fn):
+        """``fn(teacher_inputs, x_B, y_B, index_B) -> pytree [B, ...]`` over the whole training split: one
+        jitted ``lax.map`` over fixed-size batches (inputs normalised, not augmented); returns ``[N, ...]``."""
+        x, y, prepare = self.x, self.y, self.prepare
+
+        def run(tin, x, y):
+            return batched(lambda i: fn(tin, prepare(x[i]), y[i], i), x.shape[0], self.batch_size)
+
+        return jax.jit(run)(self.teacher_inputs, x, y)
 
 
 # --- logit terms ---------------------------------------------------------------------------------
@@ -388,6 +440,261 @@ def at(*, student: tuple[str, ...], teacher: tuple[str, ...], p: float = 2.0) ->
     return Term("at", apply, init=init, needs_teacher=True, student_features=student, teacher_features=teacher)
 
 
+def _pair_maps(s, t):
+    """Student and teacher maps at the same spatial size: the larger pooled to the smaller (per axis)."""
+    if s.ndim == 2:
+        return s, t
+    common = tuple(min(a, b) for a, b in zip(s.shape[1:-1], t.shape[1:-1]))
+    return features.adaptive_avg_pool(s, common), features.adaptive_avg_pool(t, common)
+
+
+def _check_pairs(kind, student, teacher):
+    student, teacher = tuple(student), tuple(teacher)
+    check(
+        len(student) == len(teacher) and student,
+        f"{kind} needs as many student features as teacher features, got {student} and {teacher}",
+    )
+    return student, teacher
+
+
+def _channels(v, x):
+    """A per-channel vector ``v`` shaped to broadcast against ``x`` ``[B, ..., C]``."""
+    return jnp.reshape(v, (1,) * (x.ndim - 1) + (-1,))
+
+
+def _uniform(key, shape, fan_in):
+    bound = 1.0 / np.sqrt(fan_in)  # torch's default for conv/linear weights (kaiming_uniform with a = sqrt 5)
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def vid(*, student: tuple[str, ...], teacher: tuple[str, ...], init_variance: float = 5.0) -> Term:
+    """Variational information distillation (Ahn et al. 2019), summed over the paired layers.
+
+    Per pair: a regressor ``μ = W3 ReLU(W2 ReLU(W1 s))`` of 1x1 convolutions
+    without bias (``k → d → d → d``; a linear map for vectors) predicts the
+    teacher feature ``t`` (the larger map adaptively pooled to the smaller);
+    a learned per-channel variance ``σ²_c = softplus(θ_c) + 1e-5`` starts at
+    ``init_variance`` (5). Per example the value is the Gaussian negative
+    log-likelihood without its constant, averaged over channels and
+    positions: ``mean_{c,p} ½[(μ − t)²/σ²_c + log σ²_c]`` (RepDistiller's
+    ``VIDLoss``; its batch mean is the reference's ``torch.mean``).
+    Weights are ``U(±1/√fan_in)`` as torch's default. SubDistill's
+    baseline: weight = its ``λ_layer``, with KD and no CE.
+    """
+    student, teacher = _check_pairs("vid", student, teacher)
+    check(init_variance > 1e-5, f"vid: init_variance must exceed 1e-5, got {init_variance}")
+    theta0 = float(np.log(np.expm1(init_variance - 1e-5)))
+
+    def init(key, s_spec, t_spec):
+        aux = {}
+        for i, (a, b) in enumerate(zip(student, teacher)):
+            fs, ft = _feature(s_spec, a, "student"), _feature(t_spec, b, "teacher")
+            check(fs.ndim == ft.ndim, f"vid: features {a!r} {fs.shape[1:]} and {b!r} {ft.shape[1:]} differ in rank")
+            k, d = fs.shape[-1], ft.shape[-1]
+            k1, k2, k3 = jax.random.split(jax.random.fold_in(key, i), 3)
+            aux[str(i)] = {
+                "w1": _uniform(k1, (k, d), k),
+                "w2": _uniform(k2, (d, d), d),
+                "w3": _uniform(k3, (d, d), d),
+                "theta": jnp.full((d,), theta0, jnp.float32),
+            }
+        return aux, {}
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        values = 0.0
+        for i, (a, b) in enumerate(zip(student, teacher)):
+            p = aux[str(i)]
+            s, t = _pair_maps(s_out[1][a], jax.lax.stop_gradient(t_out[1][b]))
+            h = jax.nn.relu(jnp.einsum("...k,kd->...d", s, p["w1"]))
+            h = jax.nn.relu(jnp.einsum("...d,de->...e", h, p["w2"]))
+            mu = jnp.einsum("...d,de->...e", h, p["w3"])
+            var = _channels(jax.nn.softplus(p["theta"]) + 1e-5, t)
+            nll = 0.5 * (jnp.square(mu - t) / var + jnp.log(var))
+            values = values + jnp.mean(nll.reshape(nll.shape[0], -1), axis=1)
+        return values, state
+
+    return Term(
+        "vid",
+        apply,
+        init=init,
+        needs_teacher=True,
+        student_features=student,
+        teacher_features=teacher,
+        skip_unweighted=True,
+    )
+
+
+def skew_expm(w):
+    """``expm(W − Wᵀ)``: an exactly orthogonal matrix (in SO(n)) from an unconstrained square ``W``.
+
+    torch's default orthogonal parametrisation of a square matrix.
+    """
+    return jax.scipy.linalg.expm(w - w.T)
+
+
+def layer_norm(x, eps: float = 1e-5):
+    """LayerNorm over the last axis without scale or offset (biased variance, as torch's)."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def vkd(*, student: tuple[str, ...], teacher: tuple[str, ...], beta: float = 1.0) -> Term:
+    """VkD (Miles et al., CVPR 2024), as SubDistill's baseline: an orthogonal projection of pooled features.
+
+    Per pair: ``s̄ = mean_p s ∈ R^k``, ``t̄ = LayerNorm(mean_p t) ∈ R^d``
+    (no scale or offset), ``P ∈ R^{d×k}`` with orthonormal columns,
+    ``P = (Q₀ expm(W − Wᵀ))[:, :k]`` (``Q₀`` a fixed random orthogonal matrix
+    from the term's key, ``W`` learned from zero: torch's orthogonal
+    parametrisation of a tall ``Linear(k → d, bias=False)``, which needs
+    ``k ≤ d``). Per example the value is the smooth L1 loss (``beta``, torch's
+    default 1) averaged over the ``d`` entries: ``mean_j huber(P s̄ − t̄)_j``.
+    Summed over the pairs.
+    """
+    student, teacher = _check_pairs("vkd", student, teacher)
+    check(beta > 0, f"vkd: beta must be positive, got {beta}")
+
+    def init(key, s_spec, t_spec):
+        aux, state = {}, {}
+        from jaxkd.subspace import haar_orthogonal
+
+        for i, (a, b) in enumerate(zip(student, teacher)):
+            k = _feature(s_spec, a, "student").shape[-1]
+            d = _feature(t_spec, b, "teacher").shape[-1]
+            check(k <= d, f"vkd: the student feature {a!r} has {k} channels, more than the teacher's {b!r} ({d})")
+            aux[str(i)] = jnp.zeros((d, d), jnp.float32)
+            state[str(i)] = haar_orthogonal(jax.random.fold_in(key, i), d)
+        return aux, state
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        values = 0.0
+        for i, (a, b) in enumerate(zip(student, teacher)):
+            s, t = s_out[1][a], jax.lax.stop_gradient(t_out[1][b])
+            s_bar = s.reshape(s.shape[0], -1, s.shape[-1]).mean(1)
+            t_bar = layer_norm(t.reshape(t.shape[0], -1, t.shape[-1]).mean(1))
+            k = s_bar.shape[-1]
+            proj = jnp.matmul(jax.lax.stop_gradient(state[str(i)]), skew_expm(aux[str(i)]))[:, :k]
+            diff = jnp.abs(s_bar @ proj.T - t_bar)
+            huber = jnp.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta)
+            values = values + jnp.mean(huber, axis=-1)
+        return values, state
+
+    return Term(
+        "vkd",
+        apply,
+        init=init,
+        needs_teacher=True,
+        student_features=student,
+        teacher_features=teacher,
+        decay_aux=False,
+        skip_unweighted=True,
+    )
+
+
+def subdistill(
+    *,
+    student: tuple[str, ...],
+    teacher: tuple[str, ...],
+    basis: str = "prca_posdef",
+    positions: int = 20,
+    seed: int = 0,
+    normalise: bool = True,
+    momentum: float = 0.1,
+) -> Term:
+    """SubDistill's layer loss (Chormai et al., arXiv 2601.05913), summed over the paired layers.
+
+    Before training (the term's pre-pass, :mod:`jaxkd.subspace`): at each
+    teacher layer, activations and contexts (gradients of the subtask
+    teacher's top-1 minus runner-up logit) at ``positions`` random spatial
+    positions per training image (drawn from ``seed``), their mean ``μ`` and
+    the ``basis`` (``prca_posdef``, ``prca``, ``pca``, ``gradpca``,
+    ``random``, ``identity``). With ``k`` the student feature's channel
+    count, ``U_k`` is the basis' first ``k`` columns and ``α = Σ_{j≤k}
+    u_jᵀ Σ_a u_j`` the teacher's energy in them (``normalise=False``: α = 1).
+
+    Per pair, per example (the larger map adaptively pooled to the smaller,
+    ``h x w`` positions):
+
+    * teacher side, fixed: ``t̂ = U_kᵀ (t − μ)``;
+    * student side: ``ŝ = R (s − m)`` with ``m`` the batch mean of ``s``
+      over examples and positions (Centering2D in training mode: no
+      variance division, no affine; the running mean, momentum
+      ``momentum``, is kept in the term's state as the reference keeps it)
+      and ``R = R₀ expm(W − Wᵀ)`` exactly orthogonal (``R₀`` a fixed random
+      orthogonal matrix from the term's key, ``W`` learned from zero: torch's
+      orthogonal parametrisation with its trivialisation);
+    * value ``Σ_{c≤k, p} (ŝ − t̂)² / (h · w · α)``.
+
+    The batch mean of the values is the reference's ``L_l``. The objective
+    of the paper: ``kd`` (T = 4) weight 1 plus this term weight
+    ``λ_layer = 100``, no CE.
+    """
+    from jaxkd import subspace
+
+    student, teacher = _check_pairs("subdistill", student, teacher)
+    check(basis in subspace.BASES, f"subdistill: basis must be one of {', '.join(subspace.BASES)}; got {basis!r}")
+    check(int(positions) == positions and positions >= 1, f"subdistill: positions must be >= 1, got {positions}")
+    check(0 < momentum <= 1, f"subdistill: momentum must lie in (0, 1], got {momentum}")
+    layers = tuple(dict.fromkeys(teacher))
+
+    def prepass(ctx):
+        key = jax.random.key(int(seed))
+        rows = subspace.collect(ctx, layers, positions=int(positions), seed=int(seed))
+        return {
+            name: subspace.layer_basis(basis, a, c, jax.random.fold_in(key, 1000 + j))
+            for j, (name, (a, c)) in enumerate(rows.items())
+        }
+
+    def init(key, s_spec, t_spec, constants):
+        aux, state = {}, {}
+        for i, (a, b) in enumerate(zip(student, teacher)):
+            fs, ft = _feature(s_spec, a, "student"), _feature(t_spec, b, "teacher")
+            k, d = fs.shape[-1], ft.shape[-1]
+            check(fs.ndim == ft.ndim, f"subdistill: features {a!r} and {b!r} differ in rank")
+            check(k <= d, f"subdistill: the student feature {a!r} has {k} channels, more than teacher {b!r}'s {d}")
+            c = constants[b]
+            alpha = jnp.sum(c["energies"][:k]) if normalise else jnp.float32(1.0)
+            aux[str(i)] = jnp.zeros((k, k), jnp.float32)
+            state[str(i)] = {
+                "U": c["U"][:, :k],
+                "mu": c["mu"],
+                "alpha": alpha,
+                "R0": subspace.haar_orthogonal(jax.random.fold_in(key, i), k),
+                "running_mean": jnp.zeros((k,), jnp.float32),
+            }
+        return aux, state
+
+    def apply(aux, state, s_out, t_out, batch, key, hp):
+        values, new_state = 0.0, {}
+        for i, (a, b) in enumerate(zip(student, teacher)):
+            st = state[str(i)]
+            s, t = _pair_maps(s_out[1][a], jax.lax.stop_gradient(t_out[1][b]))
+            consts = jax.lax.stop_gradient((st["U"], st["mu"], st["alpha"], st["R0"]))
+            u, mu, alpha, r0 = consts
+            t_hat = jnp.einsum("...d,dk->...k", t - _channels(mu, t), u)
+            m = jnp.mean(s.reshape(-1, s.shape[-1]), axis=0)
+            r = r0 @ skew_expm(aux[str(i)])
+            s_hat = jnp.einsum("...k,jk->...j", s - _channels(m, s), r)
+            hw = int(np.prod(s.shape[1:-1]))
+            err = jnp.square(s_hat - t_hat).reshape(s.shape[0], -1)
+            values = values + jnp.sum(err, axis=1) / (hw * alpha)
+            running = (1 - momentum) * st["running_mean"] + momentum * jax.lax.stop_gradient(m)
+            new_state[str(i)] = {**st, "running_mean": running}
+        return values, new_state
+
+    return Term(
+        "subdistill",
+        apply,
+        init=init,
+        needs_teacher=True,
+        student_features=student,
+        teacher_features=teacher,
+        decay_aux=False,
+        skip_unweighted=True,
+        prepass=prepass,
+    )
+
+
 # Term factories by kind. Float keyword arguments are sweepable hyper-parameters;
 # the others (feature names, flags) are static options.
 def untrained(
@@ -477,8 +784,8 @@ def gate_by_phase(term: Term, boundaries) -> Term:
     soft = term.phase == "soft"
     first_active = boundaries[0] if soft else 0
 
-    def init(key, s_spec, t_spec):
-        aux, state = term.init(key, s_spec, t_spec)
+    def init(key, s_spec, t_spec, *constants):
+        aux, state = term.init(key, s_spec, t_spec, *constants)
         return aux, {"inner": state, "step": jnp.zeros((), jnp.int32)}
 
     def keep_until_active(started, new, old):
@@ -527,6 +834,9 @@ TERMS: dict[str, Callable[..., Term]] = {
     "confusion": confusion,
     "fitnet": fitnet,
     "at": at,
+    "vid": vid,
+    "vkd": vkd,
+    "subdistill": subdistill,
 }
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -100,6 +101,8 @@ class Trainer:
     num_train: int
     specs: tuple
     fingerprint: dict
+    constants: dict = dataclasses.field(default_factory=dict)  # term pre-pass results, by term
+    prepass_seconds: float = 0.0  # wall time of the pre-passes (compilation included)
 
     # --- static sizes ------------------------------------------------------------------------
     @property
@@ -144,7 +147,8 @@ class Trainer:
         params, rest = self.model.init(model_key)
         aux, term_state = {}, {}
         for i, (name, term) in enumerate(self.terms.items()):
-            aux[name], term_state[name] = term.init(jax.random.fold_in(terms_key, i), *self.specs)
+            extra = (self.constants[name],) if term.prepass is not None else ()
+            aux[name], term_state[name] = term.init(jax.random.fold_in(terms_key, i), *self.specs, *extra)
         params = {"model": params, "terms": aux}
         return TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -317,13 +321,20 @@ class _Declared(dict):
         return self[name]
 
 
-def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: FunctionalModel | None):
+def check_objective(
+    config: RunConfig,
+    model: FunctionalModel,
+    teacher_model: FunctionalModel | None,
+    teacher_classes: tuple[int, ...] | None = None,
+):
     """Check the objective against the student and teacher models before any work; returns their specs.
 
-    One ``ConfigError`` for a term that needs a teacher without one, a
-    feature name a model does not have, a feature a term reads without
-    declaring it, feature shapes a term cannot pair, or teacher and student
-    class counts that differ. Costs no FLOPs (``eval_shape``).
+    ``teacher_classes``: the teacher is restricted to these classes (a
+    subtask teacher). One ``ConfigError`` for a term that needs a teacher
+    without one, a feature name a model does not have, a feature a term
+    reads without declaring it, feature shapes a term cannot pair, a
+    pre-pass that fails on the teacher, or teacher and student class counts
+    that differ. Costs no FLOPs (``eval_shape``).
     """
     terms, hparams = config.objective.build()
     batch = config.recipe.batch_size
@@ -342,6 +353,8 @@ def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: Fu
         )
     else:
         t_spec = spec_of(teacher_model)
+        if teacher_classes is not None:
+            t_spec = (jax.ShapeDtypeStruct((batch, len(teacher_classes)), t_spec[0].dtype), t_spec[1])
         check(
             t_spec[0].shape[-1] == s_spec[0].shape[-1],
             f"teacher has {t_spec[0].shape[-1]} classes but the student's data has {s_spec[0].shape[-1]}; "
@@ -356,7 +369,11 @@ def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: Fu
             for f in term.teacher_features:
                 check(f in t_spec[1], f"the teacher has no feature {f!r}; it has: {', '.join(sorted(t_spec[1]))}")
         key = jax.random.key(i)
-        aux, state = jax.eval_shape(lambda k, t=term: t.init(k, s_spec, t_spec), key)
+        extra = ()
+        if term.prepass is not None:
+            check(teacher_model is not None, f"term {name!r} computes constants from a teacher; pass one")
+            extra = (prepass_spec(term, teacher_model, teacher_classes, x_spec),)
+        aux, state = jax.eval_shape(lambda k, e, t=term: t.init(k, s_spec, t_spec, *e), key, extra)
         hp = {k: jnp.float32(hparams[f"{name}.{k}"]) for k in term.hparams}
         s_in, t_in = declared_outputs(term, s_spec, t_spec if term.needs_teacher else None)
 
@@ -374,6 +391,45 @@ def check_objective(config: RunConfig, model: FunctionalModel, teacher_model: Fu
                 f"add it to the term's {side}_features"
             ) from None
     return s_spec, t_spec
+
+
+def prepass_spec(term: Term, teacher_model: FunctionalModel, classes, x_spec):
+    """The shapes of a term's pre-pass constants, from abstract teacher parameters and inputs (no FLOPs)."""
+    from jaxkd.terms import Prepass
+
+    def run(tin, x, y):
+        teacher = Teacher(teacher_model, tin["params"], tin["rest"], classes=classes)
+        return term.prepass(Prepass(teacher, tin, x, y, lambda v: v, x.shape[0]))
+
+    params, rest = jax.eval_shape(teacher_model.init, jax.random.key(0))
+    y_spec = jax.ShapeDtypeStruct(x_spec.shape[:1], jnp.int32)
+    return jax.eval_shape(run, {"params": params, "rest": rest}, x_spec, y_spec)
+
+
+def run_prepasses(terms: dict, teacher: Teacher, tin, x_train, y_train, prepare, batch_size: int) -> dict:
+    """Every term's pre-pass constants, computed once from the teacher and the un-augmented training inputs."""
+    from jaxkd.terms import Prepass
+
+    out = {}
+    ctx = Prepass(teacher, tin, x_train, y_train, prepare, batch_size)  # one cache for all the run's terms
+    for name, term in terms.items():
+        if term.prepass is None:
+            continue
+        check(not teacher.per_seed, f"term {name!r} computes constants from one teacher; use a shared teacher")
+        out[name] = jax.tree.map(jnp.asarray, term.prepass(ctx))
+    return out
+
+
+def constants_hash(constants) -> str:
+    """SHA-256 of a pre-pass's constants: every leaf's dtype, shape and bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(constants):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def check_teacher_normalisation(teacher: Teacher, mean, std, dataset_name: str) -> None:
@@ -403,7 +459,16 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     than the data, evaluation that does not divide the run) is one
     ``ConfigError``.
     """
-    data_np = run_splits(dataset, config.data.val_fraction, config.data.split_seed)
+    dc = config.data
+    if dc.classes is not None:  # a subtask of the dataset; a teacher of all its classes is restricted to it
+        check(
+            max(dc.classes) < dataset.num_classes,
+            f"data.classes {dc.classes} name classes beyond {dataset.name}'s {dataset.num_classes}",
+        )
+        if teacher is not None and teacher.classes is None and teacher.num_classes == dataset.num_classes:
+            teacher = teacher.subtask(dc.classes)
+        dataset = dataset.subset_classes(dc.classes)
+    data_np = run_splits(dataset, dc.val_fraction, dc.split_seed, dc.train_fraction, dc.fraction_seed)
     ev = config.eval
     terms, _ = config.objective.build()
     select_split = (ev.select or "").split("/")[0].replace("train_eval", "train")
@@ -441,7 +506,12 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     def prepare(x):
         return normalize(x, mean, std)
 
-    s_spec, t_spec = check_objective(config, model, teacher.model if teacher is not None else None)
+    s_spec, t_spec = check_objective(
+        config,
+        model,
+        teacher.model if teacher is not None else None,
+        teacher.classes if teacher is not None else None,
+    )
     live, tin = False, None
     if teacher is not None:
         check_teacher_normalisation(teacher, dataset.mean, dataset.std, dataset.name)
@@ -455,7 +525,18 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
     if teacher is not None:
         splits = sorted(set(needed) | ({"train"} if not live else set()))
         tin = teacher_inputs(teacher, live, data, prepare, splits, ev.batch_size)
+        x_tr, y_tr = data["x_train"], data["y_train"]
+        started = time.perf_counter()
+        constants = jax.block_until_ready(
+            run_prepasses(terms, teacher, teacher.inputs, x_tr, y_tr, prepare, ev.batch_size)
+        )
+        prepass_seconds = time.perf_counter() - started
+    else:
+        constants, prepass_seconds = {}, 0.0
     sizes = {s: int(data_np[f"y_{s}"].shape[0]) for s in SPLITS}
+    fingerprint = run_fingerprint(config, dataset, sizes, teacher, live)
+    if constants:
+        fingerprint["constants"] = {n: constants_hash(c) for n, c in constants.items()}
     trainer = Trainer(
         config=config,
         model=model,
@@ -468,7 +549,9 @@ def make_train(config: RunConfig, dataset: Dataset, teacher: Teacher | None = No
         std=std,
         num_train=num_train,
         specs=(s_spec, t_spec),
-        fingerprint=run_fingerprint(config, dataset, sizes, teacher, live),
+        fingerprint=fingerprint,
+        constants=constants,
+        prepass_seconds=prepass_seconds,
     )
     state_spec = jax.eval_shape(trainer.init, jax.random.key(0), jax.random.key(1))
     one_tin = (lambda t: jax.tree.map(lambda a: a[0], t)) if teacher is not None and teacher.per_seed else None

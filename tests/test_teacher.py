@@ -56,7 +56,7 @@ def test_teacher_saved_and_loaded_by_path_gives_bitwise_logits(tmp_path):
     (other / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
         save_teacher(path, _teacher(2))  # our own teacher, but replacing was not asked for
-    with pytest.raises(ConfigError, match="not a saved teacher"):
+    with pytest.raises(ConfigError, match="not a saved jaxkd ensemble"):
         save_teacher(str(other), teacher, replace=True)
     assert (other / "notes.txt").read_text() == "mine"
     assert sorted(os.listdir(tmp_path)) == ["teacher", "user_dir"]  # no staging or aside directory left

@@ -88,13 +88,34 @@ def split_validation(y, fraction: float, seed: int):
     return np.sort(tr), np.sort(va)
 
 
-def run_splits(dataset: Dataset, val_fraction: float, split_seed: int) -> dict[str, np.ndarray]:
+def subsample(idx, y, fraction: float, seed: int):
+    """A stratified ``fraction`` of the indices ``idx`` (labels ``y[idx]``), sorted; every class keeps one at least."""
+    if fraction >= 1:
+        return idx
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept, _ = train_test_split(idx, train_size=fraction, random_state=seed, stratify=y[idx])
+    except ValueError as err:
+        raise ConfigError(
+            f"cannot keep a stratified training fraction of {fraction:g} of {len(idx)} examples: {err}; "
+            "raise data.train_fraction"
+        ) from None
+    return np.sort(kept)
+
+
+def run_splits(
+    dataset: Dataset, val_fraction: float, split_seed: int, train_fraction: float = 1.0, fraction_seed: int = 0
+) -> dict[str, np.ndarray]:
     """The arrays a run reads: ``x_/y_`` of ``train`` (without the validation examples), ``val`` and ``test``.
 
     The validation split is carved from the training data (stratified, fixed
-    by ``split_seed``); the test split is the dataset's own.
+    by ``split_seed``); ``train_fraction`` < 1 then keeps a stratified part of
+    the rest (fixed by ``fraction_seed``), so the validation split does not
+    depend on the fraction. The test split is the dataset's own.
     """
     tr, va = split_validation(dataset.y_train, val_fraction, split_seed)
+    tr = subsample(tr, dataset.y_train, train_fraction, fraction_seed)
     return {
         "x_train": dataset.x_train[tr],
         "y_train": dataset.y_train[tr],
