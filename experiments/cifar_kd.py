@@ -1,4 +1,4 @@
-"""The CIFAR KD table: CE, KD, DKD, DIST, FitNet and AT for teacher → student pairs of the model zoo.
+"""The CIFAR KD table: CE, KD, DKD, DIST, FitNet, AT and the rest of RepDistiller's methods for zoo pairs.
 
 For each architecture pair a teacher is trained (or loaded by path from a
 saved ensemble, whose content hash is checked), then ``n_seeds`` students are
@@ -17,7 +17,16 @@ over the first 1/12 of training as mdistiller's 20 of 240 epochs); DIST CE +
 DIST (beta = gamma = 2, T 4); FitNet CE + 100·hint (the middle stage through
 a learned 1x1 conv); AT CE + 1000·AT (p 2, every stage). AT's weight is
 scaled by (H/32)² for smaller images, whose normalised maps have fewer
-positions and so larger per-position values.
+positions and so larger per-position values. The rest of RepDistiller's
+table (:mod:`jaxkd.peer_terms`, its taps and ``-b`` weights, all with CE
+weight 1): SP 3000 (last stage map), CC 0.02 (128-d embeddings of the
+pooled vector), RKD 1 (distance 25, angle 50), PKT 30000, NST 50 (AT's
+stages), FSP (stem and stages; needs equal stage widths), FT 200 (last
+stage), AB (stage pre-activations), CRD 0.8 (128-d, 16384 negatives, T
+0.07, momentum 0.5). AB, FSP and FT train RepDistiller's init stage first,
+in the first eighth of the run (``init_stage``: its 30 init epochs taken
+out of the 240), with CE only after it. Methods are named in ``methods``:
+``default`` and ``smoke`` keep the six above; ``paper`` runs all fifteen.
 
 Presets:
 
@@ -38,7 +47,7 @@ Presets:
 - ``paper``: CIFAR-100 (``jaxkd data prepare cifar100`` first), the RepDistiller
   recipe (240 epochs, SGD 0.05, momentum 0.9, wd 5e-4, x0.1 at 150/180/210,
   batch 64, crop 4 + flip) for resnet32x4 → resnet8x4, wrn_40_2 → wrn_16_2 and
-  vgg13 → vgg8; for an accelerator. From XLA's FLOP count (2.97 GFLOP per
+  vgg13 → vgg8, every method of RepDistiller's table; for an accelerator. From XLA's FLOP count (2.97 GFLOP per
   training image for resnet32x4 → resnet8x4: teacher forward + student
   step), 240 epochs are about 81 s per seed at 40% of an H100's bf16 peak: a
   lower bound, not a measurement (benchmarks/cnn_sweep.py).
@@ -57,10 +66,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import jax
 
-from jaxkd import plotting
+from jaxkd import peer_terms, plotting
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
@@ -69,9 +79,13 @@ from jaxkd.models import MODELS, make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.teacher import load_teacher, save_teacher
+from jaxkd.terms import TERMS
 from jaxkd.train import check_objective, check_teacher_normalisation, make_train
 
+TERMS.update(peer_terms.PEER_TERMS)  # idempotent; until jaxkd.terms registers the peer terms itself
+
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
+PEER_METHODS = ("sp", "cc", "rkd", "pkt", "nst", "fsp", "ft", "ab", "crd")
 
 # Feature names ("auto") are filled in per pair: the hint is the middle stage, AT reads every stage.
 # The FitNet regressor is RepDistiller's ConvReg (conv, BN, ReLU); for a ViT teacher, whose tokens are
@@ -83,6 +97,16 @@ _OBJECTIVE = {
     "dist": {"weight": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0},
     "fitnet": {"weight": 100.0, "student": "auto", "teacher": "auto", "regressor": "conv_bn_relu"},
     "at": {"weight": 1000.0, "student": "auto", "teacher": "auto"},
+    # RepDistiller's -b (jaxkd.peer_terms); FSP and AB weigh their init stage, which RepDistiller leaves unweighted.
+    "sp": {"weight": 3000.0, "student": "auto", "teacher": "auto"},
+    "cc": {"weight": 0.02},
+    "rkd": {"weight": 1.0},
+    "pkt": {"weight": 30000.0},
+    "nst": {"weight": 50.0, "student": "auto", "teacher": "auto"},
+    "fsp": {"weight": 1.0, "student": "auto", "teacher": "auto"},
+    "ft": {"weight": 200.0, "student": "auto", "teacher": "auto"},
+    "ab": {"weight": 1.0, "student": "auto", "teacher": "auto"},
+    "crd": {"weight": 0.8},
 }
 
 _RD = recipe("repdistiller_cifar")
@@ -126,6 +150,8 @@ class Config(TeacherStudentRuns):
     kd_ce_weight: float = 0.1  # CE's weight in the kd condition (RepDistiller -r 0.1); 1 elsewhere
     dkd_ramp_fraction: float = 1 / 12  # mdistiller: 20 of 240 epochs
     methods: tuple[str, ...] = METHODS
+    # (init stage, rest): AB, FSP and FT train RepDistiller's init stage first (its 30 of 30 + 240 epochs)
+    init_stage: tuple[float, float] = peer_terms.INIT_PHASES
     eval: EvalConfig = EvalConfig(every=100)
     chunk_steps: int | None = None
 
@@ -148,6 +174,10 @@ class Config(TeacherStudentRuns):
             check(m in self.objective.terms, f"method {m!r} has no term in the objective")
         check(0 <= self.dkd_ramp_fraction <= 1, f"dkd_ramp_fraction must lie in [0, 1], got {self.dkd_ramp_fraction}")
         check(self.kd_ce_weight >= 0, f"kd_ce_weight must be >= 0, got {self.kd_ce_weight}")
+        check(
+            len(self.init_stage) == 2 and min(self.init_stage) > 0,
+            f"init_stage must be two positive ratios (init stage, rest), got {self.init_stage}",
+        )
         self.check_chunks()
         for pair in self.pairs:
             self.run_configs(pair, steps_per_epoch=1)
@@ -156,27 +186,20 @@ class Config(TeacherStudentRuns):
         t, s = pair.split(":")
         return (ModelConfig(t, self.teacher_widths, self.dtype), ModelConfig(s, self.student_widths, self.dtype))
 
-    def run_configs(self, pair: str, *, steps_per_epoch: int, image_size: int = 32) -> tuple[RunConfig, RunConfig]:
-        """The teacher's and the students' RunConfig for ``pair``, feature names and DKD ramp resolved."""
+    def run_configs(
+        self, pair: str, *, steps_per_epoch: int, image_size: int = 32, num_train: int | None = None
+    ) -> tuple[RunConfig, RunConfig]:
+        """The teacher's and the students' RunConfig for ``pair``: :meth:`student_terms` with FT's init stage
+        length and, when ``num_train`` (the training split's size) is given, CRD's memory size.
+        """
         t_model, s_model = self.models(pair)
-        terms = {k: dict(v) for k, v in self.objective.terms.items()}
-        for name, opts in terms.items():
-            kind = opts.get("kind", name)
-            if kind == "fitnet":
-                for side, model in (("student", s_model.name), ("teacher", t_model.name)):
-                    if opts.get(side) == "auto":
-                        opts[side] = _hint_stage(model)
-            if kind == "at":
-                for side, model in (("student", s_model.name), ("teacher", t_model.name)):
-                    if opts.get(side) == "auto":
-                        opts[side] = _at_stages(model)
-                if opts.get("student") and len(opts["student"]) != len(opts["teacher"]):
-                    n = min(len(opts["student"]), len(opts["teacher"]))  # deepest stages of each
-                    opts["student"], opts["teacher"] = opts["student"][-n:], opts["teacher"][-n:]
-                opts["weight"] = opts.get("weight", 1.0) * (image_size / 32) ** 2
-            if kind == "dkd" and "ramp_steps" not in opts:
-                total = self.recipe.total_steps(steps_per_epoch)
-                opts["ramp_steps"] = int(round(self.dkd_ramp_fraction * total))
+        terms = peer_terms.fill_run_sizes(
+            self.student_terms(pair, steps_per_epoch=steps_per_epoch, image_size=image_size),
+            num_train=num_train,
+            total_steps=self.recipe.total_steps(steps_per_epoch),
+            steps_per_epoch=steps_per_epoch,
+            phases=self.init_stage,
+        )
         teacher = RunConfig(model=t_model, recipe=self.teacher_recipe, data=self.data, eval=self.eval)
         student = RunConfig(
             model=s_model,
@@ -187,6 +210,39 @@ class Config(TeacherStudentRuns):
             teacher="live",
         )
         return teacher, student
+
+    def student_terms(self, pair: str, *, steps_per_epoch: int, image_size: int = 32) -> dict:
+        """The objective's terms of ``methods`` for ``pair``: feature names, DKD's ramp, the init stage resolved."""
+        t_model, s_model = self.models(pair)
+        terms = {k: dict(v) for k, v in self.objective.terms.items() if k in self.methods}
+        for name, opts in terms.items():
+            kind = opts.get("kind", name)
+            for side, model in (("student", s_model.name), ("teacher", t_model.name)):
+                if opts.get(side) == "auto" and kind in _TAPS:
+                    opts[side] = _TAPS[kind](model)
+            if kind in ("at", "nst", "ab") and opts.get("student") and len(opts["student"]) != len(opts["teacher"]):
+                n = min(len(opts["student"]), len(opts["teacher"]))  # deepest stages of each
+                opts["student"], opts["teacher"] = opts["student"][-n:], opts["teacher"][-n:]
+            if kind == "at":
+                opts["weight"] = opts.get("weight", 1.0) * (image_size / 32) ** 2
+            if kind == "dkd" and "ramp_steps" not in opts:
+                total = self.recipe.total_steps(steps_per_epoch)
+                opts["ramp_steps"] = int(round(self.dkd_ramp_fraction * total))
+            if kind == "ft" and "init_scale" not in opts:
+                # RepDistiller's init learning rate (0.01 for ResNet/WRN students, else the run's) over the run's
+                lr = self.recipe.learning_rate
+                init_lr = 0.01 if _RD_FT_INIT_LR_001.fullmatch(s_model.name) else lr
+                opts["init_scale"] = init_lr / lr / opts.get("weight", 1.0)
+        return peer_terms.init_stage_objective(terms, phases=self.init_stage)
+
+    def conditions(self, objective: ObjectiveConfig) -> dict[str, dict[str, float]]:
+        """Method -> grid point (its term plus CE; AB, FSP and FT take CE from ``ce_main``, after their init)."""
+        conds = method_conditions(objective, self.methods, kd_ce_weight=self.kd_ce_weight)
+        return peer_terms.init_stage_conditions(conds, objective.terms)
+
+
+# Students whose FT paraphraser RepDistiller pre-trains at learning rate 0.01 (helper/pretrain.py), not the run's.
+_RD_FT_INIT_LR_001 = re.compile(r"resnet(8|14|20|32|44|56|110)(x4)?|wrn_\d+_\d+")
 
 
 def _family(name: str) -> str:
@@ -205,6 +261,23 @@ def _at_stages(name: str) -> tuple[str, ...]:
     return ("stage1", "stage2", "stage3")
 
 
+def _fsp_maps(name: str) -> tuple[str, ...]:
+    """RepDistiller's ``feat[:-1]``: the first map (VGG's block 0, the others' stem) and the stages."""
+    return ("stage0" if _family(name) == "vgg" else "stem", *_at_stages(name))
+
+
+# Each feature term's taps as RepDistiller's CIFAR script reads them ("auto" in the objective).
+_TAPS = {
+    "fitnet": _hint_stage,
+    "at": _at_stages,
+    "nst": _at_stages,
+    "sp": lambda name: _at_stages(name)[-1],  # feat[-2]: the last stage map
+    "ft": lambda name: _at_stages(name)[-1],
+    "fsp": _fsp_maps,
+    "ab": lambda name: tuple(f"{s}_pre" for s in _at_stages(name)),  # preact=True
+}
+
+
 _p = dict(
     pairs=("resnet32x4:resnet8x4", "wrn_40_2:wrn_16_2", "vgg13:vgg8"),
     teacher_widths=None,
@@ -216,6 +289,7 @@ _p = dict(
     recipe=_RD,
     dkd_ramp_fraction=20 / 240,
     eval=EvalConfig(every=None),
+    methods=METHODS + PEER_METHODS,  # RepDistiller's whole table
 )
 
 PRESETS = {
@@ -244,9 +318,15 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     check(len(dataset.in_shape) == 3, f"cifar_kd needs [H, W, C] images; {dataset.name} has {dataset.in_shape}")
     n_train = round(len(dataset.y_train) * (1 - config.data.val_fraction))
     steps_per_epoch = -(-n_train // config.recipe.batch_size)
+    sized = {}  # CRD's memory and FT's init stage need the run's own sizes: from a CE-only trainer of it
     plans = {}
     for i, pair in enumerate(config.pairs):  # every check before any training
         t_cfg, s_cfg = config.run_configs(pair, steps_per_epoch=steps_per_epoch, image_size=dataset.in_shape[0])
+        if peer_terms.needs_run_sizes(config.student_terms(pair, steps_per_epoch=1)):
+            n, _, per_epoch = peer_terms.run_sizes(s_cfg, dataset)
+            size = {"steps_per_epoch": per_epoch, "image_size": dataset.in_shape[0], "num_train": n}
+            t_cfg, s_cfg = config.run_configs(pair, **size)
+            sized[pair] = size
         t_model, s_model = (
             make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
             for m in (t_cfg.model, s_cfg.model)
@@ -286,7 +366,11 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         else:
             teacher, t_result = loaded, None
         trainer = make_train(s_cfg, dataset, teacher)
-        conds = method_conditions(s_cfg.objective, config.methods, kd_ce_weight=config.kd_ce_weight)
+        if pair in sized:
+            size = {k: v for k, v in sized[pair].items() if k != "num_train"}
+            requested = config.student_terms(pair, **size)
+            peer_terms.check_run_sizes(requested, s_cfg.objective.terms, trainer, phases=config.init_stage)
+        conds = config.conditions(s_cfg.objective)
         _, pair_rows, pair_summary = run_methods(
             trainer,
             key_students,

@@ -1,4 +1,5 @@
-"""Six distillation methods on one footing: CE, KD, DKD, DIST, FitNet and AT, CNN → CNN on digits.
+"""Distillation methods on one footing, CNN → CNN on digits: CE, KD, DKD, DIST, FitNet and AT by default,
+and every other method of RepDistiller's CIFAR-100 table by name (SP, CC, RKD, PKT, NST, FSP, FT, AB, CRD).
 
 A CNN teacher is trained with augmentation; then ``n_seeds`` seeds of a
 smaller CNN student are trained under every method in ONE compiled program
@@ -19,6 +20,18 @@ stages). RepDistiller's 100 and 1000 are set for 32x32 CIFAR maps, whose
 normalised attention maps have 16-64x more positions and so much smaller
 per-position values; at weight 1000 here AT swamps CE (test accuracy 0.51
 against 0.91 for CE in a 600-step run).
+
+The other methods of RepDistiller's table (:mod:`jaxkd.peer_terms`) are in
+the objective with RepDistiller's weights, not retuned for digits, and run
+when named: ``--set methods=ce,kd,sp,cc,rkd,pkt,nst,ft,ab,crd`` (the
+presets keep the six above, whose numbers the README quotes). SP and FT read
+``block1``, NST and AB both blocks (AB the post-ReLU maps: ``cnn2d`` has no
+pre-activation taps), CC, RKD, PKT and CRD the pooled vector (CRD's memory
+has a row per training example). AB, FSP and FT start with RepDistiller's
+init stage (the first eighth of the run: ``init_stage``); their grid points
+train CE only after it. FSP compares the two networks' flow matrices
+channel by channel, so it needs a student of the teacher's widths
+(``--set model.widths=32,64``); at the default widths it is refused in one line.
 
 Command::
 
@@ -43,17 +56,21 @@ import dataclasses
 
 import jax
 
-from jaxkd import plotting
-from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig
+from jaxkd import peer_terms, plotting
+from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.errors import check
 from jaxkd.experiment import TeacherStudentRuns, check_seeds_fit, method_conditions, run_methods, train_teacher
 from jaxkd.models import make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
+from jaxkd.terms import TERMS
 from jaxkd.train import check_objective, make_train
 
+TERMS.update(peer_terms.PEER_TERMS)  # idempotent; until jaxkd.terms registers the peer terms itself
+
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
+PEER_METHODS = ("sp", "cc", "rkd", "pkt", "nst", "fsp", "ft", "ab", "crd")
 
 _OBJECTIVE = {
     "ce": {"weight": 1.0},
@@ -62,6 +79,16 @@ _OBJECTIVE = {
     "dist": {"weight": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0},
     "fitnet": {"weight": 1.0, "student": "block1", "teacher": "block1"},
     "at": {"weight": 50.0, "student": ("block0", "block1"), "teacher": ("block0", "block1")},
+    # RepDistiller's -b for the rest of its table (jaxkd.peer_terms); FSP and AB weigh their init stage (1).
+    "sp": {"weight": 3000.0, "student": "block1", "teacher": "block1"},
+    "cc": {"weight": 0.02},
+    "rkd": {"weight": 1.0},
+    "pkt": {"weight": 30000.0},
+    "nst": {"weight": 50.0, "student": ("block0", "block1"), "teacher": ("block0", "block1")},
+    "fsp": {"weight": 1.0, "student": ("block0", "block1"), "teacher": ("block0", "block1")},
+    "ft": {"weight": 200.0, "student": "block1", "teacher": "block1"},
+    "ab": {"weight": 1.0, "student": ("block0", "block1"), "teacher": ("block0", "block1")},
+    "crd": {"weight": 0.8},
 }
 
 FINGERPRINT = {"experiment": "digits_methods"}  # in every checkpoint: resuming another experiment is refused
@@ -81,11 +108,17 @@ class Config(TeacherStudentRuns):
     objective: ObjectiveConfig = ObjectiveConfig(_OBJECTIVE)
     kd_ce_weight: float = 0.1  # the CE weight in the kd condition (RepDistiller -r 0.1); 1 elsewhere
     methods: tuple[str, ...] = METHODS
+    # (init stage, rest): AB, FSP and FT train RepDistiller's init stage first (its 30 of 30 + 240 epochs)
+    init_stage: tuple[float, float] = peer_terms.INIT_PHASES
     eval: EvalConfig = EvalConfig(every=100)
     chunk_steps: int | None = None
 
     def __post_init__(self):
         check(self.n_seeds > 0, f"n_seeds must be positive, got {self.n_seeds}")
+        check(
+            len(self.init_stage) == 2 and min(self.init_stage) > 0,
+            f"init_stage must be two positive ratios (init stage, rest), got {self.init_stage}",
+        )
         check(self.methods and self.methods[0] == "ce", "methods must start with the baseline 'ce'")
         for m in self.methods:
             check(
@@ -97,9 +130,20 @@ class Config(TeacherStudentRuns):
         self.teacher_config(), self.student_config()
         self.check_chunks()
 
-    def conditions(self) -> dict[str, dict[str, float]]:
-        """Method -> grid point: its own term at its weight (plus CE), every other term at weight 0."""
-        return method_conditions(self.objective, self.methods, kd_ce_weight=self.kd_ce_weight)
+    def student_config(self) -> RunConfig:
+        """The students' run: the objective's terms of ``methods`` only, with the init stage of AB, FSP and FT."""
+        terms = {k: v for k, v in self.objective.terms.items() if k in self.methods}
+        terms = peer_terms.init_stage_objective(terms, phases=self.init_stage)
+        return dataclasses.replace(super().student_config(), objective=ObjectiveConfig(terms))
+
+    def conditions(self, objective: ObjectiveConfig | None = None) -> dict[str, dict[str, float]]:
+        """Method -> grid point: its own term at its weight (plus CE), every other term at weight 0.
+
+        AB, FSP and FT take CE from ``ce_main``, active after their init stage.
+        """
+        objective = objective or self.student_config().objective
+        conds = method_conditions(objective, self.methods, kd_ce_weight=self.kd_ce_weight)
+        return peer_terms.init_stage_conditions(conds, objective.terms)
 
 
 PRESETS = {
@@ -128,6 +172,13 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     key_teacher, key_students = jax.random.split(jax.random.key(config.seed))
     ckpt = (lambda name: f"{out_dir}/checkpoints/{name}") if config.chunk_steps else (lambda name: None)
     trainer_cfg = config.student_config()
+    requested = trainer_cfg.objective.terms
+    if peer_terms.needs_run_sizes(requested):  # CRD's memory size, FT's init stage: from the run itself
+        n, total, per_epoch = peer_terms.run_sizes(trainer_cfg, dataset)
+        filled = peer_terms.fill_run_sizes(
+            requested, num_train=n, total_steps=total, steps_per_epoch=per_epoch, phases=config.init_stage
+        )
+        trainer_cfg = dataclasses.replace(trainer_cfg, objective=ObjectiveConfig(filled))
     check_seeds_fit(trainer_cfg, dataset, config.n_seeds, len(config.methods))
     # Feature names and shapes are checked before the teacher trains (no FLOPs).
     check_objective(
@@ -151,12 +202,13 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
         progress=progress,
     )
     trainer = make_train(trainer_cfg, dataset, teacher)
+    peer_terms.check_run_sizes(requested, trainer_cfg.objective.terms, trainer, phases=config.init_stage)
     names = list(config.methods)
     result, rows, summary = run_methods(
         trainer,
         key_students,
         config.n_seeds,
-        config.conditions(),
+        config.conditions(trainer_cfg.objective),
         t_result,
         chunk_steps=config.chunk_steps,
         checkpoint_dir=ckpt("students"),

@@ -80,6 +80,7 @@ import it to merge :data:`PEER_TERMS` into ``TERMS`` without an import cycle.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -891,12 +892,15 @@ def needs_run_sizes(terms: Mapping) -> bool:
     )
 
 
-def fill_run_sizes(terms: Mapping, *, num_train: int, total_steps: int, steps_per_epoch: int, phases=INIT_PHASES):
+def fill_run_sizes(
+    terms: Mapping, *, num_train: int | None, total_steps: int, steps_per_epoch: int, phases=INIT_PHASES
+) -> dict:
     """Entries with CRD's ``n_data = num_train`` and FT's ``init_steps`` at the init phase's boundary, where unset.
 
     The boundary is :func:`jaxkd.terms.phase_boundaries` of ``phases`` over
     the run, the step at which the gated CE of :func:`init_stage_objective`
-    starts; pass the trainer's own ``num_train``, ``steps`` and ``steps_per_epoch``.
+    starts; pass the trainer's own ``num_train``, ``steps`` and
+    ``steps_per_epoch`` (:func:`run_sizes`). ``num_train=None`` leaves ``n_data`` unset.
     """
     from jaxkd.terms import phase_boundaries
 
@@ -905,12 +909,21 @@ def fill_run_sizes(terms: Mapping, *, num_train: int, total_steps: int, steps_pe
     for name, opts in terms.items():
         opts = dict(opts)
         kind = _kind(name, opts)
-        if kind == "crd" and opts.get("n_data") is None:
+        if kind == "crd" and opts.get("n_data") is None and num_train is not None:
             opts["n_data"] = int(num_train)
         if kind == "ft" and opts.get("init_steps") is None:
             opts["init_steps"] = int(boundary)
         out[name] = opts
     return out
+
+
+def run_sizes(config, dataset) -> tuple[int, int, int]:
+    """``(num_train, total_steps, steps_per_epoch)`` of a run of ``config`` on ``dataset``, from a CE-only trainer."""
+    from jaxkd.config import ObjectiveConfig
+    from jaxkd.train import make_train
+
+    probe = make_train(dataclasses.replace(config, objective=ObjectiveConfig(), teacher="auto"), dataset)
+    return probe.num_train, probe.steps, probe.steps_per_epoch
 
 
 def check_run_sizes(requested: Mapping, filled: Mapping, trainer, *, phases=INIT_PHASES) -> None:

@@ -582,3 +582,50 @@ def test_fsp_and_ab_reduce_their_loss_as_the_init_stage_of_one_run(digits, regis
         assert own[1] < 0.9 * own[0] and np.all(own[2:] == 0), (g, own)  # active in the first half only
         assert np.all(ce[:2] == 0) and ce[3] < ce[2], (g, ce)  # CE only in the second half
     print({g: np.asarray(hist[f"train/{g}"][i]).round(4).tolist() for i, g in enumerate(conds)})
+
+
+# --- the experiments accept every method by name ----------------------------------------------------
+
+
+def test_digits_methods_wires_every_method_by_name_and_refuses_fsp_at_unequal_widths(digits):
+    from experiments import digits_methods
+    from jaxkd.overrides import apply_overrides
+
+    names = ",".join(["ce", *digits_methods.METHODS[1:], *digits_methods.PEER_METHODS])
+    config = apply_overrides(digits_methods.PRESETS["default"], [f"methods={names}", "model.widths=32,64"])
+    s_cfg = config.student_config()
+    assert list(s_cfg.objective.terms) == [*config.methods, "ce_main"]
+    n, total, per_epoch = P.run_sizes(s_cfg, digits)
+    filled = P.fill_run_sizes(s_cfg.objective.terms, num_train=n, total_steps=total, steps_per_epoch=per_epoch)
+    assert filled["crd"]["n_data"] == n and filled["ft"]["init_steps"] == 50  # 400 steps: the first eighth
+    s_cfg = dataclasses.replace(s_cfg, objective=ObjectiveConfig(filled))
+    models = [make_model("cnn2d", digits.in_shape, digits.num_classes, w) for w in ((32, 64), (32, 64))]
+    from jaxkd.train import check_objective
+
+    check_objective(s_cfg, *models)
+    conds = config.conditions(s_cfg.objective)
+    assert conds["ft"]["ce.weight"] == 0.0 and conds["ft"]["ce_main.weight"] == 1.0 and conds["ft"]["ft.weight"] == 200
+    assert conds["kd"]["ce.weight"] == 0.1 and conds["kd"]["ce_main.weight"] == 0.0
+    default = apply_overrides(
+        digits_methods.PRESETS["default"], ["methods=ce,fsp"]
+    )  # student (8, 16), teacher (32, 64)
+    small = [make_model("cnn2d", digits.in_shape, digits.num_classes, w) for w in ((8, 16), (32, 64))]
+    with pytest.raises(ConfigError, match="channels"):
+        check_objective(default.student_config(), *small)
+
+
+def test_digits_methods_runs_init_stage_and_memory_methods_end_to_end(tmp_path):
+    """The run sizes (CRD's memory, the init stage's boundary) and ce_main through ``digits_methods.run``."""
+    from experiments import digits_methods
+
+    config = dataclasses.replace(
+        digits_methods.runlocal(digits_methods.PRESETS["smoke"]), methods=("ce", "ab", "crd"), init_stage=(1, 1)
+    )
+    summary = digits_methods.run(config, str(tmp_path), progress=False)
+    assert list(summary["conditions"]) == ["ce", "ab", "crd"]
+    assert summary["legend"]["ab"] == {"ab.weight": 1.0, "ce_main.weight": 1.0}  # CE only after the init stage
+    assert summary["legend"]["crd"] == {"ce.weight": 1.0, "crd.weight": 0.8}
+    for name in ("ab", "crd"):
+        assert summary["conditions"][name]["n_diverged"] == 0
+        acc = summary["conditions"][name]["test/acc"]["selected"]["mean"]
+        assert 0 <= acc <= 1
