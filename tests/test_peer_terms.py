@@ -307,7 +307,8 @@ def test_fsp_equals_numpy_over_consecutive_pairs_and_refuses_unequal_channels():
 def test_ab_equals_numpy_with_stage_weights_and_a_connector():
     rng = np.random.default_rng(8)
     s0, t0 = rng.normal(size=(3, 2, 2, 2)), rng.normal(size=(3, 2, 2, 2))
-    s0[0, 0, 0, 0], t0[0, 0, 0, 0] = -1.0, 0.0  # at the margin, teacher exactly 0 (counts as off)
+    s0[0, 0, 0, 0], t0[0, 0, 0, 0] = -0.5, 0.0  # the teacher exactly 0 counts as off: (s + m)² = 0.25
+    s0[1, 0, 0, 0], t0[1, 0, 0, 0] = -1.0, -2.0  # at the margin: 0
     s1, t1 = rng.normal(size=(3, 2, 2, 3)), rng.normal(size=(3, 2, 2, 4))
     with jax.enable_x64(True):
         np.testing.assert_allclose(np.asarray(P.ab_loss(s0, t0)), np_ab(s0, t0), rtol=RTOL)
