@@ -436,11 +436,12 @@ def _feature(spec, name: str, side: str):
     return feats[name]
 
 
-def _names(kind: str, student, teacher, *, at_least: int = 1):
-    student, teacher = tuple(student), tuple(teacher)
+def _names(kind: str, student, teacher):
+    as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v)  # noqa: E731  (one name: a 1-tuple)
+    student, teacher = as_tuple(student), as_tuple(teacher)
     check(
-        len(student) == len(teacher) and len(student) >= at_least,
-        f"{kind} needs as many student features as teacher features (at least {at_least}), got {student} and {teacher}",
+        len(student) == len(teacher) and student,
+        f"{kind} needs as many student features as teacher features, got {student} and {teacher}",
     )
     return student, teacher
 
@@ -575,9 +576,12 @@ def fsp(*, student: tuple[str, ...], teacher: tuple[str, ...]):
     ``phases=(30, 210), phase="hard"`` and weight 1
     (:func:`init_stage_objective`). Maps: the stem and every stage (``feat[:-1]``).
     """
-    student, teacher = _names("fsp", student, teacher, at_least=2)
+    student, teacher = _names("fsp", student, teacher)
 
     def init(key, s_spec, t_spec):
+        check(
+            len(student) >= 2, f"fsp needs at least two maps per side (a flow between consecutive ones), got {student}"
+        )
         for a, b in zip(student, teacher):
             fs, ft = _feature(s_spec, a, "student"), _feature(t_spec, b, "teacher")
             _check_maps("fsp", fs, ft, a, b)

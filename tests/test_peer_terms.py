@@ -302,6 +302,8 @@ def test_fsp_equals_numpy_over_consecutive_pairs_and_refuses_unequal_channels():
     np.testing.assert_allclose(term_values, ref, rtol=RTOL)
     with pytest.raises(ConfigError, match="channels"):
         apply_term(term, dict(zip(names, s)), dict(zip(names, [t[0], t[1], rng.normal(size=(2, 2, 2, 4))])))
+    with pytest.raises(ConfigError, match="two maps"):
+        init_term(P.fsp(student="f0", teacher="f0"), {"f0": s[0]}, {"f0": t[0]})
 
 
 def test_ab_equals_numpy_with_stage_weights_and_a_connector():
