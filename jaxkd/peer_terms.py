@@ -14,9 +14,9 @@ reference's batch loss. Conventions shared by all of them:
   CRD's embeddings, FT's paraphraser and translator, AB's connectors) are aux
   params, trained by the run's optimiser with weight decay, as RepDistiller
   puts them in its ``trainable_list``.
-* Relational methods (SP, CC, RKD, PKT, and CRD through its batch-fixed
-  normalisation) compute one batch quantity; the value of example ``i`` is
-  its row (``i``'s similarities, distances, angles), so an example's value
+* Relational methods (SP, CC, RKD, PKT) compute one batch quantity; the
+  value of example ``i`` is its row (``i``'s similarities, distances,
+  angles; CC: its product with the next example), so an example's value
   depends on the whole batch, as with DIST: compute them on the real batch.
 * Norms follow ``torch.nn.functional.normalize`` (``x / max(‖x‖, 1e-12)``),
   so a zero vector gives a zero direction and finite gradients.
@@ -29,21 +29,21 @@ with ``-a 0``, CE weight 1; feature lists ``feat`` as its models return
 them: ``feat[0]`` the stem, ``feat[1:-1]`` the stages, ``feat[-1]`` the
 pooled vector), the defaults jaxkd's experiments use:
 
-======  =====  ================================================================
+======  ======  ===============================================================
 method  ``-b``  reads
-======  =====  ================================================================
-SP      3000   the last stage map (``feat[-2]``)
-CC      0.02   128-d linear embeddings (learned, both sides) of the pooled vector
-RKD     1      the pooled vector; distance weight 25, angle weight 50
-PKT     30000  the pooled vector
-NST     50     every stage map (``feat[1:-1]``), summed
-FSP     (50)   consecutive maps ``feat[:-1]`` (stem and stages): init stage only
-FT      200    the last stage map (paraphraser trained first on the teacher's)
-AB      (1)    every stage's pre-activation (``feat[1:-1]``, ``preact=True``):
-               init stage only
-CRD     0.8    the pooled vector; 128-d embeddings, 16384 negatives, T 0.07,
-               memory momentum 0.5
-======  =====  ================================================================
+======  ======  ===============================================================
+SP      3000    the last stage map (``feat[-2]``)
+CC      0.02    128-d linear embeddings (learned, both sides) of the pooled vector
+RKD     1       the pooled vector; distance weight 25, angle weight 50
+PKT     30000   the pooled vector
+NST     50      every stage map (``feat[1:-1]``), summed
+FSP     (50)    consecutive maps ``feat[:-1]`` (stem and stages): init stage only
+FT      200     the last stage map (paraphraser trained first on the teacher's)
+AB      (1)     every stage's pre-activation (``feat[1:-1]``, ``preact=True``):
+                init stage only
+CRD     0.8     the pooled vector; 128-d embeddings, 16384 negatives, T 0.07,
+                memory momentum 0.5
+======  ======  ===============================================================
 
 **The init stage.** RepDistiller trains AB, FT and FSP in two stages
 (``helper/pretrain.py``: ``--init_epochs 30``, then the 240 epochs): AB's
