@@ -38,13 +38,9 @@ from jaxkd.models.cnn import _ConvNet
 from jaxkd.models.layers import canonical_conv, global_avg_pool, max_pool2
 from jaxkd.models.mlp import MLP
 from jaxkd.models.resnet import BasicBlock, Bottleneck, _StagedResNet
+from jaxkd.models.sdstudent import SubDistillStudent
 from jaxkd.models.vgg import VGG
 from jaxkd.models.wrn import WideResNet
-
-try:  # the SubDistill student family (added to the zoo beside this module)
-    from jaxkd.models.sdstudent import SubDistillStudent
-except ImportError:  # pragma: no cover - an older zoo
-    SubDistillStudent = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -287,7 +283,7 @@ def _vgg(m: VGG):
     return Network(tuple(layers), dense(m.head))
 
 
-def _sdstudent(m):
+def _sdstudent(m: SubDistillStudent):
     layers = []
     for layer in m.stem:
         layers += [conv(layer.conv, layer.bn), RELU]
@@ -304,9 +300,14 @@ def _sdstudent(m):
     return Network(tuple(layers), dense(m.fc[-1]))
 
 
-_BUILDERS = [(MLP, _mlp), (_ConvNet, _convnet), (_StagedResNet, _resnet), (WideResNet, _wrn), (VGG, _vgg)]
-if SubDistillStudent is not None:
-    _BUILDERS.append((SubDistillStudent, _sdstudent))
+_BUILDERS = (
+    (MLP, _mlp),
+    (_ConvNet, _convnet),
+    (_StagedResNet, _resnet),
+    (WideResNet, _wrn),
+    (VGG, _vgg),
+    (SubDistillStudent, _sdstudent),
+)
 
 SUPPORTED = "mlp, cnn2d, cnn1d, the CIFAR ResNets, ResNet-18..152, the WideResNets, VGG and the SubDistill students"
 

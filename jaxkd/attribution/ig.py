@@ -75,8 +75,8 @@ def integrated_gradients(fn, x, baseline=None, *, steps: int = 50, method: str =
 
     ``fn`` must treat the examples of a batch independently (a model in eval
     mode does). The path integral is a ``lax.scan`` over the nodes, ``chunk``
-    nodes at a time (each a batch of ``chunk · B`` inputs: more memory, fewer,
-    larger programs). Jittable and vmappable (over models or inputs).
+    nodes at a time (vmapped: more memory, fewer and larger steps). Jittable
+    and vmappable (over models or inputs).
 
     Args:
       fn: the explained output, e.g. :func:`jaxkd.attribution.output_fn`.
@@ -107,8 +107,8 @@ def integrated_gradients(fn, x, baseline=None, *, steps: int = 50, method: str =
 
     def body(acc, node):
         a, w = node
-        path = (baseline[None] + a.astype(x.dtype)[bcast] * delta[None]).reshape(chunk * x.shape[0], *x.shape[1:])
-        g = grad(path).reshape(chunk, *x.shape)
+        paths = baseline[None] + a.astype(x.dtype)[bcast] * delta[None]  # [chunk, B, ...]
+        g = jax.vmap(grad)(paths)  # fn sees batches of B (it may close over per-example data, e.g. targets)
         return acc + jnp.tensordot(w.astype(x.dtype), g, axes=1), None
 
     total, _ = jax.lax.scan(body, jnp.zeros_like(x), (jnp.asarray(alphas), jnp.asarray(weights)))
@@ -122,10 +122,10 @@ def blurred(x_BxHxWxC, sigma: float = 5.0):
     """The blurred-input baseline: each channel convolved with a Gaussian of std ``sigma`` pixels.
 
     Edges are padded by repeating the border pixel (no dark frame); the kernel
-    is truncated at ``3 sigma``.
+    is truncated at ``3 sigma`` (``scipy.ndimage.gaussian_filter(mode="nearest", truncate=3)``).
     """
     check(sigma > 0, f"the blur's sigma must be positive, got {sigma}")
-    radius = max(1, int(np.ceil(3 * sigma)))
+    radius = int(3 * sigma + 0.5)
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     k = jnp.asarray(k / k.sum(), x_BxHxWxC.dtype)
     y = x_BxHxWxC
@@ -140,6 +140,6 @@ def blurred(x_BxHxWxC, sigma: float = 5.0):
 
 def uniform_noise(key, x, low=0.0, high=1.0):
     """The uniform-noise baseline: independent draws in ``[low, high)`` per element (per-channel bounds broadcast)."""
-    low = jnp.asarray(low, x.dtype)
-    high = jnp.asarray(high, x.dtype)
+    low = jnp.broadcast_to(jnp.asarray(low, x.dtype), x.shape)
+    high = jnp.broadcast_to(jnp.asarray(high, x.dtype), x.shape)
     return low + (high - low) * jax.random.uniform(key, x.shape, x.dtype)

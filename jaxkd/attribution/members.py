@@ -14,6 +14,9 @@ grouped convolution that runs several times slower, see
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +69,27 @@ def normalised_inputs(ensemble, x):
     return normalize(jnp.asarray(x), mean, std).astype(jnp.float32)
 
 
+def _split_kwargs(kwargs):
+    """Options as (static: hashable, sorted pairs; traced: floats and arrays), so one program serves equal options."""
+    static, traced = [], {}
+    for k, v in kwargs.items():
+        if isinstance(v, (str, bool, int, np.integer)) or v is None:
+            static.append((k, v))
+        elif isinstance(v, Mapping):
+            static.append((k, tuple(sorted(v.items()))))
+        else:
+            traced[k] = v
+    return tuple(sorted(static)), traced
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method", "output", "strategy", "static"))
+def _explain_members(params, rest, xn, target, traced, *, model, method, output, strategy, static):
+    def one(p, r):  # closes over the inputs: shared by all members, not batched
+        return explain(model, p, r, xn, target, method=method, output=output, **dict(static), **traced)
+
+    return over_members(one, strategy)(params, rest)
+
+
 def explain_ensemble(
     ensemble, x, target, *, method: str = "lrp", output: str = "gap", strategy: str = "vmap", **kwargs
 ):
@@ -73,20 +97,36 @@ def explain_ensemble(
 
     For LRP the z^B box defaults to the pixel range [0, 1] in the
     ensemble's normalised units (:func:`~jaxkd.attribution.box_bounds`).
+    One compiled program per model, method, strategy and set of non-numeric
+    options (numbers and arrays are its arguments).
     """
+    check_name("explanation method", method, METHODS)
+    check_name("member strategy", strategy, STRATEGIES)
     xn = normalised_inputs(ensemble, x)
     target = jnp.asarray(target, jnp.int32)
     if method == "lrp" and kwargs.get("low") is None and kwargs.get("high") is None:
         kwargs["low"], kwargs["high"] = box_bounds(ensemble.mean, ensemble.std)
-    model = ensemble.model
+    static, traced = _split_kwargs(kwargs)
+    return _explain_members(
+        ensemble.params,
+        ensemble.rest,
+        xn,
+        target,
+        traced,
+        model=ensemble.model,
+        method=method,
+        output=output,
+        strategy=strategy,
+        static=static,
+    )
 
-    def run(params, rest, xn, target):
-        def one(p, r):  # closes over the traced inputs: shared by all members, not batched
-            return explain(model, p, r, xn, target, method=method, output=output, **kwargs)
 
-        return over_members(one, strategy)(params, rest)
+@functools.partial(jax.jit, static_argnames=("model", "output", "strategy", "static"))
+def _flip_members(params, rest, heatmaps, xn, target, traced, *, model, output, strategy, static):
+    def one(p, r, h):
+        return pixel_flipping(output_fn(model, p, r, target, output), xn, h, **dict(static), **traced)
 
-    return jax.jit(run)(ensemble.params, ensemble.rest, xn, target)
+    return over_members(one, strategy)(params, rest, heatmaps)
 
 
 def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strategy="vmap", **kwargs):
@@ -96,18 +136,23 @@ def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strate
     heatmaps broadcast to ``[M, B, H, W]`` to flip every member by the
     teacher's order); ``kwargs`` go to :func:`~jaxkd.attribution.pixel_flipping`.
     """
+    check_name("member strategy", strategy, STRATEGIES)
     xn = normalised_inputs(ensemble, x)
     target = jnp.asarray(target, jnp.int32)
-    model = ensemble.model
     heatmaps = jnp.broadcast_to(jnp.asarray(heatmaps_MxBxHxW, jnp.float32), (len(ensemble), *xn.shape[:3]))
-
-    def run(params, rest, heatmaps, xn, target):
-        def one(p, r, h):
-            return pixel_flipping(output_fn(model, p, r, target, output), xn, h, **kwargs)
-
-        return over_members(one, strategy)(params, rest, heatmaps)
-
-    return jax.jit(run)(ensemble.params, ensemble.rest, heatmaps, xn, target)
+    static, traced = _split_kwargs(kwargs)
+    return _flip_members(
+        ensemble.params,
+        ensemble.rest,
+        heatmaps,
+        xn,
+        target,
+        traced,
+        model=ensemble.model,
+        output=output,
+        strategy=strategy,
+        static=static,
+    )
 
 
 def summarize_members(values_MxB, *, bounds=None, level: float = 0.95) -> dict:
