@@ -288,3 +288,34 @@ def test_summarize_members_is_a_t_interval_over_member_means():
     np.testing.assert_allclose([out["mean"], out["ci_low"], out["ci_high"]], [means.mean(), lo, hi], rtol=1e-12)
     assert out["n"] == 4 and out["images"] == [2, 3, 3, 2]
     np.testing.assert_allclose(out["member_means"], means, rtol=1e-12)
+
+
+# --- optional: against captum, when it is installed -----------------------------------------------------
+
+
+@pytest.mark.parametrize("method", at.IG_METHODS)
+def test_ig_matches_captum(method):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("captum")
+    from captum.attr import IntegratedGradients
+
+    rng = np.random.default_rng(8)
+    w1 = rng.normal(size=(6, 8)).astype(np.float32)
+    w2 = rng.normal(size=(8, 3)).astype(np.float32)
+    x, base = rng.normal(size=(2, 4, 6)).astype(np.float32)
+    t = np.array([0, 2, 1, 1])
+    fn = lambda v: jnp.take_along_axis(jnp.tanh(v @ w1) @ w2, jnp.asarray(t)[:, None], 1)[:, 0]  # noqa: E731
+    tw1, tw2 = torch.tensor(w1), torch.tensor(w2)
+    ig = IntegratedGradients(lambda v: torch.tanh(v @ tw1) @ tw2)
+    want, delta = ig.attribute(
+        torch.tensor(x),
+        torch.tensor(base),
+        target=torch.tensor(t),
+        n_steps=7,
+        method=method,
+        return_convergence_delta=True,
+    )
+    got = at.integrated_gradients(fn, x, base, steps=7, method=method)
+    np.testing.assert_allclose(np.asarray(got.attributions), want.numpy(), rtol=1e-4, atol=1e-5)
+    # captum's delta is Σ attributions − (f(x) − f(baseline)), the same convention
+    np.testing.assert_allclose(np.asarray(got.completeness_gap), delta.numpy(), rtol=1e-3, atol=1e-4)

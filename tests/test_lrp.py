@@ -331,14 +331,16 @@ def test_residual_sum_relevance_is_split_in_proportion_and_conserved():
         np.testing.assert_allclose(flow[row + 1], flow[row], rtol=1e-4)
 
 
-def test_lrp_is_vmappable_over_members_and_matches_a_loop():
+def test_lrp_is_vmappable_over_members_and_hyperparameters_and_matches_a_loop():
     model, params, rest, x = family(*FAMILIES[1])
     stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), (params, rest))
+    gammas = jnp.array([0.25, 1.0])  # γ is an argument, not a constant: one program for every γ
     t = jnp.array([0, 1, 2])
-    many = jax.jit(jax.vmap(lambda p, r: lrp(model, p, r, x, t, gamma=1.0, low=-3.0, high=3.0)))(*stacked)
+    many = jax.jit(jax.vmap(lambda p, r, g: lrp(model, p, r, x, t, gamma=g, low=-3.0, high=3.0)))(*stacked, gammas)
     for m in range(2):
-        one = lrp(model, *jax.tree.map(lambda a, m=m: a[m], stacked), x, t, gamma=1.0, low=-3.0, high=3.0)
+        one = lrp(model, *jax.tree.map(lambda a, m=m: a[m], stacked), x, t, gamma=float(gammas[m]), low=-3.0, high=3.0)
         np.testing.assert_allclose(np.asarray(many[m]), np.asarray(one), rtol=1e-5, atol=1e-7)
+    assert np.abs(np.asarray(many[0] - many[1])).max() > 1e-3  # the members' explanations differ
 
 
 def test_unsupported_models_and_bad_composites_are_config_errors():
@@ -352,3 +354,73 @@ def test_unsupported_models_and_bad_composites_are_config_errors():
         resolve_composite({"conv": "gamma", "dense": "epsilon", "maxpool": "zbox"})
     with pytest.raises(ConfigError, match="needs a rule for 'dense'"):
         resolve_composite({"conv": "gamma"})
+
+
+# --- optional: against zennit, when it is installed ------------------------------------------------------
+
+
+def _torch_sequential(name, model, params, rest, torch):
+    """The same network as a torch Sequential (cnn2d or vgg8 at 8x8), weights copied from the JAX state."""
+    module = nnx.merge(model._graphdefs[1], params, rest, copy=True)
+    layers, t = [], lambda a: torch.tensor(np.asarray(a[...]))  # noqa: E731
+
+    def conv_bn(c, bn, bias):
+        conv = torch.nn.Conv2d(c.in_features, c.out_features, 3, padding=1, bias=bias)
+        conv.weight.data = t(c.kernel).permute(3, 2, 0, 1).contiguous()
+        if bias:
+            conv.bias.data = t(c.bias)
+        norm = torch.nn.BatchNorm2d(c.out_features, eps=bn.epsilon)
+        norm.weight.data, norm.bias.data = t(bn.scale), t(bn.bias)
+        norm.running_mean.data, norm.running_var.data = t(bn.mean), t(bn.var)
+        return [conv, norm, torch.nn.ReLU()]
+
+    if name == "cnn2d":
+        for c, bn in zip(module.convs, module.norms):
+            layers += conv_bn(c, bn, False) + [torch.nn.AvgPool2d(2)]
+    else:  # vgg8 at 8x8: max pooling after blocks 0-2, none after block 3
+        for i, block in enumerate(module.blocks):
+            for layer in block:
+                layers += conv_bn(layer.conv, layer.bn, True)
+            if i < 3:
+                layers.append(torch.nn.MaxPool2d(2))
+    head = torch.nn.Linear(module.head.in_features, module.head.out_features)
+    head.weight.data, head.bias.data = t(module.head.kernel).T.contiguous(), t(module.head.bias)
+    layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head]
+    return torch.nn.Sequential(*layers).eval()
+
+
+@pytest.mark.parametrize("composite", ["epsilon_gamma_box", "epsilon_plus", "epsilon_alpha2_beta1"])
+@pytest.mark.parametrize("name", ["cnn2d", "vgg8"])
+def test_lrp_matches_zennit(name, composite):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("zennit")
+    from zennit.attribution import Gradient
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlus
+
+    fam = FAMILIES[1] if name == "cnn2d" else FAMILIES[6]
+    model, params, rest, x = family(*fam)
+    net = _torch_sequential(name, model, params, rest, torch)
+    t = jnp.array([0, 1, 2])
+    low, high = -3.0, 3.0
+    xt = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous().requires_grad_(True)
+    canon = [SequentialMergeBatchNorm()]
+    zc = {
+        "epsilon_gamma_box": lambda: EpsilonGammaBox(
+            low=torch.full_like(xt, low), high=torch.full_like(xt, high), gamma=0.5, canonizers=canon
+        ),
+        "epsilon_plus": lambda: EpsilonPlus(canonizers=canon),
+        "epsilon_alpha2_beta1": lambda: EpsilonAlpha2Beta1(canonizers=canon),
+    }[composite]()
+    with torch.no_grad():
+        z = net(xt).numpy()
+    r_idx = np.argmax(np.where(np.eye(5)[np.asarray(t)] > 0, -np.inf, z), axis=1)
+    # The gap's relevance at the logits: z_y on the target, -z_r on the runner-up (R_out = z_y - z_r).
+    grad_out = np.zeros_like(z)
+    grad_out[np.arange(3), np.asarray(t)] = z[np.arange(3), np.asarray(t)]
+    grad_out[np.arange(3), r_idx] = -z[np.arange(3), r_idx]
+    with Gradient(model=net, composite=zc) as attributor:
+        _, rel = attributor(xt, torch.tensor(grad_out))
+    want = rel.permute(0, 2, 3, 1).numpy()
+    got = np.asarray(lrp(model, params, rest, x, t, composite=composite, gamma=0.5, low=low, high=high))
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4 * np.abs(want).max())
