@@ -82,7 +82,6 @@ from jaxkd.teacher import load_teacher, save_teacher
 from jaxkd.terms import TERMS
 from jaxkd.train import check_objective, check_teacher_normalisation, make_train
 
-TERMS.update(peer_terms.PEER_TERMS)  # idempotent; until jaxkd.terms registers the peer terms itself
 
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
 PEER_METHODS = ("sp", "cc", "rkd", "pkt", "nst", "fsp", "ft", "ab", "crd")

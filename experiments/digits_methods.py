@@ -72,7 +72,6 @@ from jaxkd.recipes import RecipeConfig
 from jaxkd.terms import TERMS
 from jaxkd.train import check_objective, make_train
 
-TERMS.update(peer_terms.PEER_TERMS)  # idempotent; until jaxkd.terms registers the peer terms itself
 
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
 PEER_METHODS = ("sp", "cc", "rkd", "pkt", "nst", "fsp", "ft", "ab", "crd")

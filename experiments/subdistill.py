@@ -34,9 +34,9 @@ Presets:
 - ``default``: offline on a 2-core CPU: a ``cnn2d`` teacher trained on all
   100 classes of ``procedural16`` (no flips: mirrored stripes are another
   class of the same superclass), the superclass subtasks ``square`` and
-  ``plus``, a small SubDistill student (``sdstudent`` widths 16-12-8-4),
-  fractions 0.1 / 0.3 / 1, 8 seeds, 200 student steps per run. Runtime in
-  ``docs/subdistill.md``.
+  ``plus``, a small SubDistill student (``sdstudent`` widths 8-8-8-4),
+  fractions 0.1 / 0.3 / 1, 8 seeds, 100 student steps per run (batch 32).
+  Runtime in ``docs/subdistill.md``.
 - ``paper``: CIFAR-100 superclass subtasks (``jaxkd data prepare cifar100``
   first): the CIFAR ResNet-18 layout as teacher (AdamW 1e-3, x0.5 every 25
   epochs, 100 epochs; or loaded by path), ``sdstudent_32_24_16_8``
@@ -112,16 +112,16 @@ class Config:
     subtasks: tuple[str, ...] = ("square", "plus")
     fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
     fraction_seed: int = 0
-    teacher_model: ModelConfig = ModelConfig("cnn2d", (32, 64, 128))
+    teacher_model: ModelConfig = ModelConfig("cnn2d", (16, 32, 64))
     teacher_recipe: RecipeConfig = RecipeConfig(
         optimizer="adam", learning_rate=3e-3, schedule="cosine", batch_size=128, steps=1500
     )
     # A teacher saved by an earlier run (OUT/teacher); empty: train one.
     teacher_path: str = ""
-    model: ModelConfig = ModelConfig("sdstudent", (16, 12, 8, 4))
+    model: ModelConfig = ModelConfig("sdstudent", (8, 8, 8, 4))
     # Layer pairs "student:teacher", shallow to deep.
     layers: tuple[str, ...] = ("stage1:block0", "stage2:block1", "stage3:block2")
-    recipe: RecipeConfig = RecipeConfig(optimizer="adamw", learning_rate=1e-3, batch_size=32, steps=200)
+    recipe: RecipeConfig = RecipeConfig(optimizer="adamw", learning_rate=1e-3, batch_size=32, steps=100)
     temperature: float = 4.0
     # λ_layer of each layer policy (SubDistill's README: 100; RepDistiller: FitNet 100, AT 1000 at 32x32,
     # scaled by (H/32)² as in cifar_kd; VID and VkD 1).
@@ -242,7 +242,7 @@ PRESETS = {
         subtasks=("square",),
         fractions=(0.5, 1.0),
         teacher_model=ModelConfig("cnn2d", (8, 16, 16)),
-        teacher_recipe=RecipeConfig(optimizer="adam", learning_rate=3e-3, batch_size=64, steps=20),
+        teacher_recipe=RecipeConfig(optimizer="adam", learning_rate=3e-3, batch_size=64, steps=8),
         model=ModelConfig("sdstudent", (8, 8, 4, 4)),
         recipe=RecipeConfig(optimizer="adamw", learning_rate=1e-3, batch_size=16, steps=8),
         positions=4,
@@ -412,3 +412,27 @@ def _figure(summary, config) -> bytes:
     axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.suptitle(f"SubDistill on {config.data.dataset}: {config.n_seeds} paired seeds per policy", fontsize=8)
     return plotting.to_png(fig)
+
+
+def runlocal(config: Config) -> Config:
+    """Any preset shrunk to a CPU smoke run: tiny models on procedural16, one subtask, one fraction, every policy.
+
+    The paper preset's wiring (ResNet-18 stages to the student's) is checked without training by
+    ``check_objective`` in tests/test_subdistill.py.
+    """
+    small = RecipeConfig(optimizer="adamw", learning_rate=1e-3, batch_size=16, steps=4)
+    return dataclasses.replace(
+        config,
+        n_seeds=2,
+        data=DataConfig("procedural16", val_fraction=0.2, crop_padding=2),
+        subtasks=("square",),
+        fractions=(0.5,),
+        teacher_model=ModelConfig("cnn2d", (8, 16, 16)),
+        teacher_recipe=RecipeConfig(optimizer="adam", learning_rate=3e-3, batch_size=64, steps=4),
+        teacher_path="",
+        model=ModelConfig("sdstudent", (8, 8, 4, 4)),
+        layers=("stage1:block0", "stage2:block1", "stage3:block2"),
+        recipe=small,
+        positions=4,
+        eval=EvalConfig(every=2),
+    )

@@ -48,6 +48,7 @@ import numpy as np
 from jaxkd import features, losses
 from jaxkd.errors import ConfigError, check, check_value
 from jaxkd.evaluate import batched
+from jaxkd.peer_terms import PEER_TERMS
 
 
 def _no_params(key, student_spec, teacher_spec):
@@ -524,12 +525,29 @@ def vid(*, student: tuple[str, ...], teacher: tuple[str, ...], init_variance: fl
     )
 
 
-def skew_expm(w):
-    """``expm(W − Wᵀ)``: an exactly orthogonal matrix (in SO(n)) from an unconstrained square ``W``.
+def skew_expm(w, *, order: int = 18, max_squarings: int = 12):
+    """``expm(W − Wᵀ)``: an orthogonal matrix (in SO(n)) from an unconstrained square ``W``.
 
-    torch's default orthogonal parametrisation of a square matrix.
+    torch's default orthogonal parametrisation of a square matrix. Computed
+    by scaling and squaring: ``A = W − Wᵀ`` is scaled by ``2^-s`` to a
+    1-norm of at most 2, its exponential summed as a Taylor polynomial of
+    degree ``order`` (Horner; truncation below 1e-11 at that norm), then
+    squared ``s`` times (``s`` at most ``max_squarings``: norms up to 8192).
+    Orthogonal to float32 rounding (tested to 1e-5 after 100 optimiser
+    steps); a fixed, unrolled graph compiles in a fraction of the time of
+    ``jax.scipy.linalg.expm``'s Padé branches.
     """
-    return jax.scipy.linalg.expm(w - w.T)
+    a = w - w.T
+    eye = jnp.eye(a.shape[0], dtype=a.dtype)
+    norm = jax.lax.stop_gradient(jnp.max(jnp.sum(jnp.abs(a), axis=0)))
+    s = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-30) / 2.0)), 0, max_squarings)
+    x = a * jnp.exp2(-s)
+    r = eye
+    for j in range(order, 0, -1):
+        r = eye + jnp.matmul(x, r) / j
+    for i in range(max_squarings):
+        r = jnp.where(i < s, jnp.matmul(r, r), r)
+    return r
 
 
 def layer_norm(x, eps: float = 1e-5):
@@ -838,6 +856,7 @@ TERMS: dict[str, Callable[..., Term]] = {
     "vkd": vkd,
     "subdistill": subdistill,
 }
+TERMS.update(PEER_TERMS)  # SP, CC, RKD, PKT, NST, FSP, FT, AB, CRD (jaxkd.peer_terms)
 
 
 def build_term(name: str, options: Mapping[str, Any]) -> tuple[Term, dict[str, float]]:

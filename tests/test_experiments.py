@@ -31,6 +31,7 @@ CONTENT_TESTED = {
     "interaction_tensor": "paper",
     "backdoor_kd": "default",
     "kd_scaling": "default",
+    "subdistill": "default",
 }
 
 

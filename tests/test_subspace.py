@@ -356,3 +356,44 @@ def test_data_classes_restrict_the_data_and_the_teacher(tmp_path):
     np.testing.assert_allclose(np.asarray(trainer.teacher_inputs["logits"]["test"]), full[:, [6, 1, 3]], atol=1e-5)
     with pytest.raises(ConfigError, match="data.classes"):
         make_train(dataclasses.replace(cfg, data=DataConfig("digits", classes=(3, 12))), ds, teacher)
+
+
+def test_resume_refuses_a_changed_basis(tmp_path, monkeypatch):
+    from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
+    from jaxkd.recipes import RecipeConfig
+    from jaxkd.sweep import run_sweep
+    from jaxkd.train import make_train
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=(120, 8, 8, 3)).astype(np.float32)
+    ds = Dataset("toy", x, np.arange(120) % 10, x[:30], np.arange(30) % 10, 10)
+    sd = {"kind": "subdistill", "weight": 1.0, "student": ("block0",), "teacher": ("block0",), "positions": 4}
+    cfg = RunConfig(
+        model=ModelConfig("cnn2d", (3,)),
+        objective=ObjectiveConfig({"kd": {"weight": 1.0}, "sd": sd}),
+        recipe=RecipeConfig(batch_size=8, steps=4),
+        data=DataConfig("digits", classes=(0, 1, 2)),
+        eval=EvalConfig(every=2),
+    )
+    teacher = _teacher()
+    ckpt = str(tmp_path / "ckpt")
+    run = lambda tr, **kw: run_sweep(tr, jax.random.key(0), 2, chunk_steps=2, checkpoint_dir=ckpt, progress=False, **kw)  # noqa: E731
+    first = run(make_train(cfg, ds, teacher))
+    assert "sd" in first.fingerprint["constants"]
+    original = subspace.layer_basis
+    monkeypatch.setattr(subspace, "layer_basis", lambda *a: {**original(*a), "U": -original(*a)["U"]})
+    changed = make_train(cfg, ds, teacher)
+    assert changed.fingerprint["constants"] != first.fingerprint["constants"]
+    assert {k: v for k, v in changed.fingerprint.items() if k != "constants"} == {
+        k: v for k, v in make_train(cfg, ds, teacher).fingerprint.items() if k != "constants"
+    }  # only the basis differs
+    with pytest.raises(ConfigError, match="constants"):
+        run(changed, resume=True)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.3, 3.0, 40.0])
+def test_skew_expm_matches_scipy_and_is_orthogonal(scale):
+    w = np.random.default_rng(5).normal(size=(7, 7)) * scale
+    r = np.asarray(terms.skew_expm(jnp.asarray(w, jnp.float32)), np.float64)
+    np.testing.assert_allclose(r, scipy.linalg.expm(w - w.T), atol=2e-5 * max(1.0, scale))
+    np.testing.assert_allclose(r.T @ r, np.eye(7), atol=1e-5 * max(1.0, scale))
