@@ -264,6 +264,7 @@ def test_explain_ensemble_vmap_and_map_equal_a_loop_over_members(small_ensemble)
     np.testing.assert_allclose(np.asarray(xn), (x / 255.0 - np.array(ens.mean)) / np.array(ens.std), atol=1e-6)
     low, high = at.box_bounds(ens.mean, ens.std)
     loop = np.stack([at.lrp(ens.model, *member(ens, m), xn, t, low=low, high=high) for m in range(3)])
+    assert at.members.resolve_strategy("auto") == "map"  # on CPU, as the engine (tests run on CPU)
     for strategy in ("vmap", "map"):
         got = at.explain_ensemble(ens, x, t, method="lrp", strategy=strategy)
         np.testing.assert_allclose(np.asarray(got), loop, rtol=1e-4, atol=1e-6 * np.abs(loop).max())
@@ -271,13 +272,26 @@ def test_explain_ensemble_vmap_and_map_equal_a_loop_over_members(small_ensemble)
     fn = at.output_fn(ens.model, *member(ens, 2), jnp.asarray(t))
     want = jax.jit(lambda xn: at.integrated_gradients(fn, xn, steps=4).attributions)(xn)
     np.testing.assert_allclose(np.asarray(ig[2]), np.asarray(want), rtol=1e-4, atol=1e-6)
-    curve, area = at.flip_ensemble(ens, x, t, at.heatmap(loop), patch=4)
+    curve, area = at.flip_ensemble(ens, x, t, at.heatmap(loop), patch=4, strategy="vmap")
     fn0 = at.output_fn(ens.model, *member(ens, 0), jnp.asarray(t))
     want, want_area = jax.jit(lambda xn, h: at.pixel_flipping(fn0, xn, h, patch=4))(xn, at.heatmap(loop[0]))
     np.testing.assert_allclose(np.asarray(curve[0]), np.asarray(want), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(area[0]), np.asarray(want_area), rtol=1e-4, atol=1e-6)
     with pytest.raises(ConfigError, match="LRP takes no option"):
         at.explain(ens.model, *member(ens, 0), xn, t, steps=4)
+
+
+def test_randomized_ensemble_has_fresh_weights_of_the_same_architecture(small_ensemble):
+    ens, x, t = small_ensemble
+    rnd = at.randomized_ensemble(ens, jax.random.key(1))
+    assert jax.tree.structure(rnd.params) == jax.tree.structure(ens.params)
+    for a, b in zip(jax.tree.leaves(rnd.params), jax.tree.leaves(ens.params)):
+        assert a.shape == b.shape
+    kernels = np.asarray(rnd.params["convs"][0]["kernel"][...])
+    assert not np.allclose(kernels[0], kernels[1])  # members drawn independently
+    assert not np.allclose(kernels, np.asarray(ens.params["convs"][0]["kernel"][...]))
+    np.testing.assert_array_equal(np.asarray(rnd.rest["norms"][0]["var"][...]), 1.0)  # BatchNorm at initialisation
+    assert all(m["randomized"] for m in rnd.members) and len(rnd) == len(ens)
 
 
 def test_summarize_members_is_a_t_interval_over_member_means():

@@ -28,6 +28,7 @@ from jaxkd.attribution.members import (
     explain_ensemble,
     flip_ensemble,
     normalised_inputs,
+    randomized_ensemble,
     summarize_members,
 )
 from jaxkd.attribution.outputs import OUTPUTS, explained_output, output_fn, output_selector, runner_up
@@ -67,6 +68,7 @@ __all__ = [
     "normalised_inputs",
     "output_fn",
     "output_selector",
+    "randomized_ensemble",
     "pearson",
     "pixel_flipping",
     "pointing_game",

@@ -7,13 +7,15 @@ ensemble's mean and std; z^B's box from the same normalisation), either
 vmapped (``strategy="vmap"``: one batched program, the right one on an
 accelerator) or as a ``lax.map`` over members (``"map"``: one program that
 runs members in turn; on XLA:CPU a convolution vmapped over weights becomes a
-grouped convolution that runs several times slower, see
-``benchmarks/RESULTS.md``). ``summarize_members`` reduces per-image metrics
+grouped convolution that ran 3-7 times slower than a loop, see
+``benchmarks/RESULTS.md``). ``"auto"`` (the default) picks ``map`` on CPU and
+``vmap`` elsewhere, as the training engine does. ``summarize_members`` reduces per-image metrics
 ``[M, B]`` to one mean per member and a Student-t interval over members.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 
@@ -30,7 +32,7 @@ from jaxkd.data.augment import normalize
 from jaxkd.errors import check, check_name
 
 METHODS = ("lrp", "ig")
-STRATEGIES = ("vmap", "map")
+STRATEGIES = ("auto", "vmap", "map")
 _IG_KEYS = {"baseline", "steps", "method", "chunk"}
 _LRP_KEYS = {"composite", "gamma", "epsilon", "low", "high", "stabilizer"}
 
@@ -54,10 +56,21 @@ def explain(model, params, rest, x, target, *, method: str = "lrp", output: str 
     return integrated_gradients(output_fn(model, params, rest, target, output), x, **kwargs).attributions
 
 
-def over_members(fn, strategy: str = "vmap"):
-    """``fn(*member_args)`` turned into a function of stacked arguments (leading member axis): vmapped or mapped."""
+def resolve_strategy(strategy: str) -> str:
+    """``"auto"`` is ``"map"`` on CPU and ``"vmap"`` elsewhere (the engine's rule, :mod:`jaxkd.program`).
+
+    On XLA:CPU a convolution vmapped over weights runs as a slow grouped one
+    (measured in ``benchmarks/RESULTS.md``).
+    """
     check_name("member strategy", strategy, STRATEGIES)
-    if strategy == "vmap":
+    if strategy == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return strategy
+
+
+def over_members(fn, strategy: str = "auto"):
+    """``fn(*member_args)`` turned into a function of stacked arguments (leading member axis): vmapped or mapped."""
+    if resolve_strategy(strategy) == "vmap":
         return jax.vmap(fn)
     return lambda *args: jax.lax.map(lambda a: fn(*a), args)
 
@@ -91,7 +104,7 @@ def _explain_members(params, rest, xn, target, traced, *, model, method, output,
 
 
 def explain_ensemble(
-    ensemble, x, target, *, method: str = "lrp", output: str = "gap", strategy: str = "vmap", **kwargs
+    ensemble, x, target, *, method: str = "lrp", output: str = "gap", strategy: str = "auto", **kwargs
 ):
     """Relevance ``[M, B, ...]`` of every member for inputs ``x`` (stored form) and classes ``target`` ``[B]``.
 
@@ -101,7 +114,7 @@ def explain_ensemble(
     options (numbers and arrays are its arguments).
     """
     check_name("explanation method", method, METHODS)
-    check_name("member strategy", strategy, STRATEGIES)
+    strategy = resolve_strategy(strategy)
     xn = normalised_inputs(ensemble, x)
     target = jnp.asarray(target, jnp.int32)
     if method == "lrp" and kwargs.get("low") is None and kwargs.get("high") is None:
@@ -129,14 +142,14 @@ def _flip_members(params, rest, heatmaps, xn, target, traced, *, model, output, 
     return over_members(one, strategy)(params, rest, heatmaps)
 
 
-def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strategy="vmap", **kwargs):
+def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strategy="auto", **kwargs):
     """Pixel-flipping curves ``[M, B, S + 1]`` and areas ``[M, B]`` of each member on its own (or given) heatmaps.
 
     ``heatmaps_MxBxHxW`` orders the patches per member (pass a teacher's
     heatmaps broadcast to ``[M, B, H, W]`` to flip every member by the
     teacher's order); ``kwargs`` go to :func:`~jaxkd.attribution.pixel_flipping`.
     """
-    check_name("member strategy", strategy, STRATEGIES)
+    strategy = resolve_strategy(strategy)
     xn = normalised_inputs(ensemble, x)
     target = jnp.asarray(target, jnp.int32)
     heatmaps = jnp.broadcast_to(jnp.asarray(heatmaps_MxBxHxW, jnp.float32), (len(ensemble), *xn.shape[:3]))
@@ -153,6 +166,19 @@ def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strate
         strategy=strategy,
         static=static,
     )
+
+
+def randomized_ensemble(ensemble, key):
+    """The model-randomisation control: the same architecture and member count, freshly initialised weights.
+
+    Heatmaps that score as well for these models as for the trained ones do
+    not explain the trained models (Adebayo et al. 2018, arXiv 1810.03292).
+    Members keep their records, marked ``"randomized": True``.
+    """
+    keys = jax.random.split(key, len(ensemble))
+    params, rest = jax.jit(jax.vmap(ensemble.model.init))(keys)
+    members = [{**m, "randomized": True} for m in ensemble.members]
+    return dataclasses.replace(ensemble, params=params, rest=rest, members=members, fingerprint=None)
 
 
 def summarize_members(values_MxB, *, bounds=None, level: float = 0.95) -> dict:
