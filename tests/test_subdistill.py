@@ -139,3 +139,25 @@ def test_bad_configurations_are_refused_in_one_line():
         dataclasses.replace(base, fractions=(0.0, 1.0))
     with pytest.raises(ConfigError, match=sd.BASELINE):
         dataclasses.replace(base, policies=("student", "kd"))
+
+
+@pytest.mark.parametrize("size,pool_to,stages", [(16, 1, (8, 4, 2, 1)), (32, 2, (16, 8, 4, 2))])
+def test_sdstudent_layout_from_its_description(size, pool_to, stages):
+    from jaxkd.models.sdstudent import HIDDEN
+
+    widths, c = (32, 24, 16, 8), 5
+    model = make_model("sdstudent_32_24_16_8", (size, size, 3), c)
+    conv = lambda i, o, k=3: i * o * k * k + 2 * o  # noqa: E731  (no bias; BatchNorm scale and offset)
+    count = conv(3, widths[0]) + conv(widths[0], widths[0])
+    prev = widths[0]
+    for w in widths:
+        count += conv(prev, w) + conv(w, w) + conv(w, w)
+        prev = w
+    flat = pool_to * pool_to * widths[-1]
+    count += conv(widths[-1], widths[-1], 1) + flat * HIDDEN + HIDDEN + HIDDEN * HIDDEN + HIDDEN + HIDDEN * c + c
+    assert model.num_params() == count
+    params, rest = model.init(jax.random.key(0))
+    _, feats, _ = model.apply(params, rest, np.zeros((2, size, size, 3), np.float32), train=False)
+    for i, (w, s) in enumerate(zip(widths, stages), start=1):
+        assert feats[f"stage{i}"].shape == (2, s, s, w)
+    assert feats["pooled"].shape == (2, flat)
