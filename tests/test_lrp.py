@@ -13,6 +13,7 @@ from flax import nnx
 
 from jaxkd.attribution import canonical as cz
 from jaxkd.attribution import canonize, lrp, relevance_flow, split_sum
+from jaxkd.attribution import output_fn as at_output_fn
 from jaxkd.attribution.propagation import RULES, resolve_composite
 from jaxkd.errors import ConfigError
 from jaxkd.models import FunctionalModel, make_model
@@ -341,6 +342,30 @@ def test_lrp_is_vmappable_over_members_and_hyperparameters_and_matches_a_loop():
         one = lrp(model, *jax.tree.map(lambda a, m=m: a[m], stacked), x, t, gamma=float(gammas[m]), low=-3.0, high=3.0)
         np.testing.assert_allclose(np.asarray(many[m]), np.asarray(one), rtol=1e-5, atol=1e-7)
     assert np.abs(np.asarray(many[0] - many[1])).max() > 1e-3  # the members' explanations differ
+
+
+def test_a_subset_of_classes_explains_the_restricted_model():
+    # SubDistill's subtask teacher: the logits of `classes` only. The same as a model whose head has only
+    # those columns (built here by copying them), for LRP and for the output IG integrates.
+    model, params, rest, x = family(*FAMILIES[1])
+    classes, t = (3, 0, 4), jnp.array([0, 2, 1])
+    small = make_model("cnn2d", (8, 8, 3), 3, (4, 6))
+    cols = np.asarray(classes)
+    head = {"kernel": params["head"]["kernel"][...][:, cols], "bias": params["head"]["bias"][...][cols]}
+    small_params = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: (
+            head[jax.tree_util.keystr(path).split("'")[-2]] if "head" in jax.tree_util.keystr(path) else leaf
+        ),
+        params,
+    )
+    got = lrp(model, params, rest, x, t, classes=classes, low=-3.0, high=3.0)
+    want = lrp(small, small_params, rest, x, t, low=-3.0, high=3.0)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
+    f_full = jax.jit(lambda x: at_output_fn(model, params, rest, t, "gap", classes)(x))(x)
+    f_small = jax.jit(lambda x: at_output_fn(small, small_params, rest, t)(x))(x)
+    np.testing.assert_allclose(np.asarray(f_full), np.asarray(f_small), rtol=1e-6)
+    with pytest.raises(ConfigError, match="at least two distinct logits"):
+        lrp(model, params, rest, x, t, classes=(1, 1, 7))
 
 
 def test_unsupported_models_and_bad_composites_are_config_errors():

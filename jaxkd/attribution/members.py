@@ -26,7 +26,7 @@ import numpy as np
 from jaxkd import stats
 from jaxkd.attribution.agreement import pixel_flipping
 from jaxkd.attribution.ig import integrated_gradients
-from jaxkd.attribution.outputs import output_fn
+from jaxkd.attribution.outputs import check_classes, output_fn
 from jaxkd.attribution.propagation import box_bounds, lrp
 from jaxkd.data.augment import normalize
 from jaxkd.errors import check, check_name
@@ -37,10 +37,11 @@ _IG_KEYS = {"baseline", "steps", "method", "chunk"}
 _LRP_KEYS = {"composite", "gamma", "epsilon", "low", "high", "stabilizer"}
 
 
-def explain(model, params, rest, x, target, *, method: str = "lrp", output: str = "gap", **kwargs):
+def explain(model, params, rest, x, target, *, method: str = "lrp", output: str = "gap", classes=None, **kwargs):
     """Relevance of normalised inputs ``x`` (their shape) for one model: ``"lrp"`` or ``"ig"`` (integrated gradients).
 
-    ``kwargs`` go to :func:`~jaxkd.attribution.propagation` (``composite``, ``gamma``,
+    ``classes`` restricts the model to those logits (a subtask teacher; ``target``
+    indexes into them). ``kwargs`` go to :func:`~jaxkd.attribution.lrp` (``composite``, ``gamma``,
     ``epsilon``, ``low``, ``high``, ``stabilizer``) or
     :func:`~jaxkd.attribution.integrated_gradients` (``baseline``, ``steps``,
     ``method`` as ``ig_method``, ``chunk``).
@@ -49,11 +50,12 @@ def explain(model, params, rest, x, target, *, method: str = "lrp", output: str 
     if method == "lrp":
         unknown = set(kwargs) - _LRP_KEYS
         check(not unknown, f"LRP takes no option {sorted(unknown)}; it takes {sorted(_LRP_KEYS)}")
-        return lrp(model, params, rest, x, target, output=output, **kwargs)
+        return lrp(model, params, rest, x, target, output=output, classes=classes, **kwargs)
     kwargs = {("method" if k == "ig_method" else k): v for k, v in kwargs.items()}
     unknown = set(kwargs) - _IG_KEYS
     check(not unknown, f"integrated gradients take no option {sorted(unknown)}; they take {sorted(_IG_KEYS)}")
-    return integrated_gradients(output_fn(model, params, rest, target, output), x, **kwargs).attributions
+    fn = output_fn(model, params, rest, target, output, classes)
+    return integrated_gradients(fn, x, **kwargs).attributions
 
 
 def resolve_strategy(strategy: str) -> str:
@@ -104,7 +106,7 @@ def _explain_members(params, rest, xn, target, traced, *, model, method, output,
 
 
 def explain_ensemble(
-    ensemble, x, target, *, method: str = "lrp", output: str = "gap", strategy: str = "auto", **kwargs
+    ensemble, x, target, *, method: str = "lrp", output: str = "gap", strategy: str = "auto", classes=None, **kwargs
 ):
     """Relevance ``[M, B, ...]`` of every member for inputs ``x`` (stored form) and classes ``target`` ``[B]``.
 
@@ -120,6 +122,7 @@ def explain_ensemble(
     if method == "lrp" and kwargs.get("low") is None and kwargs.get("high") is None:
         kwargs["low"], kwargs["high"] = box_bounds(ensemble.mean, ensemble.std)
     static, traced = _split_kwargs(kwargs)
+    static = (*static, ("classes", check_classes(classes, ensemble.model)))
     return _explain_members(
         ensemble.params,
         ensemble.rest,
@@ -134,15 +137,16 @@ def explain_ensemble(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "output", "strategy", "static"))
-def _flip_members(params, rest, heatmaps, xn, target, traced, *, model, output, strategy, static):
+@functools.partial(jax.jit, static_argnames=("model", "output", "strategy", "classes", "static"))
+def _flip_members(params, rest, heatmaps, xn, target, traced, *, model, output, strategy, classes, static):
     def one(p, r, h):
-        return pixel_flipping(output_fn(model, p, r, target, output), xn, h, **dict(static), **traced)
+        fn = output_fn(model, p, r, target, output, classes)
+        return pixel_flipping(fn, xn, h, **dict(static), **traced)
 
     return over_members(one, strategy)(params, rest, heatmaps)
 
 
-def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strategy="auto", **kwargs):
+def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strategy="auto", classes=None, **kwargs):
     """Pixel-flipping curves ``[M, B, S + 1]`` and areas ``[M, B]`` of each member on its own (or given) heatmaps.
 
     ``heatmaps_MxBxHxW`` orders the patches per member (pass a teacher's
@@ -164,6 +168,7 @@ def flip_ensemble(ensemble, x, target, heatmaps_MxBxHxW, *, output="gap", strate
         model=ensemble.model,
         output=output,
         strategy=strategy,
+        classes=check_classes(classes, ensemble.model),
         static=static,
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxkd.errors import check_name
+from jaxkd.errors import check, check_name
 
 OUTPUTS = ("gap", "logit")
 
@@ -50,17 +50,44 @@ def output_selector(logits_BxC, target_B, output: str = "gap"):
     return e
 
 
-def output_fn(model, params, rest, target_B, output: str = "gap"):
+def check_classes(classes, model) -> tuple[int, ...] | None:
+    """``classes`` as a tuple of distinct logit indices of ``model`` (None stays None), or a ConfigError."""
+    if classes is None:
+        return None
+    classes = tuple(int(c) for c in classes)
+    n = model.num_classes
+    check(
+        len(classes) >= 2 and len(set(classes)) == len(classes) and all(0 <= c < n for c in classes),
+        f"explained classes must be at least two distinct logits in 0..{n - 1}, got {classes}",
+    )
+    return classes
+
+
+def select_classes(logits_BxC, target_B, output: str = "gap", classes=None):
+    """:func:`output_selector` over the logits ``classes`` (``target_B`` indexes into them), as ``[B, C]``."""
+    if classes is None:
+        return output_selector(logits_BxC, target_B, output)
+    cols = jnp.asarray(classes)
+    e_sub = output_selector(logits_BxC[:, cols], target_B, output)
+    return jnp.zeros_like(logits_BxC).at[:, cols].set(e_sub)
+
+
+def output_fn(model, params, rest, target_B, output: str = "gap", classes=None):
     """``fn(x) -> [B]``: the explained output of ``model`` (a :class:`FunctionalModel`) in eval mode.
 
     ``x`` is the normalised input batch; ``target_B`` the class explained for
-    each example. This is the ``fn`` that :func:`integrated_gradients` and
+    each example. With ``classes`` the model is restricted to those logits
+    (in that order; ``target_B`` indexes into them), as a subtask teacher is.
+    This is the ``fn`` that :func:`integrated_gradients` and
     :func:`pixel_flipping` take.
     """
     check_name("explained output", output, OUTPUTS)
+    classes = check_classes(classes, model)
 
     def fn(x):
         logits, _, _ = model.apply(params, rest, x, train=False)
+        if classes is not None:
+            logits = logits[:, jnp.asarray(classes)]
         return explained_output(logits, target_B, output)
 
     return fn

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxkd.attribution.canonical import Elementwise, Linear, Network, Pool, Residual, canonize, first_linear
-from jaxkd.attribution.outputs import OUTPUTS, output_selector
+from jaxkd.attribution.outputs import OUTPUTS, check_classes, select_classes
 from jaxkd.errors import ConfigError, check, check_name
 
 # Layer kinds a composite maps, and the pass/norm rules every composite starts from.
@@ -243,11 +243,11 @@ def propagate(net: Network, x, e_BxC, table, hp, sums=None):
     return r.reshape(x.shape), f[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "table", "output", "flow"))
-def _lrp(model, params, rest, x, target, hp, *, table, output, flow=False):
+@functools.partial(jax.jit, static_argnames=("model", "table", "output", "classes", "flow"))
+def _lrp(model, params, rest, x, target, hp, *, table, output, classes, flow=False):
     net = canonize(model, params, rest)
     logits = net(x)
-    e = output_selector(logits, target, output)
+    e = select_classes(logits, target, output, classes)
     sums = [] if flow else None
     r, f = propagate(net, x, e, table, hp, sums)
     return (jnp.stack([f, *sums]), f) if flow else (r, f)
@@ -266,6 +266,7 @@ def lrp(
     low=None,
     high=None,
     output: str = "gap",
+    classes=None,
     stabilizer: float = 1e-6,
     return_output: bool = False,
 ):
@@ -293,11 +294,18 @@ def lrp(
         images); ``None`` means 0 and 1, the pixel range of un-normalised
         images. Inputs outside the box make z^B meaningless.
       output: the explained output, ``"gap"`` (``z_y − max_{c≠y} z_c``) or ``"logit"`` (``z_y``).
+      classes: explain the model restricted to these logits (a subtask teacher,
+        SubDistill's ``SubclassSelection``): ``target`` indexes into them and
+        the runner-up is the largest other among them. ``None``: all logits.
       stabilizer: the stabiliser of every rule but ε (pooling and sums included).
       return_output: also return the explained output ``f(x)`` ``[B]``.
     """
     r, f = _lrp(
-        model, params, rest, *_args(x, target, gamma, epsilon, stabilizer, low, high), **_static(composite, output)
+        model,
+        params,
+        rest,
+        *_args(x, target, gamma, epsilon, stabilizer, low, high),
+        **_static(composite, output, classes, model),
     )
     return (r, f) if return_output else r
 
@@ -315,6 +323,7 @@ def relevance_flow(
     low=None,
     high=None,
     output: str = "gap",
+    classes=None,
     stabilizer: float = 1e-6,
 ):
     """Total relevance per example at each stage of :func:`lrp`'s pass, ``[L + 2, B]``, from the output down.
@@ -330,15 +339,15 @@ def relevance_flow(
         params,
         rest,
         *_args(x, target, gamma, epsilon, stabilizer, low, high),
-        **_static(composite, output),
+        **_static(composite, output, classes, model),
         flow=True,
     )
     return flow
 
 
-def _static(composite, output):
+def _static(composite, output, classes, model):
     check_name("explained output", output, OUTPUTS)
-    return {"table": resolve_composite(composite), "output": output}
+    return {"table": resolve_composite(composite), "output": output, "classes": check_classes(classes, model)}
 
 
 def _args(x, target, gamma, epsilon, stabilizer, low, high):
