@@ -317,7 +317,7 @@ def canonize(model, params, rest) -> Network:
 
     Works under ``jit`` and ``vmap`` (the parameters may be traced).
     """
-    module = nnx.merge(model._graphdefs[1], params, rest, copy=True)
+    module = model.module(params, rest)
     for cls, build in _BUILDERS:
         if isinstance(module, cls):
             return build(module)

@@ -44,6 +44,11 @@ class FunctionalModel:
         eval_def = nnx.split(model, nnx.Param, ...)[0]
         return train_def, eval_def
 
+    def module(self, params, rest, *, train: bool = False) -> nnx.Module:
+        """The NNX module holding ``params`` and ``rest`` (a copy), in eval mode unless ``train``: for code that
+        reads a model's structure (LRP's canonization)."""
+        return nnx.merge(self._graphdefs[0 if train else 1], params, rest, copy=True)
+
     @property
     def spec(self) -> dict:
         """What rebuilds this model with :func:`jaxkd.models.make_model` (JSON-serialisable)."""
