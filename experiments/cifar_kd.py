@@ -26,7 +26,7 @@ stage), AB (stage pre-activations), CRD 0.8 (128-d, 16384 negatives, T
 0.07, momentum 0.5). AB, FSP and FT train RepDistiller's init stage first,
 in the first eighth of the run (``init_stage``: its 30 init epochs taken
 out of the 240), with CE only after it. Methods are named in ``methods``:
-``default`` and ``smoke`` keep the six above; ``paper`` runs all fifteen.
+``default`` and ``smoke`` keep the six above; ``paper`` runs all sixteen (VID included).
 
 Presets:
 
@@ -84,7 +84,7 @@ from jaxkd.train import check_objective, check_teacher_normalisation, make_train
 
 
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
-PEER_METHODS = ("sp", "cc", "rkd", "pkt", "nst", "fsp", "ft", "ab", "crd")
+PEER_METHODS = ("sp", "cc", "rkd", "pkt", "nst", "fsp", "ft", "ab", "crd", "vid")
 
 # Feature names ("auto") are filled in per pair: the hint is the middle stage, AT reads every stage.
 # The FitNet regressor is RepDistiller's ConvReg (conv, BN, ReLU); for a ViT teacher, whose tokens are
@@ -106,6 +106,7 @@ _OBJECTIVE = {
     "ft": {"weight": 200.0, "student": "auto", "teacher": "auto"},
     "ab": {"weight": 1.0, "student": "auto", "teacher": "auto"},
     "crd": {"weight": 0.8},
+    "vid": {"weight": 1.0, "student": "auto", "teacher": "auto"},  # RepDistiller: -b 1 on feat[1:-1]
 }
 
 _RD = recipe("repdistiller_cifar")
@@ -219,7 +220,7 @@ class Config(TeacherStudentRuns):
             for side, model in (("student", s_model.name), ("teacher", t_model.name)):
                 if opts.get(side) == "auto" and kind in _TAPS:
                     opts[side] = _TAPS[kind](model)
-            if kind in ("at", "nst", "ab") and opts.get("student") and len(opts["student"]) != len(opts["teacher"]):
+            if kind in ("at", "nst", "ab", "vid") and opts.get("student") and len(opts["student"]) != len(opts["teacher"]):
                 n = min(len(opts["student"]), len(opts["teacher"]))  # deepest stages of each
                 opts["student"], opts["teacher"] = opts["student"][-n:], opts["teacher"][-n:]
             if kind == "at":
@@ -270,6 +271,7 @@ _TAPS = {
     "fitnet": _hint_stage,
     "at": _at_stages,
     "nst": _at_stages,
+    "vid": _at_stages,
     "sp": lambda name: _at_stages(name)[-1],  # feat[-2]: the last stage map
     "ft": lambda name: _at_stages(name)[-1],
     "fsp": _fsp_maps,
