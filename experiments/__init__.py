@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "confusion_distillation": "experiments.confusion_distillation",
     "digits_kd": "experiments.digits_kd",
     "digits_methods": "experiments.digits_methods",
+    "explanations": "experiments.explanations",
     "functional_kd": "experiments.functional_kd",
     "interaction_tensor": "experiments.interaction_tensor",
     "kd_scaling": "experiments.kd_scaling",

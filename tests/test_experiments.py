@@ -32,6 +32,7 @@ CONTENT_TESTED = {
     "backdoor_kd": "default",
     "kd_scaling": "default",
     "subdistill": "default",
+    "explanations": "default",
 }
 
 
