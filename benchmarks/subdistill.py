@@ -8,9 +8,9 @@ live. Programs, each a :class:`jaxkd.program.SweepProgram` of ``--seeds``
 seeds sharded over two host devices, one run after another per device
 (``vmap_width=1``, the CPU default):
 
-* ``kd``: T² KL alone (the policy ``kd``);
+* ``kd``: T² KL alone (the policy ``kd``; the program holds no other term);
 * ``subdistill``: KD plus SubDistill's layer loss on the three layer pairs
-  (the policy ``subdistill_prca_posdef``);
+  (the policy ``subdistill_prca_posdef``; no other term);
 * ``all_policies``: the experiment's program, all ten policies as grid points
   (per run-step: what one policy's step costs inside it).
 
@@ -63,7 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 import experiments.subdistill as sd  # noqa: E402
-from jaxkd.config import EvalConfig  # noqa: E402
+from jaxkd.config import EvalConfig, ObjectiveConfig  # noqa: E402
 from jaxkd.data import load_dataset  # noqa: E402
 from jaxkd.data.subtasks import superclass_classes  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
@@ -92,10 +92,15 @@ def main():
     for name, policies in (("kd", ("kd",)), ("subdistill", (sd.BASELINE,)), ("all_policies", sd.POLICIES)):
         cfg = dataclasses.replace(config, policies=policies if sd.BASELINE in policies else (sd.BASELINE, *policies))
         s_cfg = dataclasses.replace(cfg.student_config(classes, 1.0, dataset.in_shape[0]), recipe=recipe)
+        if name != "all_policies":  # the policy's own terms only, no other term in the program
+            own = {"kd"} | ({sd.BASELINE} if name == "subdistill" else set())
+            s_cfg = dataclasses.replace(
+                s_cfg, objective=ObjectiveConfig({k: v for k, v in s_cfg.objective.terms.items() if k in own})
+            )
         trainer = make_train(s_cfg, dataset, teacher)
         conds = cfg.conditions(s_cfg.objective)
-        if name == "kd":
-            conds = {"kd": conds["kd"]}  # the sd term present but at weight 0 is skipped: drop it to be exact
+        if name != "all_policies":
+            conds = {name: {k: v for k, v in conds[sd.BASELINE].items()}}  # kd (and the sd term) at their weights
         names = list(conds)
         grid = {k: [conds[c][k] for c in names] for k in conds[names[0]]}
         prepass[name] = round(trainer.prepass_seconds, 2)
@@ -105,7 +110,7 @@ def main():
         compile_s = time.perf_counter() - started
         states = program.init(jax.random.key(1))
         started = time.perf_counter()
-        jax.block_until_ready(program.advance(states, steps))
+        states, _ = jax.block_until_ready(program.advance(states, steps))  # the input states are donated
         programs[name] = {
             "program": program,
             "states": states,
@@ -118,7 +123,7 @@ def main():
     for r in range(ARGS.repeats):
         for p in programs.values():
             started = time.perf_counter()
-            jax.block_until_ready(p["program"].advance(p["states"], steps))
+            p["states"], _ = jax.block_until_ready(p["program"].advance(p["states"], steps))
             p["times"].append(time.perf_counter() - started)
         log(f"repeat {r + 1}/{ARGS.repeats} done")
 

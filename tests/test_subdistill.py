@@ -114,6 +114,8 @@ def test_saved_students_are_the_reported_models(smoke):
         take = lambda t, j=member: jax.tree.map(lambda a: a[j], t)  # noqa: E731
         logits = np.asarray(ens.model.apply(take(ens.params), take(ens.rest), x, train=False)[0])
         acc = float(np.mean(logits.argmax(-1) == dataset.y_test))
+        cond = summary["subtasks"]["square"]["fractions"][str(fraction)]["conditions"][m["condition"]]
+        assert m["model"] == "selected" and m["step"] == cond["selected_steps"][m["seed"]]  # the reported model
         want = _per_seed(rows, "square", fraction, m["condition"], "test/acc", [m["step"]] * (m["seed"] + 1))[-1]
         assert acc == pytest.approx(want, abs=1e-6), (i, m)
 
