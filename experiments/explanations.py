@@ -163,11 +163,13 @@ PRESETS = {
 
 
 def _not_finished(config: Config, why: str) -> ConfigError:
+    """The one line for a missing or incomplete subdistill run: which command writes it there."""
     path = os.path.abspath(config.subdistill_dir)
+    base = os.path.basename(os.path.normpath(config.subdistill_dir))
+    preset = base if base in ("smoke", "paper") else "default"  # the presets' own directories
     return ConfigError(
         f"{path} is not a finished subdistill run with saved students ({why}); run `jaxkd run subdistill "
-        f"--preset default --out {config.subdistill_dir}` first (--preset paper for CIFAR-100), "
-        "or set subdistill_dir to one"
+        f"--preset {preset} --out {config.subdistill_dir}` first, or set subdistill_dir to a finished run"
     )
 
 
