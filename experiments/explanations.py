@@ -40,11 +40,12 @@ Presets:
 - ``smoke``: seconds; the students of ``jaxkd run subdistill --preset smoke``
   (``results/subdistill/smoke``), 8 images, IG with 8 steps.
 - ``default``: the students of ``jaxkd run subdistill --preset default --out
-  results/subdistill`` (procedural16, subtasks ``square`` and ``plus``, fractions
-  0.1 / 0.3 / 1, 10 policies x 8 seeds): up to 64 images per subtask, LRP (γ =
-  0.25) and IG-50, pooled to 8x8 for agreement, 4x4 flip patches. Offline on a
-  2-core CPU; runtime and results in ``docs/attribution.md`` ("The explanations
-  experiment").
+  results/subdistill`` (procedural16, subtasks ``square`` and ``plus``, every
+  saved fraction, 10 policies x 8 seeds): up to 64 images per subtask, LRP (γ =
+  0.25) and IG-50, pooled to 8x8 for agreement, 4x4 flip patches. Offline;
+  measured 2026-12-06: 270 s on a 2-core CPU shared with other jobs (two
+  fractions). Results and what they show in ``docs/attribution.md`` ("The
+  explanations experiment").
 - ``paper``: CIFAR-100 superclass subtasks, the students of ``jaxkd run
   subdistill --preset paper`` (``results/subdistill/paper``), 256 images, LRP with
   SubDistill's γ = 1 and IG-50; no evidence masks exist for CIFAR, so the
