@@ -89,6 +89,7 @@ from jaxkd.ensemble import Ensemble, load_ensemble, predict
 from jaxkd.errors import ConfigError, check, check_name
 from jaxkd.experiment import label_test
 from jaxkd.outputs import write_outputs
+from jaxkd.teacher import Teacher
 
 METHODS = ("lrp", "ig")
 REFERENCES = ("teacher", "random_teacher", "edge_map")
@@ -175,7 +176,7 @@ def _not_finished(config: Config, why: str) -> ConfigError:
 
 
 def read_run(config: Config) -> dict:
-    """The subdistill run's summary, dataset, teacher path and the chosen ``{subtask: {fraction: students path}}``.
+    """The subdistill run's summary, dataset, teacher (loaded) and the chosen ``{subtask: {fraction: students path}}``.
 
     A missing or incomplete run is one ConfigError line that says which
     command produces it.
@@ -195,6 +196,13 @@ def read_run(config: Config) -> dict:
         teacher = summary.get("teacher", {}).get("path") or teacher
     if not os.path.isfile(os.path.join(teacher, "ensemble.json")):
         raise _not_finished(config, f"no saved teacher at {teacher}")
+    teacher_path, teacher = teacher, load_ensemble(teacher)
+    recorded = summary.get("teacher", {}).get("hash")  # a teacher the run loaded by path: still the same one?
+    check(
+        recorded is None or Teacher.from_ensemble(teacher).content_hash() == recorded,
+        f"the teacher at {teacher_path} is not the one the subdistill run used (its content hash differs); "
+        "rerun subdistill with the teacher it should explain",
+    )
     saved = summary["subtasks"]
     for s in config.subtasks:
         check(s in saved, f"the subdistill run at {root} has no subtask {s!r}; it has: {', '.join(saved)}")
@@ -218,6 +226,7 @@ def read_run(config: Config) -> dict:
         "summary": summary,
         "dataset": run_config["data"]["dataset"],
         "teacher": teacher,
+        "teacher_path": os.path.abspath(teacher_path),
         "cells": cells,
         "policies": list(summary["policies"]),
     }
@@ -441,11 +450,12 @@ def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool =
     check(BASELINE in policies, f"the subdistill run has no {BASELINE} students, the policy every test compares to")
     full = load_dataset(run_info["dataset"])
     masks_all = procedural_masks(full)
-    teacher = load_ensemble(run_info["teacher"])
+    teacher = run_info["teacher"]
     # One randomised teacher for every subtask (the control needs fresh weights, not new ones per subtask).
     random_teacher = at.randomized_ensemble(teacher, jax.random.key(config.seed))
     summary: dict = {
         "subdistill_dir": os.path.abspath(config.subdistill_dir),
+        "teacher": run_info["teacher_path"],
         "dataset": run_info["dataset"],
         "policies": policies,
         "baseline": BASELINE,

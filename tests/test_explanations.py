@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ from jaxkd.data.augment import normalize
 from jaxkd.data.procedural import generate
 from jaxkd.ensemble import load_ensemble
 from jaxkd.errors import ConfigError
+from jaxkd.teacher import Teacher
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +270,20 @@ def test_a_missing_run_or_cell_is_one_config_error_line(tmp_path, subdistill_dir
         with pytest.raises(ConfigError, match=says) as err:
             ex.run(bad, str(tmp_path / "out"), progress=False)
         assert "\n" not in str(err.value)
+    # A run that loaded its teacher by path: the teacher found there must be the one it used.
+    moved = tmp_path / "moved"
+    shutil.copytree(subdistill_dir, moved, ignore=shutil.ignore_patterns("students"))
+    shutil.move(moved / "teacher", tmp_path / "elsewhere")
+    summary = json.loads((moved / "summary.json").read_text())
+    summary["teacher"] = {"path": str(tmp_path / "elsewhere"), "hash": "0" * 64}
+    (moved / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="not the one the subdistill run used"):
+        ex.run(dataclasses.replace(config, subdistill_dir=str(moved)), str(tmp_path / "out"), progress=False)
+    teacher = load_ensemble(str(tmp_path / "elsewhere"))
+    summary["teacher"]["hash"] = Teacher.from_ensemble(teacher).content_hash()
+    (moved / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="no saved students"):  # the right teacher: on to the students
+        ex.run(dataclasses.replace(config, subdistill_dir=str(moved)), str(tmp_path / "out"), progress=False)
     with pytest.raises(ConfigError, match="unknown explanation method 'shap'"):
         dataclasses.replace(config, methods=("shap",))
     assert not (tmp_path / "out").exists()
