@@ -79,9 +79,7 @@ from jaxkd.models import MODELS, make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.teacher import load_teacher, save_teacher
-from jaxkd.terms import TERMS
 from jaxkd.train import check_objective, check_teacher_normalisation, make_train
-
 
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
 PEER_METHODS = ("sp", "cc", "rkd", "pkt", "nst", "fsp", "ft", "ab", "crd", "vid")
@@ -220,7 +218,8 @@ class Config(TeacherStudentRuns):
             for side, model in (("student", s_model.name), ("teacher", t_model.name)):
                 if opts.get(side) == "auto" and kind in _TAPS:
                     opts[side] = _TAPS[kind](model)
-            if kind in ("at", "nst", "ab", "vid") and opts.get("student") and len(opts["student"]) != len(opts["teacher"]):
+            paired = kind in ("at", "nst", "ab", "vid") and opts.get("student")
+            if paired and len(opts["student"]) != len(opts["teacher"]):
                 n = min(len(opts["student"]), len(opts["teacher"]))  # deepest stages of each
                 opts["student"], opts["teacher"] = opts["student"][-n:], opts["teacher"][-n:]
             if kind == "at":
@@ -423,16 +422,18 @@ def runlocal(config: Config) -> Config:
     """Any preset shrunk to a CPU smoke run: the default pair at tiny widths on procedural16's first 10 classes.
 
     The paper pairs' feature wiring is checked without training by
-    ``Config.run_configs`` + ``check_objective`` (tests/test_cifar_kd.py).
+    ``Config.run_configs`` + ``check_objective`` (tests/test_cifar_kd.py). FSP compares flow matrices
+    channel by channel, so a preset that runs it is shrunk to a student as wide as its teacher.
     """
     small = RecipeConfig(optimizer="momentum", learning_rate=0.05, batch_size=16, steps=4)
+    teacher_widths = (4, 4, 4, 8)
     return dataclasses.replace(
         config,
         n_seeds=2,
         pairs=("resnet20:resnet8",),
         classes=10,
-        teacher_widths=(4, 4, 4, 8),
-        student_widths=(2, 2, 4, 4),
+        teacher_widths=teacher_widths,
+        student_widths=teacher_widths if "fsp" in config.methods else (2, 2, 4, 4),
         data=DataConfig("procedural16", crop_padding=2, flip=True),
         teacher_recipe=small,
         recipe=small,

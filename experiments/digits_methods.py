@@ -69,9 +69,7 @@ from jaxkd.experiment import TeacherStudentRuns, check_seeds_fit, method_conditi
 from jaxkd.models import make_model
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig
-from jaxkd.terms import TERMS
 from jaxkd.train import check_objective, make_train
-
 
 METHODS = ("ce", "kd", "dkd", "dist", "fitnet", "at")
 PEER_METHODS = ("sp", "cc", "rkd", "pkt", "nst", "fsp", "ft", "ab", "crd")
