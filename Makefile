@@ -33,7 +33,7 @@ numbers: $(STAMP)
 	$(BIN)/jaxkd docs --update
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

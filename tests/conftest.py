@@ -51,3 +51,18 @@ def digits():
     from jaxkd.data import load_digits
 
     return load_digits()
+
+
+@pytest.fixture(scope="session")
+def subdistill_smoke_dir(tmp_path_factory):
+    """One ``subdistill`` run of its ``runlocal`` smoke configuration, shared by the tests that read it.
+
+    ``tests/test_subdistill.py`` checks its outputs, ``tests/test_explanations.py`` explains its students;
+    both modules are in the xdist group ``subdistill`` (``make test`` runs ``--dist loadgroup``), so the
+    run is trained once per test run. The tests only read it.
+    """
+    import experiments.subdistill as sd
+
+    out = tmp_path_factory.mktemp("subdistill")
+    sd.run(sd.runlocal(sd.PRESETS["default"]), str(out), progress=False)
+    return out

@@ -23,12 +23,12 @@ from jaxkd.ensemble import load_ensemble
 from jaxkd.errors import ConfigError
 from jaxkd.teacher import Teacher
 
+pytestmark = pytest.mark.xdist_group("subdistill")  # shares one subdistill smoke run with test_subdistill
+
 
 @pytest.fixture(scope="module")
-def subdistill_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("subdistill")
-    sd.run(sd.runlocal(sd.PRESETS["default"]), str(out), progress=False)
-    return out
+def subdistill_dir(subdistill_smoke_dir):
+    return subdistill_smoke_dir
 
 
 @pytest.fixture(scope="module")

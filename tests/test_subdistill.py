@@ -19,12 +19,13 @@ from jaxkd.models import make_model
 from jaxkd.teacher import load_teacher
 from jaxkd.train import check_objective
 
+pytestmark = pytest.mark.xdist_group("subdistill")  # shares one subdistill smoke run with test_explanations
+
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("subdistill")
+def smoke(subdistill_smoke_dir):
+    out = subdistill_smoke_dir
     config = sd.runlocal(sd.PRESETS["default"])
-    sd.run(config, str(out), progress=False)
     with open(out / "records.csv") as f:
         rows = list(csv.DictReader(f))
     return config, out, json.loads((out / "summary.json").read_text()), rows
