@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkd import curves
 from jaxkd.checkpoint import SweepCheckpointer
 from jaxkd.errors import ConfigError, check
 from jaxkd.fingerprint import software
@@ -115,6 +116,7 @@ def run_sweep(
     progress: bool = True,
     desc: str = "sweep",
     keys: RunKeys | None = None,
+    names: list[str] | None = None,
 ) -> SweepResult:
     """Train ``n_seeds`` seeds at every grid point in one compiled program.
 
@@ -134,6 +136,8 @@ def run_sweep(
       vmap_width: how many runs one device vectorises at a time (see :class:`SweepProgram`).
       keys: explicit initialisation and data-order keys per (seed, grid point)
         (:class:`RunKeys`, ``[n_seeds, G]``); ``key`` is then only recorded.
+      names: the grid points' condition names (``[G]``), used by the training
+        curves written inside :func:`jaxkd.curves.logging_to` (default ``point<g>``).
     """
     chunk = _check_plan(trainer, n_seeds, chunk_steps, checkpoint_dir, resume)
     program = SweepProgram(trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width)
@@ -143,11 +147,15 @@ def run_sweep(
             f"keys are {keys.shape} (seeds, grid points) but the sweep has {n_seeds} seeds and "
             f"{program.grid_size} grid points",
         )
+    check(
+        names is None or len(names) == program.grid_size,
+        f"names has {0 if names is None else len(names)} entries but the sweep has {program.grid_size} grid points",
+    )
     full_fingerprint = sweep_fingerprint(program, key, chunk, keys, fingerprint)
     ckpt = None
     if checkpoint_dir is not None:  # before any work: a wrong directory fails fast
         ckpt = SweepCheckpointer(checkpoint_dir, full_fingerprint, resume=resume, overwrite=overwrite)
-    bar = None
+    bar = log = None
     if progress:  # shown before compiling, which can take minutes for many seeds
         from tqdm.auto import tqdm
 
@@ -161,10 +169,17 @@ def run_sweep(
         if bar is not None:
             bar.set_description(desc)
             bar.update(done)
-        states, history = _advance_in_chunks(program, states, history, done, chunk, ckpt, bar)
+        # Training curves (inside jaxkd.curves.logging_to only): written on the host after each chunk.
+        log = curves.open_sweep(desc, names, program.grid, n_seeds, trainer.eval_every, done, trainer.steps)
+        states, history = _advance_in_chunks(program, states, history, done, chunk, ckpt, bar, log)
+        if log is not None:
+            log, finished = None, log
+            finished.close(ok=True)
     finally:
         if bar is not None:
             bar.close()  # leave=False: the bar disappears, so an error that follows stays one line
+        if log is not None:
+            log.close(ok=False)
 
     hist = {k: v[:n_seeds] for k, v in _concat(history).items()}
     if program.padded_seeds != n_seeds:
@@ -240,12 +255,17 @@ def _resume(ckpt: SweepCheckpointer, program: SweepProgram, states):
     return latest, states, [{k: np.asarray(v) for k, v in restored["history"].items()}]
 
 
-def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt, bar):
-    """Advance chunk by chunk to the end of the run, checkpointing after each; returns ``(states, history)``."""
+def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt, bar, log=None):
+    """Advance chunk by chunk to the end of the run, checkpointing (and writing curves to ``log``) after each.
+
+    Returns ``(states, history)``.
+    """
     total = program.trainer.steps
     while done < total:
         states, chunk_hist = program.advance(states, chunk)
         history.append({k: np.asarray(v) for k, v in chunk_hist.items()})
+        if log is not None:
+            log.write_chunk(history[-1])
         done += chunk
         if ckpt is not None:
             ckpt.save(done, {"state": states, "history": _concat(history)})
