@@ -43,6 +43,22 @@ def _runs(tb_root):
     )
 
 
+def _open_event_files():
+    """Event files this process holds open (Linux ``/proc``; empty elsewhere)."""
+    fd_dir = "/proc/self/fd"
+    if not os.path.isdir(fd_dir):
+        return []
+    out = []
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:  # closed meanwhile
+            continue
+        if "tfevents" in target:
+            out.append(target)
+    return out
+
+
 def _assert_curves_equal_history(res, tb_root, desc, names):
     """Every (seed, grid point, metric, step) read back from the event files equals the history (float32)."""
     for g, cond in enumerate(names):
@@ -68,6 +84,7 @@ def test_curves_are_the_history_per_seed_and_condition_with_hparams(trainer, tmp
     with curves.logging_to(["tensorboard"], str(out)):
         res = _sweep(trainer, names=NAMES)
     assert os.listdir(plain_dir) == []
+    assert _open_event_files() == []  # closed at the end of the sweep
     # Logging reads the history on the host only: the results are bitwise those of a run without it.
     for a, b in zip(jax.tree.leaves(plain.states), jax.tree.leaves(res.states), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -148,9 +165,12 @@ def test_resume_writes_each_step_once(trainer, tmp_path, monkeypatch):
         return real_advance(self, states, chunk)
 
     monkeypatch.setattr(SweepProgram, "advance", advance_then_die)
-    with curves.logging_to(["tensorboard"], out), pytest.raises(_Killed):
+    with curves.logging_to(["tensorboard"], out), pytest.raises(_Killed) as killed:
         _sweep(trainer, names=NAMES, checkpoint_dir=ckpt)
     monkeypatch.setattr(SweepProgram, "advance", real_advance)
+    # Closed on the error, not by garbage collection: the traceback still holds run_sweep's frame.
+    assert killed.tb is not None and _open_event_files() == []
+    del killed
     tb = os.path.join(out, "tensorboard")
     run0 = os.path.join(tb, "sweep", SAFE[1], "seed2")
     # Closed on the error with the two finished chunks on disk.
