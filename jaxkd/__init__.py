@@ -8,3 +8,24 @@ The functional core: :mod:`jaxkd.losses` (pure per-example losses),
 """
 
 __version__ = "0.1.0"
+
+# The public extension points (:mod:`jaxkd.extend`), imported on first use so that `import jaxkd` stays light.
+_EXPORTS = {"register_term", "register_model", "register_dataset", "registered"}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        from jaxkd import extend
+
+        return getattr(extend, name)
+    import importlib
+
+    try:  # jaxkd.terms, jaxkd.study, ... without a separate import
+        return importlib.import_module(f"jaxkd.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"jaxkd.{name}":
+            raise
+        raise AttributeError(f"module 'jaxkd' has no attribute {name!r}") from None
+
+
+__all__ = ["__version__", "register_term", "register_model", "register_dataset", "registered"]

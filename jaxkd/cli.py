@@ -44,16 +44,43 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _is_study_file(name: str) -> bool:
+    return name.endswith(".py")
+
+
+def experiment_name(name: str) -> str:
+    """The name a run is filed under: a registered experiment's, or a study file's stem (``my_study.py``)."""
+    return os.path.splitext(os.path.basename(name))[0] if _is_study_file(name) else name
+
+
 def _resolve(args):
-    """The experiment module and its preset with ``--seeds`` and ``--set`` applied (validated)."""
+    """The experiment module and its preset with ``--seeds`` and ``--set`` applied (validated).
+
+    ``--plugin`` files are imported first, so that the terms, models and
+    datasets they register can be named in the preset and in ``--set``; an
+    experiment named by a path ending in ``.py`` is a user's study file
+    (:mod:`jaxkd.plugins`).
+    """
     import experiments
 
-    experiments.check(args.experiment)  # before anything imports JAX: an unknown name is refused at once
-    from jaxkd.overrides import apply_overrides
-
-    mod = experiments.get(args.experiment)
+    if not _is_study_file(args.experiment):
+        experiments.check(args.experiment)  # before anything imports JAX: an unknown name is refused at once
     if args.seeds is not None and args.seeds <= 0:
         raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}")
+    from jaxkd import plugins
+    from jaxkd.overrides import apply_overrides
+
+    for path in args.plugin or []:
+        plugins.load(path)
+    if _is_study_file(args.experiment):
+        mod = plugins.study_module(args.experiment)
+        if args.preset not in mod.PRESETS:
+            raise ConfigError(
+                f"{args.experiment} has no preset {args.preset!r}; it has: {', '.join(mod.PRESETS)} "
+                "(choose with --preset)"
+            )
+    else:
+        mod = experiments.get(args.experiment)
     return mod, apply_overrides(mod.PRESETS[args.preset], args.set or [], n_seeds=args.seeds)
 
 
@@ -149,6 +176,15 @@ def _data_dir(data_dir: str | None):
             os.environ["JAXKD_DATA_DIR"] = old
 
 
+def _curves(kinds, out: str, resume: bool):
+    """Training curves for ``--log`` (TensorBoard, W&B), or nothing."""
+    if not kinds:
+        return contextlib.nullcontext()
+    from jaxkd import curves
+
+    return curves.logging_to(kinds, out, resume=resume)
+
+
 def _checkpoints(args, config) -> str | None:
     """Why this run cannot be resumed, or None when it writes checkpoints."""
     if not hasattr(config, "chunk_steps"):
@@ -174,7 +210,7 @@ def _cmd_run(args) -> int:
         warnings.warn(
             f"--data-dir is read only for tfds: datasets; this run uses {dataset or 'no dataset'}", stacklevel=1
         )
-    out = args.out or os.path.join("results", args.experiment, args.preset)
+    out = args.out or os.path.join("results", experiment_name(args.experiment), args.preset)
     with contextlib.suppress(OSError):  # (a directory it cannot write is refused below, in one line)
         recover(out)  # a swap of result files cut off by a kill is completed first
     check_replaceable(out)  # before any training: never replace a file jaxkd did not write
@@ -183,11 +219,16 @@ def _cmd_run(args) -> int:
             f"{os.path.abspath(out)} already holds complete results; pass --overwrite to replace "
             "them or choose another --out"
         )
+    kinds = ()
+    if args.log:
+        from jaxkd import curves
+
+        kinds = curves.check_kinds([k.strip() for item in args.log for k in item.split(",") if k.strip()])
     made = _first_missing_dir(out)
     start = time.perf_counter()
     try:  # from the first directory made: a stop at any point removes what is still empty
         check_writable(out)
-        with _data_dir(args.data_dir):
+        with _data_dir(args.data_dir), _curves(kinds, out, args.resume):
             mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt as stop:
         _remove_if_empty(out, made)
@@ -262,7 +303,14 @@ def _version() -> str:
 
 
 def _add_config_arguments(p) -> None:
-    p.add_argument("experiment", help="name from `jaxkd list`")
+    p.add_argument("experiment", help="name from `jaxkd list`, or a study file my_study.py (docs/extending.md)")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE.py",
+        help="import a Python file that registers terms, models or datasets (jaxkd.register_term, ...) before "
+        "the preset is resolved; repeatable; recorded with its hash in config.json",
+    )
     p.add_argument(
         "--preset",
         choices=PRESET_NAMES,
@@ -316,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the results and checkpoints an earlier jaxkd run wrote in --out (never other files)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--log",
+        action="append",
+        metavar="KIND",
+        help="training curves of every seed and condition: tensorboard (event files in OUT/tensorboard; needs "
+        "pip install -e '.[tensorboard]') or wandb (offline, in OUT/wandb; needs wandb); repeatable",
+    )
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser(

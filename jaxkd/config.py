@@ -93,8 +93,15 @@ class DataConfig:
     fraction_seed: int = 0
 
     def __post_init__(self):
-        from jaxkd.data import check_dataset_name
+        from jaxkd.data import Dataset, check_dataset_name
 
+        if isinstance(self.dataset, Dataset):  # DataConfig(Dataset.from_arrays(...)): by its registered name
+            from jaxkd.extend import is_builtin, register_dataset
+
+            if not is_builtin("dataset", self.dataset.name):  # a built-in's record stands for its name
+                register_dataset(self.dataset.name, self.dataset)
+            object.__setattr__(self, "dataset", self.dataset.name)
+        check(isinstance(self.dataset, str), f"data.dataset must be a dataset name or a Dataset, got {self.dataset!r}")
         check_dataset_name(self.dataset)
         check(0 <= self.val_fraction < 1, f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         check(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")

@@ -9,9 +9,8 @@ dataclass, ``PRESETS = {"smoke": ..., "default": ..., "paper": ...}`` and
 from __future__ import annotations
 
 import jax
-import numpy as np
 
-from jaxkd import results, stats
+from jaxkd import results
 from jaxkd.config import RunConfig
 from jaxkd.errors import ConfigError, check
 from jaxkd.sweep import run_sweep
@@ -162,27 +161,17 @@ def method_conditions(objective, methods, *, kd_ce_weight: float | None = None) 
 def run_methods(trainer, key, n_seeds: int, conditions: dict, teacher_result, **sweep_kwargs):
     """Every condition as one grid point of one sweep (seeds paired); returns ``(result, rows, summary)``.
 
-    ``summary`` holds the teacher's and each condition's summaries, paired
-    t-tests of every condition against the first (Holm-corrected, Cohen's
-    d_z) on test accuracy and agreement with the teacher, and a legend of
-    each condition's non-zero weights.
+    The study helper (:func:`jaxkd.study.compare`) with the first condition
+    as the baseline: ``summary`` holds the teacher's and each condition's
+    summaries, paired t-tests of every condition against the first
+    (Holm-corrected, Cohen's d_z) on test accuracy and agreement with the
+    teacher, and a legend of each condition's non-zero values.
     """
-    names = list(conditions)
-    grid = {k: [conditions[c][k] for c in names] for k in conditions[names[0]]}
-    result = run_sweep(trainer, key, n_seeds, grid, **sweep_kwargs)
-    rows = results.records_from_sweep(result, names)
-    shared = trainer.teacher is not None and not trainer.teacher.per_seed
-    summary = {
-        "conditions": results.summarize_sweep(result, names),
-        "comparisons": compare_to_baseline(result, names, names[0], ("test/acc", "test/agreement")),
-        "legend": {n: {k: v for k, v in conditions[n].items() if v} for n in names},
-        "teacher_live": trainer.teacher_live,
-        "scope": scope(shared),
-    }
-    if teacher_result is not None:
-        rows = results.records_from_sweep(teacher_result, ["teacher"]) + rows
-        summary = {"teacher": teacher_summary(teacher_result), **summary}
-    return result, rows, summary
+    from jaxkd.study import compare
+
+    legend = {n: {k: v for k, v in c.items() if v} for n, c in conditions.items()}
+    s = compare(trainer, key, n_seeds, conditions, teacher_run=teacher_result, legend=legend, **sweep_kwargs)
+    return s.result, s.rows, s.summary
 
 
 def label_test(test: dict, metric: str, at: str | None, comparison: str) -> dict:
@@ -199,28 +188,7 @@ def label_tests(tests: dict, metric: str, at: str | None = None) -> dict:
 
 
 def compare_to_baseline(result, names: list[str], baseline: str, metrics) -> dict:
-    """Paired t-tests of every condition against ``baseline`` (seeds paired), Holm-corrected per metric.
+    """Paired tests of every condition against ``baseline``: :func:`jaxkd.study.compare_to_baseline`."""
+    from jaxkd.study import compare_to_baseline as compare
 
-    Each metric is compared at the evaluation each run selected on the
-    validation split (``selected``) and at the last one (``last``); effect
-    size Cohen's d_z.
-    """
-    pick = result.selected_index
-    b = names.index(baseline)
-    out = {}
-    for metric in metrics:
-        if metric not in result.history:
-            continue
-        h = np.where(result.diverged[..., None], np.nan, result.history[metric])
-        for when, vals in (("selected", np.take_along_axis(h, pick[..., None], -1)[..., 0]), ("last", h[..., -1])):
-            tests = {
-                f"{n} - {baseline}": label_test(
-                    stats.paired_test(vals[:, g], vals[:, b]), metric, when, f"{n} - {baseline}"
-                )
-                for g, n in enumerate(names)
-                if n != baseline
-            }
-            for t, p in zip(tests.values(), stats.holm([t["p"] for t in tests.values()])):
-                t["p_holm"] = float(p)
-            out.setdefault(metric, {})[when] = tests
-    return out
+    return compare(result, names, baseline, metrics)

@@ -68,8 +68,17 @@ def software() -> dict:
 
 
 def run_fingerprint(config, dataset, sizes: dict[str, int], teacher, live: bool) -> dict:
-    """The part of a fingerprint a :class:`jaxkd.train.Trainer` knows: config, data and teacher."""
+    """The part of a fingerprint a :class:`jaxkd.train.Trainer` knows: config, data and teacher.
+
+    With user plugins or registrations in the process, their provenance too
+    (:func:`jaxkd.plugins.provenance`: files with content hashes, registered
+    objects with source hashes), so a resume after a user's method changed is
+    refused; without them the fingerprint is as before.
+    """
+    from jaxkd.plugins import provenance
+
     return {
+        **provenance(),
         "config": dataclasses.asdict(config),
         "dataset": {"name": dataset.name, "sizes": sizes, "hash": dataset.content_hash()},
         "teacher": None

@@ -240,9 +240,11 @@ def write_files(out_dir: str, files: dict[str, str | bytes]) -> None:
 def write_outputs(out_dir: str, *, config, rows, summary, figures: dict[str, bytes], extra: dict | None = None):
     """Write config.json, records.csv, summary.json, env.json and figures, all-or-nothing."""
     from jaxkd import results
+    from jaxkd.plugins import provenance
 
-    files = {
-        "config.json": results.to_json(dataclasses.asdict(config)),
+    as_dict = config if isinstance(config, dict) else dataclasses.asdict(config)
+    files = {  # config.json: the user's plugins and registrations too, where there are any
+        "config.json": results.to_json({**as_dict, **provenance()}),
         "records.csv": results.records_csv(rows),
         "summary.json": results.to_json(summary),
         "env.json": results.to_json(results.env_stamp()),

@@ -313,7 +313,12 @@ def build_report(path: str, *, metrics=None, at: str = "selected") -> dict:
     """
     check_name("evaluation point (--at)", at, AT_CHOICES)
     summary = load_run(path)
-    run = os.path.abspath(os.path.expanduser(path))
+    return build_report_from_summary(summary, metrics=metrics, at=at, run=os.path.abspath(os.path.expanduser(path)))
+
+
+def build_report_from_summary(summary: dict, *, metrics=None, at: str = "selected", run: str = "(in memory)") -> dict:
+    """:func:`build_report` of a summary already in memory (a :class:`jaxkd.study.Study`'s); ``run`` names it."""
+    check_name("evaluation point (--at)", at, AT_CHOICES)
     tables = condition_tables(summary)
     if not tables:
         if metrics:

@@ -161,3 +161,45 @@ def _strict(obj):
 def to_json(obj) -> str:
     """Strict JSON (undefined values as ``null``), readable by jq and pandas."""
     return json.dumps(_strict(obj), indent=2, sort_keys=False, allow_nan=False)
+
+
+def frame(rows: list[dict]):
+    """Record rows as a pandas DataFrame (columns as in ``records.csv``)."""
+    import pandas as pd
+
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in RECORD_FIELDS))
+    return pd.DataFrame(rows, columns=extra + list(RECORD_FIELDS))
+
+
+def load(directory: str):
+    """A finished run's ``records.csv`` as a pandas DataFrame, its summary and config in ``.attrs``.
+
+    Works for every experiment and for a :mod:`jaxkd.study` (one row per
+    condition × seed × metric × evaluation; a study's ``selected`` column
+    marks each run's validation-selected evaluation). ``df.attrs["summary"]``
+    and ``df.attrs["config"]`` hold the parsed ``summary.json`` and
+    ``config.json``. A directory that is not a finished run is one line.
+    """
+    import pandas as pd
+
+    from jaxkd.errors import ConfigError
+    from jaxkd.report import load_run
+
+    summary = load_run(directory)  # one-line errors for a missing or unfinished run
+    root = os.path.abspath(os.path.expanduser(directory))
+    path = os.path.join(root, "records.csv")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{root} has a summary.json but no records.csv; rerun the experiment to rewrite it")
+    df = pd.read_csv(path)
+    for column in ("diverged", "selected"):
+        if column in df and df[column].dtype == object:
+            df[column] = df[column].map({"True": True, "False": False, True: True, False: False})
+    config_path = os.path.join(root, "config.json")
+    config = None
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
+    df.attrs["summary"] = summary
+    df.attrs["config"] = config
+    df.attrs["run"] = root
+    return df

@@ -41,6 +41,65 @@ class Dataset:
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise ConfigError(f"{self.name}: train and test inputs differ in shape")
 
+    @classmethod
+    def from_arrays(
+        cls,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        *,
+        name: str,
+        num_classes: int | None = None,
+        mean=None,
+        std=None,
+        register: bool = True,
+    ) -> Dataset:
+        """A dataset from the user's own arrays, registered under ``name`` (``DataConfig(name)`` then finds it).
+
+        Inputs are ``[N, *in_shape]`` (images ``[N, H, W, C]``), float (kept
+        as float32) or uint8 (scaled to [0, 1] when used); labels are integers
+        in ``[0, num_classes)`` (default: the largest label + 1). ``mean`` and
+        ``std``: per-channel normalisation applied on the fly (None: inputs
+        used as given). ``register=False`` only builds the record, for
+        :func:`jaxkd.train.make_train`. Every mistake is one line.
+        """
+        xs, ys = [], []
+        for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+            x, y = np.asarray(x), np.asarray(y)
+            if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
+                raise ConfigError(f"{name}: x_{split} must hold floats or uint8 pixels, got dtype {x.dtype}")
+            if x.ndim < 2 or x.shape[0] == 0:
+                raise ConfigError(f"{name}: x_{split} must be [N, ...] with N > 0 examples, got shape {x.shape}")
+            if x.dtype != np.uint8 and not np.isfinite(x).all():
+                raise ConfigError(f"{name}: x_{split} holds NaN or Inf values; clean the inputs first")
+            if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or (y == np.round(y)).all()):
+                raise ConfigError(f"{name}: y_{split} must be a 1-D array of integer labels, got {y.dtype} {y.shape}")
+            xs.append(x if x.dtype == np.uint8 else x.astype(np.float32))
+            ys.append(y.astype(np.int32))
+        top = int(max(ys[0].max(), ys[1].max())) + 1
+        num_classes = top if num_classes is None else int(num_classes)
+        for split, y in zip(("train", "test"), ys):
+            if y.min() < 0 or y.max() >= num_classes:
+                raise ConfigError(
+                    f"{name}: y_{split} has labels outside [0, {num_classes}); labels must be 0..num_classes-1"
+                )
+        if len(np.unique(ys[0])) < 2:
+            raise ConfigError(f"{name}: y_train holds a single class; a classification dataset needs at least two")
+        if (mean is None) != (std is None):
+            raise ConfigError(f"{name}: give both mean and std (per-channel normalisation) or neither")
+        norm = [None if v is None else tuple(float(a) for a in np.atleast_1d(v)) for v in (mean, std)]
+        if norm[1] is not None and min(norm[1]) <= 0:
+            raise ConfigError(f"{name}: std must be positive, got {norm[1]}")
+        if norm[0] is not None and len(norm[0]) not in (1, xs[0].shape[-1]):
+            raise ConfigError(f"{name}: mean has {len(norm[0])} values for inputs with {xs[0].shape[-1]} channels")
+        ds = cls(name, xs[0], ys[0], xs[1], ys[1], num_classes, norm[0], norm[1])
+        if register:
+            from jaxkd.extend import register_dataset
+
+            register_dataset(name, ds)
+        return ds
+
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])

@@ -52,6 +52,17 @@ DTYPES = ("float32", "bfloat16")
 _SPATIAL = {name for name, ctor in MODELS.items() if getattr(ctor, "func", None) is not None} | {"sdstudent"}
 
 
+def set_model_options(name: str, *, widths: str | None = None, spatial: bool = False) -> None:
+    """For a registered model (:func:`jaxkd.register_model`): the keyword that receives ``ModelConfig.widths``
+    (None: fixed widths) and whether it takes ``[H, W, C]`` images and a compute ``dtype``."""
+    _WIDTH_KWARG.pop(name, None)
+    _SPATIAL.discard(name)
+    if widths is not None:
+        _WIDTH_KWARG[name] = widths
+    if spatial:
+        _SPATIAL.add(name)
+
+
 def make_model(name: str, in_shape, num_classes: int, widths=None, dtype: str = "float32") -> FunctionalModel:
     """Build a :class:`FunctionalModel` by registry name.
 
@@ -95,11 +106,30 @@ def make_model(name: str, in_shape, num_classes: int, widths=None, dtype: str = 
     )
 
 
+def feature_shapes(name: str, in_shape, num_classes: int = 10, widths=None) -> dict[str, tuple[int, ...]]:
+    """``{feature: shape of one example's activation}`` of model ``name`` on inputs of ``in_shape``.
+
+    The names feature terms read (``fitnet``'s ``student``/``teacher``,
+    ``at``'s, a user term's ``student_features``); computed from abstract
+    shapes (no FLOPs, no parameters allocated).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    m = make_model(name, in_shape, num_classes, widths)
+    params, rest = jax.eval_shape(m.init, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((2, *m.in_shape), jnp.float32)
+    _, feats = jax.eval_shape(lambda p, r, x: m.apply(p, r, x, train=False)[:2], params, rest, x)
+    return {k: tuple(v.shape[1:]) for k, v in sorted(feats.items())}
+
+
 __all__ = [
+    "feature_shapes",
     "MODELS",
     "DTYPES",
     "FunctionalModel",
     "make_model",
+    "set_model_options",
     "MLP",
     "CNN1D",
     "CNN2D",
