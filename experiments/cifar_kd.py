@@ -34,7 +34,9 @@ Presets:
 - ``default``: offline on a 2-core CPU, on the procedural CIFAR-shaped task
   at 16x16 (``procedural16``, docs/procedural.md), its first 10 classes (two
   silhouettes x five textures): resnet20 → resnet8 at reduced widths, 4
-  seeds, teacher 800 steps, students 300. Measured 2026-11-24 on an idle
+  seeds, teacher 800 steps, students 300; random crop 2 and no flips (the
+  procedural classes are not flip-invariant: stripes at 45° and 135° are
+  both fine classes of a superclass, refused by ``DataConfig``). Measured 2026-11-24 on an idle
   2-core CPU (one nice-19 job beside it): 13.0 min (teacher 100 s, the 24
   student runs 11 min). It checks the whole pipeline at CPU scale; it does
   NOT rank methods: the students are far from converged. Its numbers are
@@ -116,7 +118,8 @@ FINGERPRINT = {"experiment": "cifar_kd"}  # in every checkpoint: resuming anothe
 class Config(TeacherStudentRuns):
     n_seeds: int = 4
     seed: int = 0
-    data: DataConfig = DataConfig("procedural16", crop_padding=2, flip=True)
+    # No flips: procedural classes are not flip-invariant (jaxkd.data.AUGMENTATION_LIMITS).
+    data: DataConfig = DataConfig("procedural16", crop_padding=2)
     # Keep only the first N classes (None: all); procedural classes 5s..5s+4 share superclass s.
     classes: int | None = 10
     # "teacher:student" registry names; one program per pair.
@@ -434,7 +437,7 @@ def runlocal(config: Config) -> Config:
         classes=10,
         teacher_widths=teacher_widths,
         student_widths=teacher_widths if "fsp" in config.methods else (2, 2, 4, 4),
-        data=DataConfig("procedural16", crop_padding=2, flip=True),
+        data=DataConfig("procedural16", crop_padding=2),
         teacher_recipe=small,
         recipe=small,
         eval=EvalConfig(every=2),

@@ -150,10 +150,6 @@ class Config:
         check(list(self.fractions) == sorted(set(self.fractions)), f"fractions must increase: {self.fractions}")
         check(self.data.classes is None, "set the subtasks with subtasks=..., not data.classes")
         check(self.data.train_fraction == 1, "set the training fractions with fractions=..., not data.train_fraction")
-        check(
-            not (self.data.flip and self.data.dataset.startswith("procedural")),
-            "no horizontal flips on procedural data: a mirrored texture is another class of the same superclass",
-        )
         check(self.layers, "layers must pair at least one student and teacher feature")
         for pair in self.layers:
             check(pair.count(":") == 1, f"layer pair {pair!r} must read 'student:teacher', e.g. 'stage1:block0'")

@@ -93,7 +93,7 @@ class DataConfig:
     fraction_seed: int = 0
 
     def __post_init__(self):
-        from jaxkd.data import Dataset, check_dataset_name
+        from jaxkd.data import Dataset, check_augmentation, check_dataset_name
 
         if isinstance(self.dataset, Dataset):  # DataConfig(Dataset.from_arrays(...)): by its registered name
             from jaxkd.extend import is_builtin, register_dataset
@@ -106,6 +106,7 @@ class DataConfig:
         check(0 <= self.val_fraction < 1, f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         check(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
         check(0 <= self.rotation <= 180, f"rotation must lie in [0, 180] degrees, got {self.rotation}")
+        check_augmentation(self.dataset, flip=self.flip, rotation=self.rotation)  # labels the augmentation would change
         check(0 < self.train_fraction <= 1, f"data.train_fraction must lie in (0, 1], got {self.train_fraction}")
         if self.classes is not None:
             c = tuple(self.classes)

@@ -189,3 +189,21 @@ def test_install_hint_is_the_readmes():
 def test_unknown_dataset():
     with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet")
+
+
+def test_augmentations_that_change_procedural_labels_are_refused():
+    """A horizontal mirror turns stripes at 45 degrees into stripes at 180 - 45 = 135: the procedural task has
+    both as fine classes of one superclass, so flips change labels and are refused; rotations beyond the limit too."""
+    from jaxkd.config import DataConfig
+    from jaxkd.data.procedural import CLASS_NAMES, FINE_PER_SUPERCLASS
+
+    supers = [CLASS_NAMES[s : s + FINE_PER_SUPERCLASS] for s in range(0, len(CLASS_NAMES), FINE_PER_SUPERCLASS)]
+    mirrored = [s for s in supers if {n.split("/")[1] for n in s} >= {"stripes-45", "stripes-135"}]
+    assert mirrored  # the premise: some superclass holds a texture and its mirror image
+    for name in ("procedural16", "procedural32"):
+        with pytest.raises(ConfigError, match="not invariant under horizontal flips"):
+            DataConfig(name, flip=True)
+        with pytest.raises(ConfigError, match="use at most 7.5 degrees"):
+            DataConfig(name, rotation=10.0)
+        assert DataConfig(name, crop_padding=2, rotation=7.5).rotation == 7.5
+    assert DataConfig("digits", flip=True).flip  # no limits declared: not checked
