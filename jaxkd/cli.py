@@ -71,9 +71,9 @@ def _resolve(args):
     from jaxkd.overrides import apply_overrides
 
     for path in args.plugin or []:
-        plugins.load(path)
+        _load_module(plugins.load, path)
     if _is_study_file(args.experiment):
-        mod = plugins.study_module(args.experiment)
+        mod = _load_module(plugins.study_module, args.experiment)
         if args.preset not in mod.PRESETS:
             raise ConfigError(
                 f"{args.experiment} has no preset {args.preset!r}; it has: {', '.join(mod.PRESETS)} "
@@ -82,6 +82,17 @@ def _resolve(args):
     else:
         mod = experiments.get(args.experiment)
     return mod, apply_overrides(mod.PRESETS[args.preset], args.set or [], n_seeds=args.seeds)
+
+
+def _load_module(load, path: str):
+    """``load(path)`` (a plugin or study file); a ``sys.exit()`` while the file is imported is one error line."""
+    try:
+        return load(path)
+    except SystemExit as stop:
+        raise ConfigError(
+            f"{path} called sys.exit({stop.code!r}) while being imported; a plugin or study file must only "
+            'define and register (put scripts under `if __name__ == "__main__":`)'
+        ) from None
 
 
 def _format_value(value) -> str:
@@ -205,11 +216,6 @@ def _cmd_run(args) -> int:
     no_checkpoints = _checkpoints(args, config)
     if args.resume and no_checkpoints:
         raise ConfigError(f"--resume needs checkpoints, but {no_checkpoints}; drop --resume")
-    dataset = getattr(getattr(config, "data", None), "dataset", None)
-    if args.data_dir is not None and not (dataset or "").startswith("tfds:"):
-        warnings.warn(
-            f"--data-dir is read only for tfds: datasets; this run uses {dataset or 'no dataset'}", stacklevel=1
-        )
     out = args.out or os.path.join("results", experiment_name(args.experiment), args.preset)
     with contextlib.suppress(OSError):  # (a directory it cannot write is refused below, in one line)
         recover(out)  # a swap of result files cut off by a kill is completed first
@@ -228,6 +234,11 @@ def _cmd_run(args) -> int:
     start = time.perf_counter()
     try:  # from the first directory made: a stop at any point removes what is still empty
         check_writable(out)
+        dataset = getattr(getattr(config, "data", None), "dataset", None)
+        if args.data_dir is not None and not (dataset or "").startswith("tfds:"):  # after every check: an error
+            warnings.warn(  # is one line, never this warning and an error
+                f"--data-dir is read only for tfds: datasets; this run uses {dataset or 'no dataset'}", stacklevel=1
+            )
         with _data_dir(args.data_dir), _curves(kinds, out, args.resume):
             mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt as stop:
@@ -513,6 +524,14 @@ def _stop_status(stop: KeyboardInterrupt) -> int:
     return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
 
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines (and so a log reader) breaks at
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line: a line break in a quoted path, value or plugin's error is shown escaped (``\\n``)."""
+    return message.translate({ord(c): c.encode("unicode_escape").decode() for c in _LINE_BREAKS})
+
+
 def main(argv=None) -> int:
     use_host_devices()
     warnings.formatwarning = _format_warning
@@ -522,7 +541,7 @@ def main(argv=None) -> int:
             args = parser.parse_args(argv)
             return args.fn(args)
     except ConfigError as err:
-        print(f"jaxkd: error: {err}", file=sys.stderr)
+        print(f"jaxkd: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
         print(f"jaxkd: {_stopped(stop)}", file=sys.stderr)

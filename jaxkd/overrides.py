@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -32,6 +33,25 @@ def _describe(hint) -> str:
     return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+class _NonFinite(ValueError):
+    """A number that reads as NaN or infinite (``nan``, ``inf``, ``1e400``)."""
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for an error line (a pasted file must not fill the terminal)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _read(hint, text: str, full: str):
+    """``text`` parsed as ``hint`` for ``--set full=text``; one ConfigError line when it cannot be."""
+    try:
+        return _parse(hint, text)
+    except _NonFinite as err:
+        raise ConfigError(f"--set {full}={_short(text)}: {full} must be finite, got {_short(str(err))}") from None
+    except (ValueError, TypeError):
+        raise ConfigError(f"--set {full}={_short(text)}: cannot read {_short(text)!r} as {_describe(hint)}") from None
+
+
 def _parse(hint, text: str):
     """Parse ``text`` as a value of type ``hint`` (bool, int, float, str, tuples, Optional)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -43,7 +63,12 @@ def _parse(hint, text: str):
         if text.lower() not in ("true", "false", "1", "0"):
             raise ValueError(text)
         return text.lower() in ("true", "1")
-    if hint in (int, float, str):
+    if hint is float:
+        value = float(text)
+        if not math.isfinite(value):  # "nan", "inf", "1e400": no setting means a non-finite number
+            raise _NonFinite(text)
+        return value
+    if hint in (int, str):
         return hint(text)
     if origin is tuple:
         items = [v.strip() for v in text.strip("()[] ").split(",") if v.strip()]
@@ -98,13 +123,7 @@ def _set_term_option(terms, path: list[str], text: str, full: str):
     if len(rest) > 1 or not isinstance(options, Mapping):
         raise ConfigError(f"unknown config key {full!r}: {'.'.join(rest)} is below a plain value")
     hint = _term_option_hint(options, term, rest[0])
-    if hint is None:
-        value = text
-    else:
-        try:
-            value = _parse(hint, text)
-        except (ValueError, TypeError):
-            raise ConfigError(f"--set {full}={text}: cannot read {text!r} as {_describe(hint)}") from None
+    value = text if hint is None else _read(hint, text, full)
     return {**terms, term: {**options, rest[0]: value}}
 
 
@@ -131,10 +150,7 @@ def _set(obj, path: list[str], text: str, full: str):
                     f"{full} is a group of settings, not a value; set one of its keys, e.g. "
                     f"{', '.join(f'{full}.{k}=...' for k in keys[:4])}"
                 )
-            try:
-                value = _parse(hint, text)
-            except (ValueError, TypeError):
-                raise ConfigError(f"--set {full}={text}: cannot read {text!r} as {_describe(hint)}") from None
+            value = _read(hint, text, full)
         return _replace_unchecked(obj, **{head: value})
     raise ConfigError(f"unknown config key {full!r}: {'.'.join(path)} is below a plain value")
 
@@ -179,12 +195,14 @@ def apply_overrides(config, overrides: list[str], *, n_seeds: int | None = None)
     for _, path, value, key in sorted(parsed, key=lambda p: not p[0]):  # stable: kinds first, else in order
         config = _set(config, path, value, key)
     config = _validated(config)  # once, on the result: the order of --set lines does not matter
+    has_seeds = dataclasses.is_dataclass(config) and "n_seeds" in {f.name for f in dataclasses.fields(config)}
     if n_seeds is not None:
-        if n_seeds <= 0:
-            raise ConfigError(f"the number of seeds must be a positive integer, got {n_seeds}")
+        if not has_seeds:
+            raise ConfigError("this experiment has no n_seeds to set (its settings: `jaxkd show`); drop --seeds")
+        _check_n_seeds(n_seeds)
         config = dataclasses.replace(config, n_seeds=n_seeds)
-    if hasattr(config, "n_seeds") and (not isinstance(config.n_seeds, int) or config.n_seeds <= 0):
-        raise ConfigError(f"the number of seeds must be a positive integer, got {config.n_seeds}")
+    if has_seeds:
+        _check_n_seeds(config.n_seeds)
     check_seeds(config)
     return config
 
@@ -192,6 +210,16 @@ def apply_overrides(config, overrides: list[str], *, n_seeds: int | None = None)
 # jax.random.key keeps the low 32 bits of a seed (without x64: key(2**32) is key(0)) and fails beyond
 # 64 bits; NumPy's and scikit-learn's generators refuse negative seeds. So seeds live in [0, 2**32).
 SEED_LIMIT = 2**32
+
+
+def _check_n_seeds(n) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ConfigError(f"the number of seeds must be a positive integer, got {n}")
+    if n >= SEED_LIMIT:
+        raise ConfigError(
+            f"the number of seeds must be below 2**32 (each seed's key comes from a 32-bit split), got {n}; "
+            "lower --seeds"
+        )
 
 
 def check_seeds(config, prefix: str = "") -> None:

@@ -201,10 +201,16 @@ def risk(cfg: dict) -> dict:
 
 def risk_from_file(path: str) -> dict:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist; give the path of a JSON file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give the path of a JSON file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path} ({err.strerror}); give a readable JSON file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (not UTF-8); give a JSON file") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"config file {path} is not valid JSON ({err.msg} at line {err.lineno})") from None
     return risk(cfg)
