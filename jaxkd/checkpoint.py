@@ -8,6 +8,17 @@ field that differs (:func:`mismatch`: another experiment, then another
 installation or device count, then any other field); a step whose checksum
 does not match is skipped for the one before.
 
+Surviving SIGKILL. Orbax writes a step into a temporary directory and
+renames it into place when complete (temporary directories a killed writer
+left are removed when the next checkpointer opens the directory). A step
+counts as saved only once ``checksums.json`` lists it, and that entry is
+written after the step's files are flushed to disk (``fsync``); jaxkd's own
+JSON files are written whole to a temporary file, flushed, and renamed over
+the old one. A kill at any point therefore leaves the latest listed step
+intact, and a later step that is unlisted (its save was cut off), unreadable
+(truncated) or fails its checksum is reported in one warning line, removed
+(so that it is written again), and the step before it is used.
+
 The checkpointer never deletes a directory it did not create: it refuses a
 non-empty directory without a jaxkd fingerprint, and replaces an earlier
 sweep's checkpoints only with ``overwrite=True`` (and then only the files it
@@ -27,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxkd.errors import ConfigError
+from jaxkd.outputs import fsync_dir
 
 FINGERPRINT = "fingerprint.json"
 CHECKSUMS = "checksums.json"
@@ -104,6 +116,34 @@ def mismatch(saved: dict, current: dict, directory: str) -> str | None:
     )
 
 
+def write_json_atomic(path: str, obj, **dump_kwargs) -> None:
+    """Write ``obj`` as JSON to ``path`` so that a kill leaves the old file or the new one, never a part.
+
+    Written to ``path + ".tmp"``, flushed to disk, renamed over ``path``; the
+    rename is then flushed by syncing the directory.
+    """
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, **dump_kwargs)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def fsync_tree(path: str) -> None:
+    """Flush every file and directory under ``path`` to disk (orbax renames a step into place but never syncs it)."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+    fsync_dir(os.path.dirname(path))
+
+
 def _is_step_dir(name: str) -> bool:
     return name.isdigit() or (name.split(".")[0].isdigit() and "orbax-checkpoint-tmp" in name)
 
@@ -151,17 +191,16 @@ class SweepCheckpointer:
                     "continue it or --overwrite to replace it"
                 )
             for name in existing:  # only what this class writes
-                if _is_step_dir(name) or name in (FINGERPRINT, CHECKSUMS):
+                if _is_step_dir(name) or name.removesuffix(".tmp") in (FINGERPRINT, CHECKSUMS):
                     target = os.path.join(self.directory, name)
                     shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
         os.makedirs(self.directory, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(fingerprint, f, indent=1, sort_keys=True)
+        write_json_atomic(path, fingerprint, indent=1, sort_keys=True)
         self._sums_path = os.path.join(self.directory, CHECKSUMS)
         self._sums = self._read_sums()
-        self._manager = ocp.CheckpointManager(
+        self._manager = ocp.CheckpointManager(  # removes the temporary step directories of a killed writer
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True),
         )
 
     def _read_sums(self) -> dict:
@@ -175,26 +214,31 @@ class SweepCheckpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, tree) -> None:
+        """Save ``tree`` as ``step``: orbax's atomic write, flushed to disk, then its checksum recorded."""
         self._manager.save(step, args=ocp.args.StandardSave(tree))
         self._manager.wait_until_finished()
+        fsync_tree(os.path.join(self.directory, str(step)))
         kept = {str(s) for s in self._manager.all_steps()}
         self._sums = {k: v for k, v in self._sums.items() if k in kept}
         self._sums[str(step)] = tree_checksum(tree)
-        tmp = self._sums_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self._sums, f, indent=1)
-        os.replace(tmp, self._sums_path)
+        write_json_atomic(self._sums_path, self._sums, indent=1)  # the step counts from here on
 
     def restore(self, step: int, target):
         """Restore ``step`` into ``target(step)``, the structure/shardings of abstract arrays.
 
         Returns ``(step_restored, tree)``.
 
-        A step that cannot be read or whose checksum differs is reported and
-        the previous kept step is tried; with none left, one ``ConfigError``.
+        A step that has no checksum (its save was cut off), cannot be read or
+        whose checksum differs is reported in one warning line and the
+        previous kept step is tried; the steps skipped are removed, so that
+        resuming writes them again. With none left, one ``ConfigError``.
         """
-        problems = []
+        problems, skipped = [], []
         for s in sorted((s for s in self._manager.all_steps() if s <= step), reverse=True):
+            skipped.append(s)
+            if str(s) not in self._sums:
+                problems.append(f"step {s} has no checksum (its save was cut off)")
+                continue
             try:
                 tree = self._manager.restore(s, args=ocp.args.StandardRestore(target(s)))
             except Exception as err:  # orbax raises many types for damaged files
@@ -205,6 +249,8 @@ class SweepCheckpointer:
                 problems.append(f"step {s} fails its checksum")
                 continue
             if problems:
+                for bad in skipped[:-1]:  # rewritten when the resumed run gets there
+                    self._manager.delete(bad)
                 warnings.warn(f"checkpoint {'; '.join(problems)}; resuming from step {s}", RuntimeWarning, stacklevel=2)
             return s, tree
         raise ConfigError(

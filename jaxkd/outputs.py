@@ -69,6 +69,20 @@ def check_writable(out_dir: str) -> None:
         ) from None
 
 
+def fsync_dir(path: str) -> None:
+    """Flush a directory's entries (renames, new files) to disk; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories
+    finally:
+        os.close(fd)
+
+
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -223,12 +237,18 @@ def write_files(out_dir: str, files: dict[str, str | bytes]) -> None:
             path = os.path.join(staging, name)
             with open(path, "wb") as f:
                 f.write(content.encode() if isinstance(content, str) else content)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the manifest that vouches for it
             hashes[name] = _sha256(path)
         manifest = {"written_by": f"jaxkd {__version__}", "files": hashes}
         with open(os.path.join(staging, MANIFEST + ".tmp"), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(f.name, os.path.join(staging, MANIFEST))  # last, whole: it marks the staged set complete
+        fsync_dir(staging)
         _swap(out_dir, staging, aside, hashes)
+        fsync_dir(out_dir)  # the renames into place
     finally:
         # Kept only when a second interruption cut the undo short (no complete set in place): recover() then
         # completes the swap from the staged set.

@@ -58,11 +58,14 @@ def summarize_sweep(result, conditions: list[str], *, level: float = 0.95) -> di
     (:mod:`jaxkd.selection`; the model that is kept); ``max_over_evals`` the
     per-seed maximum (minimum for losses) over all evaluations, which is
     optimistic for test metrics and kept only to compare with peers that
-    report it (RepDistiller's ``best_acc``). Diverged seeds are excluded and
-    counted in ``n_diverged``.
+    report it (RepDistiller's ``best_acc``). Diverged seeds are excluded,
+    counted in ``n_diverged`` and listed in ``diverged_seeds`` with the step
+    each diverged at in ``diverged_steps``.
     """
     pick = result.selected_index
     select = result.fingerprint["config"]["eval"]["select"] if result.fingerprint else None
+    steps_at = getattr(result, "diverged_step", None)
+    steps_at = np.zeros(result.diverged.shape, int) if steps_at is None else steps_at
     out = {}
     for g, cond in enumerate(conditions):
         ok = ~result.diverged[:, g]
@@ -70,6 +73,8 @@ def summarize_sweep(result, conditions: list[str], *, level: float = 0.95) -> di
             "n_seeds": int(result.n_seeds),
             "n_diverged": int((~ok).sum()),
             "diverged_seeds": [int(s) for s in np.flatnonzero(~ok)],
+            # the step each stopped at inside the compiled run (0: only an evaluation was NaN/Inf)
+            "diverged_steps": [int(steps_at[s, g]) for s in np.flatnonzero(~ok)],
             "hparams": {k: float(v[g]) for k, v in result.grid.items()},
             "selected_by": select,
             "selected_steps": [int(result.steps[i]) for i in pick[ok, g]],

@@ -53,6 +53,13 @@ class SweepResult:
       steps: ``[E]`` step index at each evaluation.
       grid: ``{hparam: [G]}`` the grid points (all sweepable hparams filled in).
       diverged: ``[S, G]`` True where parameters or losses became NaN/Inf.
+      diverged_step: ``[S, G]`` the training step whose loss or update was
+        NaN/Inf (1-based; 0 where the run stayed finite). Inside the compiled
+        program a diverging run's parameters and optimiser state stay at their
+        last finite values from that step on, its records are NaN from the
+        evaluation interval that holds the step, and its selected model is
+        the one selected before; the other runs' numbers are bitwise those of
+        a sweep without it.
     """
 
     states: TrainState
@@ -61,6 +68,7 @@ class SweepResult:
     grid: dict[str, np.ndarray]
     diverged: np.ndarray
     fingerprint: dict | None = None
+    diverged_step: np.ndarray | None = None
 
     @property
     def n_seeds(self) -> int:
@@ -185,13 +193,15 @@ def run_sweep(
     if program.padded_seeds != n_seeds:
         states = jax.tree.map(lambda a: a[:n_seeds], states)
     every = trainer.eval_every
+    diverged, diverged_step = _diverged(states, hist)
     return SweepResult(
         states=states,
         history=hist,
         steps=np.arange(1, trainer.steps // every + 1) * every,
         grid=program.grid,
-        diverged=_diverged(states, hist),
+        diverged=diverged,
         fingerprint=full_fingerprint,
+        diverged_step=diverged_step,
     )
 
 
@@ -276,18 +286,27 @@ def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt
     return states, history
 
 
-def _diverged(states, hist) -> np.ndarray:
-    """``[S, G]`` runs whose parameters or any recorded metric became NaN/Inf (warned about by seed)."""
+def _diverged(states, hist) -> tuple[np.ndarray, np.ndarray]:
+    """``([S, G] diverged, [S, G] step)``: runs stopped inside the program, or with NaN/Inf parameters or records.
+
+    Warned about by seed, grid point and step. The step is the one the
+    compiled program recorded (0 for a run that only produced a non-finite
+    evaluation, which it does not stop for).
+    """
+    step = np.asarray(states.diverged_at)
     finite_hist = np.all(np.stack([np.isfinite(v).all(-1) for v in hist.values()]), axis=0)
-    diverged = ~(np.asarray(_finite(states.params)) & finite_hist)
+    diverged = (step > 0) | ~(np.asarray(_finite(states.params)) & finite_hist)
     if diverged.any():
-        bad = ", ".join(f"seed {s} at grid point {g}" for s, g in zip(*np.nonzero(diverged)))
+        where = list(zip(*np.nonzero(diverged)))
+        bad = ", ".join(f"seed {s} at grid point {g}" for s, g in where)
+        at = ", ".join(str(step[s, g]) if step[s, g] > 0 else "an evaluation" for s, g in where)
         warnings.warn(
-            f"{int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are excluded from summaries: {bad}",
+            f"{int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are excluded from summaries: {bad} "
+            f"(at step{'s' if len(where) > 1 else ''} {at})",
             RuntimeWarning,
             stacklevel=3,
         )
-    return diverged
+    return diverged, step
 
 
 def _finite(tree) -> jax.Array:

@@ -57,7 +57,9 @@ class TrainState(NamedTuple):
     ``params`` is ``{"model": ..., "terms": {term: aux params}}`` (both
     trained by one optimiser); ``term_state`` is ``{term: state}``;
     ``selected`` the model selected so far on the validation split
-    (:mod:`jaxkd.selection`), carried beside the current one.
+    (:mod:`jaxkd.selection`), carried beside the current one;
+    ``diverged_at`` the step whose loss or update was NaN/Inf (0: finite so
+    far), after which its parameters are frozen (:func:`guard_step`).
     """
 
     step: jax.Array  # int32 scalar
@@ -68,6 +70,39 @@ class TrainState(NamedTuple):
     perm_key: jax.Array  # raw uint32 key data (checkpointable)
     step_key: jax.Array
     selected: Selected
+    diverged_at: jax.Array  # int32 scalar; 0 while every loss and update has been finite
+
+
+def all_finite(tree) -> jax.Array:
+    """Scalar bool: every floating-point leaf of ``tree`` is free of NaN/Inf."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
+def _keep_where(frozen, old, new):
+    """``old`` where ``frozen`` (a scalar bool), else ``new``, leaf by leaf (``new`` bit for bit when not frozen)."""
+    return jax.tree.map(lambda o, n: jnp.where(frozen, o, n), old, new)
+
+
+def guard_step(old: TrainState, new: TrainState, loss) -> TrainState:
+    """``new``, with its parameters and optimiser state kept at ``old``'s once a loss or update is NaN/Inf.
+
+    A diverging step's update is not applied, nor any after it: the run keeps
+    its last finite parameters and optimiser state, and ``diverged_at``
+    records the step (1-based, as ``state.step`` counts) whose loss or new
+    parameters were non-finite. The step counter, the model state (BatchNorm
+    statistics) and the terms' state go on as computed: masking them too
+    would change how XLA fuses their updates, and with it the round-off of
+    every finite run. A finite run's state is ``new`` bit for bit, so runs
+    beside a diverging one in a vmapped sweep are untouched by it.
+    """
+    before = old.diverged_at > 0
+    frozen = before | ~(jnp.isfinite(loss) & all_finite(new.params))
+    return new._replace(
+        params=_keep_where(frozen, old.params, new.params),
+        opt_state=_keep_where(frozen, old.opt_state, new.opt_state),
+        diverged_at=jnp.where(frozen & ~before, new.step, old.diverged_at),
+    )
 
 
 def check_hparams(hparams: dict, constraints: dict[str, str]) -> None:
@@ -159,6 +194,7 @@ class Trainer:
             perm_key=jax.random.key_data(perm_key),
             step_key=jax.random.key_data(step_key),
             selected=init_selected(params["model"], rest),
+            diverged_at=jnp.zeros((), jnp.int32),
         )
 
     # --- data --------------------------------------------------------------------------------
@@ -218,7 +254,10 @@ class Trainer:
         return total, (rest, new_state, means)
 
     def train_step(self, state: TrainState, hp, data, tin, idx):
-        """One optimiser step on examples ``idx``; returns ``(state, metrics)`` with per-term losses."""
+        """One optimiser step on examples ``idx``; returns ``(state, metrics)`` with per-term losses.
+
+        A step whose loss or update is NaN/Inf is not applied (:func:`guard_step`).
+        """
         step_key = jax.random.fold_in(jax.random.wrap_key_data(state.step_key), state.step)
         aug_key, term_key = jax.random.split(step_key)
         batch = self.train_batch(data, idx, aug_key)
@@ -232,7 +271,7 @@ class Trainer:
         new_state = state._replace(
             step=state.step + 1, params=params, rest=rest, term_state=term_state, opt_state=opt_state
         )
-        return new_state, metrics
+        return guard_step(state, new_state, loss), metrics
 
     # --- evaluation --------------------------------------------------------------------------
     def predict_split(self, params, rest, data, split: str):
@@ -249,7 +288,9 @@ class Trainer:
 
         Returns ``(state, history)``, ``history[name]`` of shape
         ``[num_steps // eval_every]``: training terms averaged over each
-        interval, evaluation metrics at its end. Memory: the call holds
+        interval, evaluation metrics at its end; NaN from the interval in
+        which the run diverged (``state.diverged_at``) on, and a diverged run
+        selects no later model. Memory: the call holds
         ``num_steps / steps_per_epoch + 2`` permutations of the training set,
         so long runs on large datasets should advance in chunks.
         """
@@ -268,9 +309,13 @@ class Trainer:
             logits = evaluate.eval_logits(self, state, data)
             evals = evaluate.split_metrics(self, logits, data, tin)
             record.update(evals)
+            diverged = state.diverged_at > 0  # a frozen run's evaluations say nothing: NaN, never selected
+            record = {k: jnp.where(diverged, jnp.asarray(jnp.nan, v.dtype), v) for k, v in record.items()}
+            selected = select_model(state.selected, self.config.eval.select, state, evals)
+            term_state = eval_updates(self.terms, state.term_state, hparams, logits, data)
             state = state._replace(
-                selected=select_model(state.selected, self.config.eval.select, state, evals),
-                term_state=eval_updates(self.terms, state.term_state, hparams, logits, data),
+                selected=_keep_where(diverged, state.selected, selected),
+                term_state=_keep_where(diverged, state.term_state, term_state),
             )
             return state, record
 
