@@ -142,7 +142,7 @@ class Config:
             "set leak_test_labels=True to reproduce it on purpose, or use confusion_split='train'",
         )
         check(
-            self.confusion_split != self.eval.select.split("/")[0],
+            self.eval.select is None or self.confusion_split != self.eval.select.split("/")[0],
             f"confusion_split={self.confusion_split!r} is the split eval.select ({self.eval.select!r}) reads: the "
             "target would see the labels that pick the checkpoint; use confusion_split='train'",
         )

@@ -188,6 +188,7 @@ class Config:
                     f"comparison {a}:{b} names {c!r}, which is not a condition here; conditions: {', '.join(names)}",
                 )
             check(a != b, f"comparison {a}:{b} compares a condition with itself")
+        check(self.chunk_steps is None or self.chunk_steps > 0, f"chunk_steps must be positive, got {self.chunk_steps}")
         for s in self.setups:
             self.student_config(s), self.teacher_config(s)
             check(
