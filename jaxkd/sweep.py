@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxkd import curves
 from jaxkd.checkpoint import SweepCheckpointer
+from jaxkd.distributed import is_primary, to_host
 from jaxkd.errors import ConfigError, check
 from jaxkd.fingerprint import software
 from jaxkd.keys import RunKeys
@@ -77,7 +78,7 @@ class SweepResult:
     @property
     def selected_steps(self) -> np.ndarray:
         """``[S, G]`` training step of each run's selected evaluation (0 where none was selected)."""
-        return np.asarray(self.states.selected.step)
+        return to_host(self.states.selected.step)
 
     @property
     def selected_index(self) -> np.ndarray:
@@ -164,7 +165,7 @@ def run_sweep(
     if checkpoint_dir is not None:  # before any work: a wrong directory fails fast
         ckpt = SweepCheckpointer(checkpoint_dir, full_fingerprint, resume=resume, overwrite=overwrite)
     bar = log = None
-    if progress:  # shown before compiling, which can take minutes for many seeds
+    if progress and is_primary():  # shown before compiling (minutes for many seeds); by one process
         from tqdm.auto import tqdm
 
         bar = tqdm(total=trainer.steps, desc=f"{desc} (compiling)", unit="step", leave=False, file=sys.stderr)
@@ -262,7 +263,7 @@ def _resume(ckpt: SweepCheckpointer, program: SweepProgram, states):
     states = restored["state"]
     if not isinstance(states, TrainState):
         states = TrainState(*states)
-    return latest, states, [{k: np.asarray(v) for k, v in restored["history"].items()}]
+    return latest, states, [{k: to_host(v) for k, v in restored["history"].items()}]
 
 
 def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt, bar, log=None):
@@ -273,7 +274,7 @@ def _advance_in_chunks(program: SweepProgram, states, history, done, chunk, ckpt
     total = program.trainer.steps
     while done < total:
         states, chunk_hist = program.advance(states, chunk)
-        history.append({k: np.asarray(v) for k, v in chunk_hist.items()})
+        history.append({k: to_host(v) for k, v in chunk_hist.items()})  # gathered from every process
         if log is not None:
             log.write_chunk(history[-1])
         done += chunk
@@ -293,13 +294,13 @@ def _diverged(states, hist) -> tuple[np.ndarray, np.ndarray]:
     compiled program recorded (0 for a run that only produced a non-finite
     evaluation, which it does not stop for).
     """
-    step = np.asarray(states.diverged_at)
+    step = to_host(states.diverged_at)
     finite_hist = np.all(np.stack([np.isfinite(v).all(-1) for v in hist.values()]), axis=0)
-    diverged = (step > 0) | ~(np.asarray(_finite(states.params)) & finite_hist)
+    diverged = (step > 0) | ~(to_host(_finite(states.params)) & finite_hist)
     if diverged.any():
         where = list(zip(*np.nonzero(diverged)))
         bad = ", ".join(f"seed {s} at grid point {g}" for s, g in where)
-        at = ", ".join(str(step[s, g]) if step[s, g] > 0 else "an evaluation" for s, g in where)
+        at = ", ".join(str(step[s, g]) if step[s, g] > 0 else "eval" for s, g in where)
         warnings.warn(
             f"{int(diverged.sum())} of {diverged.size} runs diverged (NaN/Inf) and are excluded from summaries: {bad} "
             f"(at step{'s' if len(where) > 1 else ''} {at})",
