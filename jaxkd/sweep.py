@@ -17,7 +17,15 @@ Long sweeps run in chunks of steps; after each chunk the host updates a
 progress bar and, given a checkpoint directory, writes an orbax checkpoint.
 ``resume=True`` continues from the last complete checkpoint and gives the same
 result as an uninterrupted sweep (the same compiled chunk program runs on the
-same state; per-step randomness comes from ``fold_in``).
+same state; per-step randomness comes from ``fold_in``). A process killed
+outright (SIGKILL) at any point resumes the same way (see
+:mod:`jaxkd.checkpoint` for how each write survives it).
+
+A run whose loss or update turns NaN/Inf (a learning rate too large for its
+grid point) is stopped inside the compiled program (:func:`jaxkd.train.guard_step`):
+its parameters and optimiser state stay at their last finite values, its
+records are NaN from then on, and ``SweepResult.diverged_step`` says when.
+The other runs' numbers are bitwise what they would be without it.
 """
 
 from __future__ import annotations
