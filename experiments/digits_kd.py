@@ -39,6 +39,7 @@ from jaxkd.recipes import RecipeConfig
 from jaxkd.train import make_train
 
 FINGERPRINT = {"experiment": "digits_kd"}  # in every checkpoint: resuming another experiment is refused
+MULTI_PROCESS = True  # runs over several processes (docs/distributed.md)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -94,6 +94,7 @@ _OBJECTIVE = {
 }
 
 FINGERPRINT = {"experiment": "digits_methods"}  # in every checkpoint: resuming another experiment is refused
+MULTI_PROCESS = True  # runs over several processes (docs/distributed.md)
 
 
 @dataclasses.dataclass(frozen=True)

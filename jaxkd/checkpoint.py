@@ -37,6 +37,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxkd.distributed import barrier, is_primary
 from jaxkd.errors import ConfigError
 from jaxkd.outputs import fsync_dir
 
@@ -47,8 +48,10 @@ CHECKSUMS = "checksums.json"
 def tree_checksum(tree) -> str:
     """SHA-256 over the leaves' dtypes, shapes and bytes (host copies)."""
     h = hashlib.sha256()
+    from jaxkd.distributed import to_host
+
     for leaf in jax.tree.leaves(tree):
-        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        a = np.ascontiguousarray(to_host(leaf))  # gathered from every process in a multi-process sweep
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
@@ -190,12 +193,16 @@ class SweepCheckpointer:
                     f"{self.directory} holds checkpoints of an earlier sweep; pass --resume to "
                     "continue it or --overwrite to replace it"
                 )
-            for name in existing:  # only what this class writes
-                if _is_step_dir(name) or name.removesuffix(".tmp") in (FINGERPRINT, CHECKSUMS):
-                    target = os.path.join(self.directory, name)
-                    shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
-        os.makedirs(self.directory, exist_ok=True)
-        write_json_atomic(path, fingerprint, indent=1, sort_keys=True)
+            if is_primary():  # one process changes the directory; the others have checked it as it was
+                for name in existing:  # only what this class writes
+                    if _is_step_dir(name) or name.removesuffix(".tmp") in (FINGERPRINT, CHECKSUMS):
+                        target = os.path.join(self.directory, name)
+                        shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+        barrier("jaxkd-checkpoint-checked")
+        if is_primary():
+            os.makedirs(self.directory, exist_ok=True)
+            write_json_atomic(path, fingerprint, indent=1, sort_keys=True)
+        barrier("jaxkd-checkpoint-ready")
         self._sums_path = os.path.join(self.directory, CHECKSUMS)
         self._sums = self._read_sums()
         self._manager = ocp.CheckpointManager(  # removes the temporary step directories of a killed writer
@@ -221,7 +228,9 @@ class SweepCheckpointer:
         kept = {str(s) for s in self._manager.all_steps()}
         self._sums = {k: v for k, v in self._sums.items() if k in kept}
         self._sums[str(step)] = tree_checksum(tree)
-        write_json_atomic(self._sums_path, self._sums, indent=1)  # the step counts from here on
+        if is_primary():  # orbax wrote each process's shards; the step's checksum is written once
+            write_json_atomic(self._sums_path, self._sums, indent=1)  # the step counts from here on
+        barrier(f"jaxkd-checkpoint-{step}")
 
     def restore(self, step: int, target):
         """Restore ``step`` into ``target(step)``, the structure/shardings of abstract arrays.

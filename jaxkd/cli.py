@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ import time
 import warnings
 from collections.abc import Mapping
 
-from jaxkd.errors import ConfigError
+from jaxkd.errors import ConfigError, check
 from theory.query import DESCRIPTION as RISK_DESCRIPTION
 from theory.query import EPILOG as RISK_EPILOG
 
@@ -209,8 +210,106 @@ def _checkpoints(args, config) -> str | None:
     return None
 
 
+def _multi_process(args) -> bool:
+    """Whether this run is one process of several: the flags, or a launcher ``jax.distributed`` detects."""
+    from jaxkd.distributed import launcher_detected
+
+    given = (args.coordinator, args.num_processes, args.process_id)
+    return (
+        any(v is not None for v in given)
+        and (args.num_processes or 1) > 1
+        or (all(v is None for v in given) and launcher_detected())
+    )
+
+
+_FATAL = "JAX distributed service detected fatal errors"
+# Lines of the distributed runtime's own logs (absl, gloo), not jaxkd's.
+_ABSL_LINE = re.compile(r"^([IWEF]\d{4} |\s+@ |\*\*\* |\[Gloo\]|Barrier (result|Id)|This (suggests|indicates))")
+
+
+def _supervise(args, no_checkpoints: str | None) -> int:
+    """Run this multi-process process in a child and turn a peer's death into one line.
+
+    When another process of the run dies, JAX's distributed runtime ends the
+    survivors with a fatal C++ log (after ``--heartbeat-timeout`` seconds)
+    that Python cannot catch; the child's stderr is passed through without
+    the runtime's log lines, and that end becomes one ``jaxkd: error:`` line.
+    """
+    import subprocess
+
+    env = dict(os.environ, JAXKD_SUPERVISED="1")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "jaxkd.cli", *args.argv], env=env, stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+    out = args.out or os.path.join("results", experiment_name(args.experiment), args.preset)
+    made = _first_missing_dir(out)  # what the child makes; removed here when it is left empty
+    fatal = in_log = said = False
+    try:
+        for line in child.stderr:
+            if said:  # after the child's error line only the runtime's shutdown log follows
+                continue
+            said = line.startswith("jaxkd: error:")
+            if _FATAL in line or "heartbeat timeout" in line:
+                fatal = True
+            if _ABSL_LINE.match(line):  # the runtime's log; its continuation lines follow until jaxkd speaks
+                in_log = line[:1] in "EF"
+                continue
+            if line.startswith(("jaxkd", "Traceback")):
+                in_log = False
+            if not in_log:
+                sys.stderr.write(line)
+        rc = child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGTERM)  # the child stops as after Ctrl-C and says how to resume
+        for line in child.stderr:
+            if not _ABSL_LINE.match(line):
+                sys.stderr.write(line)
+        return child.wait() if child.wait() >= 0 else 128 - child.returncode
+    if rc != 0 and args.process_id in (None, 0):
+        _remove_if_empty(out, made)
+    if rc != 0 and fatal and not said:
+        raise _peer_lost(args, no_checkpoints, f"heartbeat timeout {args.heartbeat_timeout} s")
+    if said:  # the child said what went wrong (and the runtime may have aborted it afterwards)
+        return 2
+    return rc if rc >= 0 else 128 - rc
+
+
+def _peer_lost(args, no_checkpoints: str | None, why: str) -> ConfigError:
+    """The one line a process says when another process of its run died."""
+    return ConfigError(
+        f"another process of this {args.num_processes or ''}-process run stopped answering ({why}), so this one "
+        f"(process {args.process_id}) stopped too; "
+        + (
+            "restart every process with the same command to start again"
+            if no_checkpoints
+            else "restart every process with --resume to continue from the last checkpoint"
+        )
+    )
+
+
 def _cmd_run(args) -> int:
     mod, config = _resolve(args)
+    from jaxkd import distributed
+
+    distributed.check_arguments(args.coordinator, args.num_processes, args.process_id)
+    check(
+        args.heartbeat_timeout > 0,
+        f"--heartbeat-timeout must be a positive number of seconds, got {args.heartbeat_timeout}",
+    )
+    multi = _multi_process(args)
+    if multi:
+        check_multi = getattr(mod, "MULTI_PROCESS", False)
+        if not check_multi:
+            raise ConfigError(
+                f"{args.experiment} does not run over several processes yet (experiments that do: "
+                "digits_kd, digits_methods); run it in one process"
+            )
+        if not os.environ.get("JAXKD_SUPERVISED"):
+            return _supervise(args, _checkpoints(args, config))
+        distributed.initialize(
+            args.coordinator, args.num_processes, args.process_id, heartbeat_timeout=args.heartbeat_timeout
+        )
+    from jaxkd.distributed import is_primary
     from jaxkd.outputs import check_replaceable, check_writable, recover
 
     no_checkpoints = _checkpoints(args, config)
@@ -230,7 +329,7 @@ def _cmd_run(args) -> int:
         from jaxkd import curves
 
         kinds = curves.check_kinds([k.strip() for item in args.log for k in item.split(",") if k.strip()])
-    made = _first_missing_dir(out)
+    made = _first_missing_dir(out) if not multi or is_primary() else None  # one process cleans up after a stop
     start = time.perf_counter()
     try:  # from the first directory made: a stop at any point removes what is still empty
         check_writable(out)
@@ -239,8 +338,14 @@ def _cmd_run(args) -> int:
             warnings.warn(  # is one line, never this warning and an error
                 f"--data-dir is read only for tfds: datasets; this run uses {dataset or 'no dataset'}", stacklevel=1
             )
-        with _data_dir(args.data_dir), _curves(kinds, out, args.resume):
-            mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+        with _data_dir(args.data_dir), _curves(kinds if is_primary() else (), out, args.resume):
+            try:
+                mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+            except Exception as err:  # a collective whose peer died fails here before the heartbeat says so
+                if not multi or "JaxRuntimeError" not in type(err).__name__:
+                    raise
+                first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+                raise _peer_lost(args, no_checkpoints, first) from None
     except KeyboardInterrupt as stop:
         _remove_if_empty(out, made)
         if no_checkpoints:
@@ -252,10 +357,11 @@ def _cmd_run(args) -> int:
     except BaseException:
         _remove_if_empty(out, made)
         raise
-    print(
-        f"jaxkd: {args.experiment} ({args.preset}) finished in {time.perf_counter() - start:.1f} s; "
-        f"results in {os.path.abspath(out)}"
-    )
+    if is_primary():
+        print(
+            f"jaxkd: {args.experiment} ({args.preset}) finished in {time.perf_counter() - start:.1f} s; "
+            f"results in {os.path.abspath(out)}"
+        )
     return 0
 
 
@@ -381,6 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help="training curves of every seed and condition: tensorboard (event files in OUT/tensorboard; needs "
         "pip install -e '.[tensorboard]') or wandb (offline, in OUT/wandb; needs wandb); repeatable",
+    )
+    g = p.add_argument_group("several processes (docs/distributed.md)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address and a free port")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the run")
+    g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0..N-1")
+    g.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=100,
+        metavar="S",
+        help="seconds without news from a process before the others stop (default %(default)s)",
     )
     p.set_defaults(fn=_cmd_run)
 
@@ -539,6 +656,7 @@ def main(argv=None) -> int:
     try:
         with _sigterm_as_interrupt():
             args = parser.parse_args(argv)
+            args.argv = list(sys.argv[1:] if argv is None else argv)  # for a supervised multi-process child
             return args.fn(args)
     except ConfigError as err:
         print(f"jaxkd: error: {_one_line(str(err))}", file=sys.stderr)

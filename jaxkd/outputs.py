@@ -221,10 +221,21 @@ def write_files(out_dir: str, files: dict[str, str | bytes]) -> None:
     complete set or the new one.
     """
     from jaxkd import __version__
+    from jaxkd.distributed import barrier, is_primary
 
     for name in files:
         if not name or os.path.basename(name) != name or name.startswith(".jaxkd-"):
             raise ValueError(f"result file names are plain names in the output directory, got {name!r}")
+    if not is_primary():  # a multi-process run's results are the same on every process: process 0 writes them
+        barrier("jaxkd-results-written")
+        return
+    try:
+        _write_files(out_dir, files, __version__)
+    finally:
+        barrier("jaxkd-results-written")
+
+
+def _write_files(out_dir: str, files: dict, __version__: str) -> None:
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     recover(out_dir)

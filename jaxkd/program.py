@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxkd.distributed import multi_process, to_host
 from jaxkd.errors import ConfigError, check
 from jaxkd.keys import RunKeys, seed_run_keys
 from jaxkd.train import Trainer, TrainState, check_hparams
@@ -37,6 +38,17 @@ def _full_grid(trainer: Trainer, grid: dict | None) -> dict[str, np.ndarray]:
     return {
         name: np.broadcast_to(np.asarray(grid.get(name, defaults[name]), np.float64), (g,)).copy() for name in defaults
     }
+
+
+def _global_array(x, sharding):
+    """``x`` (the same on every process) as a global array with ``sharding`` over every process's devices."""
+    if isinstance(x, jax.core.Tracer):  # shapes only (eval_shape): placement does not matter
+        return x
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _global_array(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    host = to_host(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def seed_mesh(n_seeds: int | None = None):
@@ -96,7 +108,11 @@ class SweepProgram:
         self._seed_sharding = seed_sharding
 
         def place(tree, sharding):
-            return tree if sharding is None else jax.device_put(tree, sharding)
+            if sharding is None:
+                return tree
+            if multi_process():  # global arrays built from each process's identical host copy
+                return jax.tree.map(lambda x: _global_array(x, sharding), tree)
+            return jax.device_put(tree, sharding)
 
         self._place = place
         self.data = place(trainer.data, replicated)
