@@ -329,6 +329,9 @@ def _cmd_run(args) -> int:
         from jaxkd import curves
 
         kinds = curves.check_kinds([k.strip() for item in args.log for k in item.split(",") if k.strip()])
+    from jaxkd.program import limit_memory, parse_size
+
+    max_memory = None if args.max_memory is None else parse_size(args.max_memory)
     made = _first_missing_dir(out) if not multi or is_primary() else None  # one process cleans up after a stop
     start = time.perf_counter()
     try:  # from the first directory made: a stop at any point removes what is still empty
@@ -338,7 +341,11 @@ def _cmd_run(args) -> int:
             warnings.warn(  # is one line, never this warning and an error
                 f"--data-dir is read only for tfds: datasets; this run uses {dataset or 'no dataset'}", stacklevel=1
             )
-        with _data_dir(args.data_dir), _curves(kinds if is_primary() else (), out, args.resume):
+        with (
+            _data_dir(args.data_dir),
+            _curves(kinds if is_primary() else (), out, args.resume),
+            limit_memory(max_memory),
+        ):
             try:
                 mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
             except Exception as err:  # a collective whose peer died fails here before the heartbeat says so
@@ -487,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help="training curves of every seed and condition: tensorboard (event files in OUT/tensorboard; needs "
         "pip install -e '.[tensorboard]') or wandb (offline, in OUT/wandb; needs wandb); repeatable",
+    )
+    p.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="SIZE",
+        help="memory a sweep may use per device (e.g. 2GiB; default: what the device has); a sweep whose seeds "
+        "need more runs them in blocks that fit, with the same records",
     )
     g = p.add_argument_group("several processes (docs/distributed.md)")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address and a free port")

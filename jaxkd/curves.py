@@ -91,6 +91,16 @@ def logging_to(kinds, out_dir: str, *, resume: bool = False):
         _ACTIVE.reset(token)
 
 
+@contextlib.contextmanager
+def suspended():
+    """No curves inside (a sweep run in seed blocks writes the whole sweep's curves once at the end)."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
 def open_sweep(desc: str, names, grid: dict, n_seeds: int, every: int, done: int, total: int):
     """The curve writers of one sweep (``None`` outside :func:`logging_to` or with nothing left to train).
 

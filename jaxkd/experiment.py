@@ -56,13 +56,13 @@ def check_seeds_fit(config: RunConfig, dataset, n_seeds: int, grid_size: int = 1
     compiled program's ``memory_analysis``, runs when the sweep starts.
     """
     from jaxkd.models import make_model
-    from jaxkd.program import device_memory
+    from jaxkd.program import memory_limit
 
     m = config.model
     model = make_model(m.name, dataset.in_shape, dataset.num_classes, m.widths, m.dtype)
     leaves = jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0)))
     per_run = 4 * sum(a.size * a.dtype.itemsize for a in leaves)
-    have = device_memory()
+    have = memory_limit()  # --max-memory, else the device's
     if have is not None and per_run * n_seeds * grid_size > have:
         raise ConfigError(
             f"{n_seeds} seeds x {grid_size} conditions need at least {per_run * n_seeds * grid_size / 2**30:.1f} GiB "

@@ -12,6 +12,8 @@ line that says how many seeds fit.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 
@@ -218,6 +220,14 @@ class SweepProgram:
             fn = self._compiled[num_steps] = lowered.compile()
         return fn
 
+    def memory_need(self, num_steps: int) -> int:
+        """Bytes one device needs to advance ``num_steps`` (XLA's ``memory_analysis`` of the compiled chunk; 0
+        where the backend does not report)."""
+        m = self.compiled_advance(num_steps).memory_analysis()
+        if m is None:
+            return 0
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
+
     def check_memory(self, num_steps: int) -> int:
         """Bytes one device needs to advance ``num_steps`` (XLA's ``memory_analysis``); refuses what cannot fit.
 
@@ -225,11 +235,10 @@ class SweepProgram:
         device has, saying about how many seeds would fit (memory grows
         linearly with the seeds a device holds).
         """
-        m = self.compiled_advance(num_steps).memory_analysis()
-        if m is None:  # a backend that does not report
+        need = self.memory_need(num_steps)
+        have = memory_limit()
+        if not need:  # a backend that does not report
             return 0
-        need = int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes)
-        have = device_memory()
         if have is not None and need > have:
             n_dev = 1 if self.mesh is None else jax.device_count()
             fits = int(self.padded_seeds * have / need) // n_dev * n_dev
@@ -243,6 +252,41 @@ class SweepProgram:
     def advance(self, states: TrainState, num_steps: int):
         """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``)."""
         return self.compiled_advance(num_steps)(states, self.hparams, self.data, self.teacher_inputs)
+
+
+_MEMORY_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("jaxkd_memory_limit", default=None)
+
+
+@contextlib.contextmanager
+def limit_memory(num_bytes: int | None):
+    """Inside: every sweep plans for at most ``num_bytes`` per device (``--max-memory``) instead of what the
+    device has; a sweep that needs more runs its seeds in blocks that fit (:func:`jaxkd.sweep.run_sweep`)."""
+    token = _MEMORY_LIMIT.set(None if num_bytes is None else int(num_bytes))
+    try:
+        yield
+    finally:
+        _MEMORY_LIMIT.reset(token)
+
+
+def memory_limit() -> int | None:
+    """Bytes a sweep may use per device: the ``--max-memory`` in force, else :func:`device_memory`."""
+    given = _MEMORY_LIMIT.get()
+    return given if given is not None else device_memory()
+
+
+def parse_size(text: str) -> int:
+    """``"512MiB"``, ``"2GiB"``, ``"1.5GB"``, ``"800000"`` (bytes) -> bytes; one line for anything else."""
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+    t = str(text).strip().lower().replace(" ", "")
+    number = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(number) :]
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if unit not in units or not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(f"--max-memory must be a positive size such as 512MiB, 2GiB or 1.5GB, got {text!r}")
+    return int(value * units[unit])
 
 
 def device_memory() -> int | None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import sys
 import warnings
 
@@ -169,6 +170,27 @@ def run_sweep(
         f"names has {0 if names is None else len(names)} entries but the sweep has {program.grid_size} grid points",
     )
     full_fingerprint = sweep_fingerprint(program, key, chunk, keys, fingerprint)
+    block = _seed_block(program, chunk, progress, desc)
+    if block is not None:  # the seeds do not fit in one program: blocks of seeds that do, one after another
+        return _run_seed_blocks(
+            trainer,
+            key,
+            n_seeds,
+            grid,
+            block,
+            full_fingerprint,
+            keys=keys,
+            names=names,
+            chunk_steps=chunk,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            overwrite=overwrite,
+            fingerprint=fingerprint,
+            shard=shard,
+            vmap_width=vmap_width,
+            progress=progress,
+            desc=desc,
+        )
     ckpt = None
     if checkpoint_dir is not None:  # before any work: a wrong directory fails fast
         ckpt = SweepCheckpointer(checkpoint_dir, full_fingerprint, resume=resume, overwrite=overwrite)
@@ -211,6 +233,104 @@ def run_sweep(
         diverged=diverged,
         fingerprint=full_fingerprint,
         diverged_step=diverged_step,
+    )
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _seed_block(program: SweepProgram, chunk: int, progress: bool, desc: str) -> int | None:
+    """Seeds per program when all of them do not fit in the memory limit (None: they fit, or nothing is known).
+
+    Compiles the chunk program and reads XLA's ``memory_analysis``; prints the
+    estimate per device (with ``progress``). Memory grows linearly with the
+    seeds a device holds, so the block is the largest multiple of the device
+    count that fits, checked by compiling it. One line when not even one seed
+    per device fits.
+    """
+    from jaxkd.program import memory_limit
+
+    need = program.memory_need(chunk)
+    limit = memory_limit()
+    n_dev = 1 if program.mesh is None else jax.device_count()
+    if progress and is_primary() and need:
+        print(
+            f"jaxkd: {desc}: {program.n_seeds} seeds x {program.grid_size} grid points need about {_fmt_bytes(need)} "
+            f"per device ({n_dev} device{'s' if n_dev > 1 else ''}; XLA's memory analysis of a {chunk}-step chunk)"
+            + (f", {_fmt_bytes(limit)} available" if limit is not None else ""),
+            file=sys.stderr,
+        )
+    if not need or limit is None or need <= limit:
+        return None
+    per_device = program.padded_seeds // n_dev
+    block = per_device
+    while block > 1:
+        block = min(block - 1, max(1, int(per_device * limit / need)))
+        trial = SweepProgram(
+            program.trainer, block * n_dev, program.grid, shard=program.mesh is not None, vmap_width=program.vmap_width
+        )
+        if trial.memory_need(chunk) <= limit:
+            return block * n_dev
+    raise ConfigError(
+        f"{desc}: even {n_dev} seed{'s' if n_dev > 1 else ''} ({'one per device' if n_dev > 1 else 'one'}) x "
+        f"{program.grid_size} grid points need more than the {_fmt_bytes(limit)} available per device; "
+        "use fewer grid points per sweep, a smaller batch, or chunk_steps"
+    )
+
+
+def _run_seed_blocks(trainer, key, n_seeds, grid, block, full_fingerprint, *, keys, names, **kw) -> SweepResult:
+    """Seeds ``[i, i + block)`` as separate programs with the keys they have in one program, results joined.
+
+    Every run's keys are the ones it gets in one program and runs do not
+    interact, so the records are those of one program (bitwise where each run
+    is traced alone, the CPU default ``vmap_width=1``). Checkpoints go to
+    ``<checkpoint_dir>/seeds<i>-<j>``; training curves are written once all
+    blocks are done.
+    """
+    from jaxkd.keys import seed_run_keys
+
+    g = len(next(iter(grid.values()))) if grid else 1
+    all_keys = keys if keys is not None else seed_run_keys(key, n_seeds, g)
+    ckpt_dir, desc = kw.pop("checkpoint_dir"), kw.pop("desc")
+    fp = kw.pop("fingerprint")
+    if kw["progress"] and is_primary():
+        print(f"jaxkd: {desc}: running the {n_seeds} seeds in blocks of {block}", file=sys.stderr)
+    parts = []
+    with curves.suspended():  # curves of the whole sweep, written below
+        for i in range(0, n_seeds, block):
+            j = min(i + block, n_seeds)
+            sub = RunKeys(all_keys.init[i:j], all_keys.data[i:j])
+            parts.append(
+                run_sweep(
+                    trainer,
+                    key,
+                    j - i,
+                    grid,
+                    keys=sub,
+                    names=names,
+                    checkpoint_dir=None if ckpt_dir is None else os.path.join(ckpt_dir, f"seeds{i}-{j - 1}"),
+                    fingerprint={**(fp or {}), "seed_block": [i, j]},
+                    desc=f"{desc} seeds {i}-{j - 1}",
+                    **kw,
+                )
+            )
+    join = lambda *a: np.concatenate(a, axis=0)  # noqa: E731
+    history = {k: join(*(p.history[k] for p in parts)) for k in parts[0].history}
+    states = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *(p.states for p in parts))
+    every = trainer.eval_every
+    log = curves.open_sweep(desc, names, parts[0].grid, n_seeds, every, 0, trainer.steps)
+    if log is not None:
+        log.write_chunk(history)
+        log.close(ok=True)
+    return SweepResult(
+        states=states,
+        history=history,
+        steps=parts[0].steps,
+        grid=parts[0].grid,
+        diverged=join(*(p.diverged for p in parts)),
+        fingerprint={**full_fingerprint, "seed_blocks": block},
+        diverged_step=join(*(p.diverged_step for p in parts)),
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SH = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
+pytestmark = pytest.mark.xdist_group("gpu_check")  # one worker runs the dry run once for every test
 PY = os.path.join(ROOT, "benchmarks", "gpu_check.py")
 SECTIONS = ("device", "cnn_sweep_jax", "cnn_sweep_torch", "cifar_kd_paper")
 VARIANTS = ("loop", "vmap", "map")
