@@ -263,6 +263,15 @@ def _seed_block(program: SweepProgram, chunk: int, progress: bool, desc: str) ->
         )
     if not need or limit is None or need <= limit:
         return None
+    # Blocks bound what one program needs while it trains; the final states of every seed are still held
+    # together (the sweep's result), so they must fit.
+    held = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(program.state_spec())) // n_dev
+    if held > limit:
+        fits = int(program.padded_seeds * limit / held) // n_dev * n_dev
+        raise ConfigError(
+            f"{program.n_seeds} seeds x {program.grid_size} grid points hold {_fmt_bytes(held)} of states per device "
+            f"but {_fmt_bytes(limit)} are available; about {fits} seeds fit: lower --seeds"
+        )
     per_device = program.padded_seeds // n_dev
     block = per_device
     while block > 1:

@@ -65,9 +65,16 @@ def test_seeds_that_do_not_fit_run_in_blocks_with_the_same_records(trainer, tmp_
     assert np.array_equal(one.diverged, blocks.diverged) and np.array_equal(one.selected_steps, blocks.selected_steps)
 
 
-def test_not_even_one_seed_per_device_fitting_is_one_line(trainer):
-    with limit_memory(1024), pytest.raises(ConfigError, match="need more than the 0.0 MiB available per device"):
-        run_sweep(trainer, jax.random.key(0), 2, GRID, progress=False)
+def test_states_or_one_seed_per_device_that_do_not_fit_are_one_line(trainer):
+    """Blocks bound what a program needs while it trains; the states of every seed must still fit together."""
+    n_dev = jax.device_count()
+    program = SweepProgram(trainer, 2 * n_dev, GRID)
+    held = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(program.state_spec())) // n_dev
+    assert held < SweepProgram(trainer, n_dev, GRID).memory_need(20)  # data and temporaries come on top
+    with limit_memory(held // 2), pytest.raises(ConfigError, match=r"of states per device .* seeds fit: lower --seeds"):
+        run_sweep(trainer, jax.random.key(0), 2 * n_dev, GRID, chunk_steps=20, progress=False)
+    with limit_memory(held + 1), pytest.raises(ConfigError, match="per device; use fewer grid points per sweep"):
+        run_sweep(trainer, jax.random.key(0), 2 * n_dev, GRID, chunk_steps=20, progress=False)
 
 
 @pytest.mark.parametrize(
