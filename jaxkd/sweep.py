@@ -236,6 +236,10 @@ def run_sweep(
     )
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _fmt_bytes(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
@@ -256,7 +260,8 @@ def _seed_block(program: SweepProgram, chunk: int, progress: bool, desc: str) ->
     n_dev = 1 if program.mesh is None else jax.device_count()
     if progress and is_primary() and need:
         print(
-            f"jaxkd: {desc}: {program.n_seeds} seeds x {program.grid_size} grid points need about {_fmt_bytes(need)} "
+            f"jaxkd: {desc}: {_count(program.n_seeds, 'seed')} x {_count(program.grid_size, 'grid point')} need about "
+            f"{_fmt_bytes(need)} "
             f"per device ({n_dev} device{'s' if n_dev > 1 else ''}; XLA's memory analysis of a {chunk}-step chunk)"
             + (f", {_fmt_bytes(limit)} available" if limit is not None else ""),
             file=sys.stderr,

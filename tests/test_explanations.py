@@ -26,12 +26,12 @@ from jaxkd.teacher import Teacher
 pytestmark = pytest.mark.xdist_group("subdistill")  # shares one subdistill smoke run with test_subdistill
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def subdistill_dir(subdistill_smoke_dir):
     return subdistill_smoke_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: a module fixture reruns when xdist interleaves other modules' tests
 def run(subdistill_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("explanations")
     config = dataclasses.replace(ex.runlocal(ex.PRESETS["default"]), subdistill_dir=str(subdistill_dir))

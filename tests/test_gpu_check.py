@@ -52,7 +52,7 @@ def test_shell_syntax():
     assert r.returncode == 0, r.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: a module fixture reruns when xdist interleaves other modules' tests
 def dry(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "dry.json"
     r = run_sh("--tiny", "--out", str(out))
