@@ -20,6 +20,10 @@ else:
     _cache = tempfile.mkdtemp(prefix="jaxkd-test-xla-")
 jax.config.update("jax_compilation_cache_dir", _cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# The same cache for the processes tests start (preemption's killed sweeps, multi-process runs, the documented
+# example, the GPU check's dry run): JAX reads these at import.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 # jaxkd's own numerics (losses, features, metrics, the interaction tensor, augmentation) run under strict
 # dtype promotion: no silent int -> float or float32 -> float64 mixing. Not the whole suite: optax's Adam
