@@ -264,7 +264,8 @@ def _supervise(args, no_checkpoints: str | None) -> int:
         for line in child.stderr:
             if not _ABSL_LINE.match(line):
                 sys.stderr.write(line)
-        return child.wait() if child.wait() >= 0 else 128 - child.returncode
+        rc = child.wait()
+        return rc if rc >= 0 else 128 - rc
     if rc != 0 and args.process_id in (None, 0):
         _remove_if_empty(out, made)
     if rc != 0 and fatal and not said:
@@ -349,7 +350,9 @@ def _cmd_run(args) -> int:
             try:
                 mod.run(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
             except Exception as err:  # a collective whose peer died fails here before the heartbeat says so
-                if not multi or "JaxRuntimeError" not in type(err).__name__:
+                import jax
+
+                if not multi or not isinstance(err, jax.errors.JaxRuntimeError):
                     raise
                 first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
                 raise _peer_lost(args, no_checkpoints, first) from None

@@ -53,8 +53,7 @@ def initialize(
     check_arguments(coordinator, num_processes, process_id)
     if _STATE["initialized"]:
         return info()
-    if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "cpu") == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices' collectives (GPUs use NCCL)
     try:
         jax.distributed.initialize(
             coordinator,

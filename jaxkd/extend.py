@@ -188,11 +188,13 @@ def unregister(kind: str, name: str) -> None:
 
 def registered() -> dict:
     """The user's registrations: ``{"term": {name: {"object", "source_sha256"}}, ...}``, empty kinds left out."""
+    from jaxkd.data import Dataset
+
     out = {}
     for kind in KINDS:
         entries = {}
         for name, obj in sorted(_USER[kind].items()):
-            entries[name] = {"kind": "in-memory Dataset"} if type(obj).__name__ == "Dataset" else _describe(obj)
+            entries[name] = {"kind": "in-memory Dataset"} if isinstance(obj, Dataset) else _describe(obj)
         if entries:
             out[kind] = entries
     return out
