@@ -13,6 +13,12 @@ vmap_sharded  the same sharded over the host devices with ``shard_map``, each
               device vmapping its seeds (``shard=True, vmap_width=None``)
 map_sharded   sharded, each device running its seeds one after another with
               ``lax.map`` inside the program (``vmap_width=1``, the CPU default)
+map_sharded_no_ynn
+              map_sharded with jaxlib's YNNPACK fusions off
+              (``SweepProgram(compiler_options=...)``; benchmarks/conv_cpu.py)
+map_sharded_ynn
+              map_sharded with jaxlib's experimental YNNPACK fusions for dots,
+              element-wise ops and reductions (convolutions stay XLA's)
 map           one device, all seeds one after another inside the program
 step_loop     separate calls: one ``jit(train_step)`` call per seed per step
               (a top-level program, no loop inside)
@@ -101,7 +107,18 @@ import sys
 import time
 from typing import Any, NamedTuple
 
-ALL_VARIANTS = ("vmap", "vmap_sharded", "map_sharded", "map", "step_loop", "vmap_step", "grouped", "torch")
+ALL_VARIANTS = (
+    "vmap",
+    "vmap_sharded",
+    "map_sharded",
+    "map_sharded_no_ynn",
+    "map_sharded_ynn",
+    "map",
+    "step_loop",
+    "vmap_step",
+    "grouped",
+    "torch",
+)
 DEFAULT_VARIANTS = ("vmap", "vmap_sharded", "map_sharded", "step_loop", "grouped", "torch")
 
 
@@ -168,6 +185,7 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 STEPS_PER_DATA_EPOCH = 8  # synthetic training set = 8 batches
 H100_BF16_DENSE_FLOPS, H100_UTILISATION, PAPER_TRAIN_IMAGES, PAPER_EPOCHS = 989e12, 0.40, 45_000, 240
 TORCH_PASS_TOL = 1e-3
+YNN_ALL = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
 X4_CHANNELS = (32, 64, 128, 256)
 
 
@@ -343,10 +361,10 @@ class Variant:
 class EngineVariant(Variant):
     """The engine's sweep program (``SweepProgram.advance_program(1)``)."""
 
-    def __init__(self, name, trainer, seeds, init, *, shard, vmap_width, description):
+    def __init__(self, name, trainer, seeds, init, *, shard, vmap_width, description, compiler_options=None):
         super().__init__(seeds)
         self.name, self.description = name, description
-        self.prog = SweepProgram(trainer, seeds, shard=shard, vmap_width=vmap_width)
+        self.prog = SweepProgram(trainer, seeds, shard=shard, vmap_width=vmap_width, compiler_options=compiler_options)
         self.devices = 1 if self.prog.mesh is None else jax.device_count()
         self.seeds_per_device = self.program_seeds = self.prog.padded_seeds // self.devices
         self.vectorised_runs = 1 if vmap_width == 1 else self.seeds_per_device
@@ -790,6 +808,20 @@ def build_variants(names, trainer, seeds, init, teacher_pure):
             vmap_width=1,
             description="engine sweep program sharded, each device "
             "running its seeds one after another with lax.map (vmap_width=1)",
+        ),
+        "map_sharded_no_ynn": dict(
+            shard=True,
+            vmap_width=1,
+            compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""},
+            description="map_sharded with jaxlib's YNNPACK fusions off (dots and convolutions on XLA's own "
+            "kernels), the option that made single convolution layers up to 2.4x faster (benchmarks/conv_cpu.py)",
+        ),
+        "map_sharded_ynn": dict(
+            shard=True,
+            vmap_width=1,
+            compiler_options={"xla_cpu_experimental_ynn_fusion_type": YNN_ALL},
+            description="map_sharded with YNNPACK fusions for dots, element-wise ops and reductions (convolutions "
+            "on XLA's kernels); an experimental jaxlib option, see benchmarks/conv_cpu.py",
         ),
         "map": dict(
             shard=False,

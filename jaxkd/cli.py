@@ -293,6 +293,7 @@ def _cmd_run(args) -> int:
     from jaxkd import distributed
 
     distributed.check_arguments(args.coordinator, args.num_processes, args.process_id)
+    use_compilation_cache(not args.no_compile_cache)
     check(
         args.heartbeat_timeout > 0,
         f"--heartbeat-timeout must be a positive number of seconds, got {args.heartbeat_timeout}",
@@ -492,6 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not read or write XLA's persistent compilation cache (default: $JAX_COMPILATION_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/jaxkd/xla or ~/.cache/jaxkd/xla, at most 4 GiB), so every program is compiled afresh",
+    )
+    p.add_argument(
         "--log",
         action="append",
         metavar="KIND",
@@ -602,6 +609,37 @@ def use_host_devices() -> None:
     if "jax" in sys.modules or "xla_force_host_platform_device_count" in flags:
         return
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+
+
+COMPILE_CACHE_BYTES = 4 << 30
+
+
+def use_compilation_cache(enabled: bool = True) -> str | None:
+    """XLA's persistent compilation cache for this process, so that a rerun of a preset does not recompile.
+
+    ``$JAX_COMPILATION_CACHE_DIR`` (JAX's own setting) wins and is used as it
+    is; otherwise jaxkd's folder ``$XDG_CACHE_HOME/jaxkd/xla`` (default
+    ``~/.cache/jaxkd/xla``), which JAX keeps under 4 GiB by evicting its least
+    recently used entries. Entries are keyed by the program, the compile
+    options and the jaxlib version, so a changed program or jaxlib compiles
+    anew. Returns the folder, or None when disabled or not writable.
+    """
+    import jax
+
+    if not enabled:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if not path:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "jaxkd", "xla")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            return None
+        jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_BYTES)
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
+    return os.path.abspath(path)
 
 
 def _format_warning(message, category, filename, lineno, line=None):

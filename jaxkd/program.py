@@ -88,6 +88,15 @@ class SweepProgram:
     convolutions that XLA's CPU backend runs about 1.7x slower than a loop
     (benchmarks/RESULTS.md). Every choice gives the same numbers up to float
     round-off.
+
+    ``compiler_options``: XLA compile options for the ``advance`` program
+    (``jax.jit(..., compiler_options=...)``, e.g.
+    ``{"xla_cpu_experimental_ynn_fusion_type": ""}``), None for XLA's
+    defaults. They change results by round-off at most and are recorded in
+    the sweep's fingerprint, so a checkpoint resumes only under the same
+    options. benchmarks/RESULTS.md (``conv_cpu.py``, ``cnn_sweep.py``) says
+    what the CPU options did: none is the default because none made the
+    sharded CPU sweep faster without crashing.
     """
 
     def __init__(
@@ -98,8 +107,10 @@ class SweepProgram:
         *,
         shard: bool = True,
         vmap_width: int | None | str = "auto",
+        compiler_options: dict | None = None,
     ):
         self.trainer, self.n_seeds = trainer, int(n_seeds)
+        self.compiler_options = dict(compiler_options) if compiler_options else None
         self.grid = _full_grid(trainer, grid)
         self.grid_size = g = len(next(iter(self.grid.values())))
         self.mesh = seed_mesh() if shard else None
@@ -189,7 +200,8 @@ class SweepProgram:
                     in_specs=(P("seed"), P(), P(), P("seed") if self.per_seed else P()),
                     out_specs=(P("seed"), P("seed")),
                 )
-            fn = self._advance_fns[num_steps] = jax.jit(local, donate_argnums=0)
+            fn = jax.jit(local, donate_argnums=0, compiler_options=self.compiler_options)
+            self._advance_fns[num_steps] = fn
         return fn
 
     def _padded(self, keys):

@@ -135,6 +135,8 @@ def env_stamp() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "git_commit": git_commit(),
+        # XLA's persistent compilation cache (None: every program was compiled afresh)
+        "compilation_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
     }
 
 

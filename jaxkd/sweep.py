@@ -282,7 +282,12 @@ def _seed_block(program: SweepProgram, chunk: int, progress: bool, desc: str) ->
     while block > 1:
         block = min(block - 1, max(1, int(per_device * limit / need)))
         trial = SweepProgram(
-            program.trainer, block * n_dev, program.grid, shard=program.mesh is not None, vmap_width=program.vmap_width
+            program.trainer,
+            block * n_dev,
+            program.grid,
+            shard=program.mesh is not None,
+            vmap_width=program.vmap_width,
+            compiler_options=program.compiler_options,
         )
         if trial.memory_need(chunk) <= limit:
             return block * n_dev
@@ -376,6 +381,8 @@ def sweep_fingerprint(program: SweepProgram, key, chunk: int, keys: RunKeys | No
         "vmap_width": program.vmap_width,
         **(extra or {}),
     }
+    if program.compiler_options:  # only when set, so that checkpoints written before the option still resume
+        out["compiler_options"] = program.compiler_options
     if keys is not None:
         out["run_keys"] = keys.fingerprint()
     return out
