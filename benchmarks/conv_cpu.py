@@ -64,6 +64,7 @@ def parse():
     p.add_argument("--options", default="default,no_ynn,ynn_all,xnn,onednn", help="XLA:CPU compile options (OPTIONS)")
     p.add_argument("--contexts", default="top,loop", help="top: one top-level program; loop: inside lax.map over 4")
     p.add_argument("--sections", default="layers,teacher", help="layers (conv + block), teacher (shared teacher batch)")
+    p.add_argument("--kinds", default="layer,block", help="layer (one conv), block (a ResNet basic block)")
     p.add_argument(
         "--slow",
         action="store_true",
@@ -201,6 +202,7 @@ CONVS = {
     "im2col": conv_im2col,
     "canonical_bf16": bf16(conv_canonical),
     "im2col_bf16": bf16(conv_im2col),
+    "canonical_bndot": conv_canonical,  # blocks only: BatchNorm's reductions as matmuls (batch_norm_dot)
 }
 
 
@@ -210,6 +212,46 @@ def batch_norm(x, scale, bias, eps=1e-5):
     return (x - mean) * lax.rsqrt(var + eps) * scale + bias
 
 
+@jax.custom_vjp
+def batch_norm_dot(x, scale, bias):
+    """Training-mode BatchNorm whose five per-channel sums (two forward, three backward) are ones-vector matmuls.
+
+    The same function as :func:`batch_norm` up to round-off (variance as E[x²] − E[x]², as flax's
+    ``use_fast_variance``); written to test whether XLA:CPU's reduction emitter, not the arithmetic, is what makes
+    BatchNorm slow there.
+    """
+    return _bn_dot_fwd(x, scale, bias)[0]
+
+
+def _colsum(a2):
+    return jnp.dot(jnp.ones((1, a2.shape[0]), a2.dtype), a2, precision=lax.Precision.HIGHEST)[0]
+
+
+def _bn_dot_fwd(x, scale, bias, eps=1e-5):
+    c = x.shape[-1]
+    x2 = x.reshape(-1, c)
+    m = x2.shape[0]
+    mean = _colsum(x2) / m
+    var = jnp.maximum(_colsum(x2 * x2) / m - mean * mean, 0.0)
+    inv = lax.rsqrt(var + eps)
+    xhat = (x2 - mean) * inv
+    return (xhat * scale + bias).reshape(x.shape), (xhat, inv, scale)
+
+
+def _bn_dot_bwd(res, g):
+    xhat, inv, scale = res
+    g2 = g.reshape(xhat.shape)
+    m = xhat.shape[0]
+    dbias = _colsum(g2)
+    dscale = _colsum(g2 * xhat)
+    # dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = g * scale
+    dx = inv * scale * (g2 - dbias / m - xhat * (dscale / m))
+    return dx.reshape(g.shape), dscale, dbias
+
+
+batch_norm_dot.defvjp(lambda x, s, b: _bn_dot_fwd(x, s, b), _bn_dot_bwd)
+
+
 def layer_fn(conv, stride):
     def loss(x, params, g):
         return jnp.sum(conv(x, params["w"], stride) * g)
@@ -217,7 +259,7 @@ def layer_fn(conv, stride):
     return loss
 
 
-def block_fn(conv, stride):
+def block_fn(conv, stride, batch_norm=batch_norm):
     """CIFAR ResNet basic block in training mode: conv-BN-ReLU-conv-BN + shortcut, ReLU."""
 
     def loss(x, p, g):
@@ -462,7 +504,7 @@ def main():
     out["matmul"] = matmul_peaks(torch)
     log("  " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in out["matmul"].items()))
     rows = []
-    for kind in ("layer", "block") if "layers" in ARGS.sections else ():
+    for kind in ARGS.kinds.split(",") if "layers" in ARGS.sections else ():
         for shape in shapes:
             if kind == "block" and shape[0] != shapes[0][0] and shape[3] == 1:
                 continue  # blocks: the first stage's block and the downsampling block
@@ -479,7 +521,12 @@ def main():
                         )
                     programs.append(TorchProgram(torch, "torch_bf16", kind, shape, args, True, True))
                     continue
-                loss = (layer_fn if kind == "layer" else block_fn)(CONVS[impl], shape[3])
+                if impl.endswith("_bndot"):
+                    if kind == "layer":
+                        continue
+                    loss = block_fn(CONVS[impl], shape[3], batch_norm_dot)
+                else:
+                    loss = (layer_fn if kind == "layer" else block_fn)(CONVS[impl], shape[3])
                 for opt in options:
                     for ctx in contexts:
                         if impl == "xla_lax" and ctx == "loop" and not ARGS.slow:

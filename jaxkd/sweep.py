@@ -135,6 +135,7 @@ def run_sweep(
     desc: str = "sweep",
     keys: RunKeys | None = None,
     names: list[str] | None = None,
+    compiler_options: dict | None = None,
 ) -> SweepResult:
     """Train ``n_seeds`` seeds at every grid point in one compiled program.
 
@@ -156,9 +157,12 @@ def run_sweep(
         (:class:`RunKeys`, ``[n_seeds, G]``); ``key`` is then only recorded.
       names: the grid points' condition names (``[G]``), used by the training
         curves written inside :func:`jaxkd.curves.logging_to` (default ``point<g>``).
+      compiler_options: XLA compile options of the training program (see :class:`SweepProgram`).
     """
     chunk = _check_plan(trainer, n_seeds, chunk_steps, checkpoint_dir, resume)
-    program = SweepProgram(trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width)
+    program = SweepProgram(
+        trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width, compiler_options=compiler_options
+    )
     if keys is not None:
         check(
             keys.shape == (int(n_seeds), program.grid_size),
