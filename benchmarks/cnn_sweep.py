@@ -13,9 +13,10 @@ vmap_sharded  the same sharded over the host devices with ``shard_map``, each
               device vmapping its seeds (``shard=True, vmap_width=None``)
 map_sharded   sharded, each device running its seeds one after another with
               ``lax.map`` inside the program (``vmap_width=1``, the CPU default)
-map_sharded_no_ynn
-              map_sharded with jaxlib's YNNPACK fusions off
-              (``SweepProgram(compiler_options=...)``; benchmarks/conv_cpu.py)
+map_sharded_jaxlib
+              map_sharded compiled with jaxlib's default XLA:CPU options
+              (``compiler_options=None``: YNNPACK fusions on) instead of the
+              engine's CPU options (benchmarks/conv_cpu.py)
 map_sharded_ynn
               map_sharded with jaxlib's experimental YNNPACK fusions for dots,
               element-wise ops and reductions (convolutions stay XLA's)
@@ -111,7 +112,7 @@ ALL_VARIANTS = (
     "vmap",
     "vmap_sharded",
     "map_sharded",
-    "map_sharded_no_ynn",
+    "map_sharded_jaxlib",
     "map_sharded_ynn",
     "map",
     "step_loop",
@@ -169,7 +170,7 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, R
 from jaxkd.data import Dataset  # noqa: E402
 from jaxkd.data.augment import normalize  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
-from jaxkd.program import SweepProgram  # noqa: E402
+from jaxkd.program import SweepProgram, default_compiler_options  # noqa: E402
 from jaxkd.recipes import RecipeConfig  # noqa: E402
 from jaxkd.results import emit_json, env_stamp  # noqa: E402
 from jaxkd.teacher import Teacher  # noqa: E402
@@ -361,7 +362,7 @@ class Variant:
 class EngineVariant(Variant):
     """The engine's sweep program (``SweepProgram.advance_program(1)``)."""
 
-    def __init__(self, name, trainer, seeds, init, *, shard, vmap_width, description, compiler_options=None):
+    def __init__(self, name, trainer, seeds, init, *, shard, vmap_width, description, compiler_options="auto"):
         super().__init__(seeds)
         self.name, self.description = name, description
         self.prog = SweepProgram(trainer, seeds, shard=shard, vmap_width=vmap_width, compiler_options=compiler_options)
@@ -396,7 +397,7 @@ class StepLoopVariant(Variant):
         self.program_seeds = 1
         self.states = [jax.tree.map(lambda a, i=i: jnp.copy(a[i]), init) for i in range(seeds)]
         self.args = (hparams_of(trainer), trainer.data, trainer.teacher_inputs)
-        fn = jax.jit(step_program(trainer), donate_argnums=0)
+        fn = jax.jit(step_program(trainer), donate_argnums=0, compiler_options=default_compiler_options())
         self.fn = self.compile(lambda: fn.lower(self.states[0], *self.args))
 
     def call(self) -> float:
@@ -809,12 +810,12 @@ def build_variants(names, trainer, seeds, init, teacher_pure):
             description="engine sweep program sharded, each device "
             "running its seeds one after another with lax.map (vmap_width=1)",
         ),
-        "map_sharded_no_ynn": dict(
+        "map_sharded_jaxlib": dict(
             shard=True,
             vmap_width=1,
-            compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""},
-            description="map_sharded with jaxlib's YNNPACK fusions off (dots and convolutions on XLA's own "
-            "kernels), the option that made single convolution layers up to 2.4x faster (benchmarks/conv_cpu.py)",
+            compiler_options=None,
+            description="map_sharded compiled with jaxlib's default XLA:CPU options (YNNPACK fusions on), not "
+            "the engine's CPU options (SweepProgram's compiler_options='auto'; benchmarks/conv_cpu.py)",
         ),
         "map_sharded_ynn": dict(
             shard=True,

@@ -66,6 +66,26 @@ def _default_width():
     return 1 if jax.default_backend() == "cpu" else None
 
 
+# XLA:CPU: dots (the zoo's BatchNorm sums among them) and convolutions on XLA's own kernels instead of jaxlib's
+# YNNPACK fusions: the 8-seed resnet32x4 -> resnet8x4 KD sweep 1.3x faster on the 2-core CPU (benchmarks/RESULTS.md).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def default_compiler_options() -> dict | None:
+    """``SweepProgram``'s ``"auto"`` options: :data:`CPU_COMPILER_OPTIONS` on CPU where this jaxlib knows them.
+
+    ``JAXKD_XLA_OPTIONS=jaxlib`` in the environment gives XLA's defaults (to measure the difference).
+    """
+    if jax.default_backend() != "cpu" or os.environ.get("JAXKD_XLA_OPTIONS", "").strip() == "jaxlib":
+        return None
+    try:  # an older or newer jaxlib that does not know an option refuses it at compile time
+        jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(1.0).compile()
+    except Exception:  # noqa: BLE001 - INVALID_ARGUMENT from XLA
+        return None
+    return dict(CPU_COMPILER_OPTIONS)
+
+
 def _pad_seeds(tree, n: int):
     """Repeat the last entry of the leading axis up to length ``n``."""
     return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n - a.shape[0], axis=0)]), tree)
@@ -90,13 +110,12 @@ class SweepProgram:
     round-off.
 
     ``compiler_options``: XLA compile options for the ``advance`` program
-    (``jax.jit(..., compiler_options=...)``, e.g.
-    ``{"xla_cpu_experimental_ynn_fusion_type": ""}``), None for XLA's
-    defaults. They change results by round-off at most and are recorded in
-    the sweep's fingerprint, so a checkpoint resumes only under the same
-    options. benchmarks/RESULTS.md (``conv_cpu.py``, ``cnn_sweep.py``) says
-    what the CPU options did: none is the default because none made the
-    sharded CPU sweep faster without crashing.
+    (``jax.jit(..., compiler_options=...)``); ``"auto"`` is
+    :func:`default_compiler_options` (on CPU, :data:`CPU_COMPILER_OPTIONS`),
+    None XLA's defaults. They change results by round-off at most and are
+    recorded in the sweep's fingerprint, so a checkpoint resumes only under
+    the same options. benchmarks/RESULTS.md (``conv_cpu.py``,
+    ``cnn_sweep.py``) says what each CPU option did.
     """
 
     def __init__(
@@ -107,9 +126,11 @@ class SweepProgram:
         *,
         shard: bool = True,
         vmap_width: int | None | str = "auto",
-        compiler_options: dict | None = None,
+        compiler_options: dict | None | str = "auto",
     ):
         self.trainer, self.n_seeds = trainer, int(n_seeds)
+        if compiler_options == "auto":
+            compiler_options = default_compiler_options()
         self.compiler_options = dict(compiler_options) if compiler_options else None
         self.grid = _full_grid(trainer, grid)
         self.grid_size = g = len(next(iter(self.grid.values())))

@@ -119,6 +119,7 @@ def env_stamp() -> dict:
     import jax
 
     from jaxkd.fingerprint import git_commit
+    from jaxkd.program import default_compiler_options
 
     def version(mod):
         try:
@@ -137,6 +138,8 @@ def env_stamp() -> dict:
         "git_commit": git_commit(),
         # XLA's persistent compilation cache (None: every program was compiled afresh)
         "compilation_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
+        # the XLA compile options of the sweeps' training programs on this backend (SweepProgram's "auto")
+        "compiler_options": default_compiler_options(),
     }
 
 

@@ -135,7 +135,7 @@ def run_sweep(
     desc: str = "sweep",
     keys: RunKeys | None = None,
     names: list[str] | None = None,
-    compiler_options: dict | None = None,
+    compiler_options: dict | None | str = "auto",
 ) -> SweepResult:
     """Train ``n_seeds`` seeds at every grid point in one compiled program.
 
@@ -399,10 +399,9 @@ def _resume(ckpt: SweepCheckpointer, program: SweepProgram, states):
         print(f"jaxkd: no checkpoint in {ckpt.directory} yet; starting from step 0", file=sys.stderr)
         return 0, states, []
     every = program.trainer.eval_every
-    hist_shape = jax.eval_shape(
-        lambda s: program.advance_program(every)(s, program.hparams, program.data, program.teacher_inputs)[1],
-        states,
-    )
+    # the history's shapes from the lowered program (a jit with compiler options cannot be traced inside another)
+    hist_shape = program.advance_program(every).lower(states, program.hparams, program.data, program.teacher_inputs)
+    hist_shape = hist_shape.out_info[1]
     state_target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), states)
 
     def target_for(step):

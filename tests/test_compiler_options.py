@@ -1,5 +1,5 @@
-"""``SweepProgram(compiler_options=...)``: XLA compile options reach the compiled sweep, change its results by
-round-off at most, and are part of the sweep's fingerprint (benchmarks/conv_cpu.py measured what they do)."""
+"""``SweepProgram(compiler_options=...)``, on CPU by default YNNPACK fusions off: the options reach the compiled
+sweep, change its results by round-off at most, and are part of the sweep's fingerprint (benchmarks/RESULTS.md)."""
 
 import json
 
@@ -12,6 +12,7 @@ from jaxkd.config import DataConfig, EvalConfig, ModelConfig, RunConfig
 from jaxkd.data import load_dataset
 from jaxkd.program import SweepProgram
 from jaxkd.recipes import RecipeConfig
+from jaxkd.results import env_stamp
 from jaxkd.sweep import run_sweep, sweep_fingerprint
 from jaxkd.train import make_train
 
@@ -28,20 +29,21 @@ def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerpri
         eval=EvalConfig(every=10),
     )
     trainer = make_train(config, load_dataset("digits"))
-    plain, ours = SweepProgram(trainer, 2), SweepProgram(trainer, 2, compiler_options=NO_YNN)
+    plain, ours = SweepProgram(trainer, 2, compiler_options=None), SweepProgram(trainer, 2)  # XLA's, "auto"
+    assert ours.compiler_options == NO_YNN == env_stamp()["compiler_options"]  # the CPU default, recorded
     text = {p: p.compiled_advance(10).as_text() for p in (plain, ours)}
     if "__ynn_fusion" in text[plain]:  # jaxlib 0.10's default for the dense layer: the option must remove it
         assert "__ynn_fusion" not in text[ours]
     key = jax.random.key(0)
-    r1 = run_sweep(trainer, key, 2, progress=False)
-    r2 = run_sweep(trainer, key, 2, compiler_options=NO_YNN, checkpoint_dir=str(tmp_path / "ck"), progress=False)
+    r1 = run_sweep(trainer, key, 2, compiler_options=None, progress=False)
+    r2 = run_sweep(trainer, key, 2, checkpoint_dir=str(tmp_path / "ck"), progress=False)
     np.testing.assert_allclose(r1.history["train/loss"], r2.history["train/loss"], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(r1.states.params), jax.tree.leaves(r2.states.params)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
     saved = json.loads((tmp_path / "ck" / "fingerprint.json").read_text())
     assert saved["compiler_options"] == NO_YNN  # what a resume is checked against
     f_plain, f_ours = (sweep_fingerprint(p, key, 10, None, None) for p in (plain, ours))
-    assert "compiler_options" not in f_plain  # checkpoints written before the option still resume
+    assert "compiler_options" not in f_plain  # XLA's defaults: the fingerprint of checkpoints before the option
     assert f_ours["compiler_options"] == NO_YNN
     msg = mismatch(f_ours, dict(f_ours, compiler_options={}), "ckpt")
     assert msg.startswith("resuming needs the same compiler_options") and "intact" in msg

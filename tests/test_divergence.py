@@ -13,6 +13,7 @@ the same grid with the point's learning rate made finite.
 """
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -20,6 +21,7 @@ import pytest
 
 from jaxkd.config import EvalConfig, ModelConfig, RunConfig
 from jaxkd.keys import seed_run_keys
+from jaxkd.program import default_compiler_options
 from jaxkd.recipes import RecipeConfig
 from jaxkd.results import summarize_sweep
 from jaxkd.sweep import run_sweep
@@ -50,7 +52,8 @@ def host_replay(trainer, lr: float, n_steps: int):
     state = trainer.init(keys.init[0, 0], keys.data[0, 0])
     hp = {**trainer.hparams(), "learning_rate": np.float32(lr)}
 
-    @jax.jit
+    # compiled with the sweep's own XLA options, so that both run the same kernels (the update is NumPy's)
+    @functools.partial(jax.jit, compiler_options=default_compiler_options())
     def loss_and_grads(params, t):
         perms = trainer.epoch_permutations(state.perm_key, 0, n_steps // trainer.steps_per_epoch + 2)
         aug_key, term_key = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(state.step_key), t))
