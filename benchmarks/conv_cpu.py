@@ -82,7 +82,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from jaxkd.models.layers import canonical_conv  # noqa: E402
+from jaxkd.models.layers import _bn_train, canonical_conv  # noqa: E402
 from jaxkd.results import env_stamp  # noqa: E402
 
 # resnet8x4 / resnet32x4 stages on 32x32 inputs: (H = W, Cin, Cout, stride)
@@ -212,44 +212,11 @@ def batch_norm(x, scale, bias, eps=1e-5):
     return (x - mean) * lax.rsqrt(var + eps) * scale + bias
 
 
-@jax.custom_vjp
-def batch_norm_dot(x, scale, bias):
-    """Training-mode BatchNorm whose five per-channel sums (two forward, three backward) are ones-vector matmuls.
-
-    The same function as :func:`batch_norm` up to round-off (variance as E[x²] − E[x]², as flax's
-    ``use_fast_variance``); written to test whether XLA:CPU's reduction emitter, not the arithmetic, is what makes
-    BatchNorm slow there.
-    """
-    return _bn_dot_fwd(x, scale, bias)[0]
-
-
-def _colsum(a2):
-    return jnp.dot(jnp.ones((1, a2.shape[0]), a2.dtype), a2, precision=lax.Precision.HIGHEST)[0]
-
-
-def _bn_dot_fwd(x, scale, bias, eps=1e-5):
+def batch_norm_dot(x, scale, bias, eps=1e-5):
+    """Training-mode BatchNorm as the zoo computes it on CPU (``jaxkd.models.layers.BatchNorm``): its five
+    per-channel sums (two forward, three backward) are ones-vector matmuls under a custom VJP."""
     c = x.shape[-1]
-    x2 = x.reshape(-1, c)
-    m = x2.shape[0]
-    mean = _colsum(x2) / m
-    var = jnp.maximum(_colsum(x2 * x2) / m - mean * mean, 0.0)
-    inv = lax.rsqrt(var + eps)
-    xhat = (x2 - mean) * inv
-    return (xhat * scale + bias).reshape(x.shape), (xhat, inv, scale)
-
-
-def _bn_dot_bwd(res, g):
-    xhat, inv, scale = res
-    g2 = g.reshape(xhat.shape)
-    m = xhat.shape[0]
-    dbias = _colsum(g2)
-    dscale = _colsum(g2 * xhat)
-    # dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = g * scale
-    dx = inv * scale * (g2 - dbias / m - xhat * (dscale / m))
-    return dx.reshape(g.shape), dscale, dbias
-
-
-batch_norm_dot.defvjp(lambda x, s, b: _bn_dot_fwd(x, s, b), _bn_dot_bwd)
+    return _bn_train(x.reshape(-1, c), scale, bias, eps)[0].reshape(x.shape)
 
 
 def layer_fn(conv, stride):

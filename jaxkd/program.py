@@ -66,8 +66,9 @@ def _default_width():
     return 1 if jax.default_backend() == "cpu" else None
 
 
-# XLA:CPU: dots (the zoo's BatchNorm sums among them) and convolutions on XLA's own kernels instead of jaxlib's
-# YNNPACK fusions: the 8-seed resnet32x4 -> resnet8x4 KD sweep 1.3x faster on the 2-core CPU (benchmarks/RESULTS.md).
+# XLA:CPU: dots (among them the sums of the zoo's BatchNorm, jaxkd.models.layers.BatchNorm) and convolutions on
+# XLA's own kernels instead of jaxlib's YNNPACK fusions: with that BatchNorm, the 8-seed resnet32x4 -> resnet8x4 KD
+# sweep 1.24x faster on the 2-core CPU (benchmarks/RESULTS.md).
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 

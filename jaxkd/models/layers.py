@@ -183,13 +183,15 @@ class BatchNorm(nnx.BatchNorm):
     reduction emitter made BatchNorm most of a ResNet block's time on a
     2-core CPU (benchmarks/conv_cpu.py); five per-channel sums per layer as
     ones-vector matmuls run on its dot kernels instead. Evaluation mode,
-    masks, named axes and low-precision compute take flax's own path.
+    masks, named axes, low-precision compute and other backends than CPU
+    (where the matmul form is unmeasured) take flax's own path.
     """
 
     def __call__(self, x, use_running_average=None, *, mask=None):
         use_running = self.use_running_average if use_running_average is None else use_running_average
         plain = (
             use_running
+            or jax.default_backend() != "cpu"
             or mask is not None
             or self.axis_name is not None
             or self.axis not in (-1, x.ndim - 1)
