@@ -98,7 +98,7 @@ def run_directory(run: str, results_root: str = RESULTS_ROOT) -> str:
     experiment, _, preset = run.partition(":")
     check_name("experiment", experiment, experiments.EXPERIMENTS)
     if preset:
-        check_name("preset", preset, ("smoke", "default", "paper"))
+        check_name("preset", preset, tuple(experiments.get(experiment).PRESETS))
         return os.path.join(results_root, experiment, preset)
     return os.path.join(results_root, experiment)
 

@@ -62,7 +62,8 @@ def _err(capsys):
         (["run", "digits_methods", "--set", "objective.at.teacher=block0,pooled"], "must both be spatial maps"),
         (["run", "digits_kd", "--set", "recipe.steps=abc"], "cannot read 'abc' as an integer or none"),
         (["run", "digits_kd", "--set", "recipe.optimizer=lion9"], "unknown optimizer 'lion9'"),
-        (["run", "digits_kd", "--preset", "huge"], "invalid choice"),
+        (["run", "digits_kd", "--preset", "huge"], "digits_kd has no preset 'huge'; it has: smoke, default, paper"),
+        (["run", "digits_kd", "--preset", "capacity"], "digits_kd has no preset 'capacity'"),  # cifar_kd's own
         (["run", "digits_kd", "--set", "chunk_steps=0"], "chunk_steps must be positive"),
         (["run", "digits_kd", "--set", "chunk_steps=50"], "multiple of the evaluation interval (eval.every = 100)"),
         (

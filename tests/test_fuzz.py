@@ -345,7 +345,7 @@ def bad_config_argv(draw):
         )
         argv += [f"--seeds={seeds}"]
     elif how == "preset":
-        bad = draw(st.text(max_size=12).filter(lambda t: t not in PRESET_NAMES))
+        bad = draw(st.text(max_size=12).filter(lambda t: t not in experiments.get(experiment).PRESETS))
         argv[2] = f"--preset={bad}"
         argv[1:3] = [argv[2]]
     else:
