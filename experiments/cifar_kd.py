@@ -34,18 +34,18 @@ Presets:
 - ``default``: offline on a 2-core CPU, on the procedural CIFAR-shaped task
   at 16x16 (``procedural16``, docs/procedural.md), its first 10 classes (two
   silhouettes x five textures): resnet20 → resnet8 at reduced widths, 4
-  seeds, teacher 800 steps, students 300; random crop 2 and no flips (the
-  procedural classes are not flip-invariant: stripes at 45° and 135° are
-  both fine classes of a superclass, refused by ``DataConfig``). Measured 2026-11-24 on an idle
-  2-core CPU (one nice-19 job beside it): 13.0 min (teacher 100 s, the 24
-  student runs 11 min). It checks the whole pipeline at CPU scale; it does
-  NOT rank methods: the students are far from converged. Its numbers are
-  in the README ("CIFAR-scale distillation") and docs/cifar.md, regenerated
-  from this preset's summary.json by ``make numbers``. A second run with the
-  students' lr at 0.1 (the best of 0.05/0.1/0.2 for a CE student on the
-  validation split; 2026-11-24) lifted CE and KD but FitNet diverged in
-  every seed and DIST stayed at chance, so the preset keeps the peers' 0.05. Ranking methods needs the ``paper`` preset
-  on an accelerator, or a longer CPU budget (``--set recipe.steps=...``).
+  seeds, teacher 3200 steps (228 epochs of the 900 training images), students
+  2400; random crop 2 and no flips (the procedural classes are not
+  flip-invariant: stripes at 45° and 135° are both fine classes of a
+  superclass, refused by ``DataConfig``). The budgets were chosen by doubling
+  until the validation accuracy stopped rising much (docs/cifar.md: teacher
+  test accuracy 0.72 / 0.80 / 0.85 at 800 / 1600 / 3200 steps; CE and KD
+  students 0.25 / 0.75 / 0.78 and 0.53 / 0.78 / 0.84 at 300 / 1200 / 2400
+  steps, all from the 800-step teacher).
+  About 10 minutes on an idle 2-core CPU. Its numbers are in the README
+  ("CIFAR-scale distillation") and docs/cifar.md, regenerated from this
+  preset's summary.json by ``make numbers``. The peers' lr 0.05 is kept (a
+  2026-11-24 run at 0.1 diverged FitNet in every seed).
 - ``capacity``: offline, the capacity check of docs/procedural.md on all 100
   ``procedural16`` classes: a cnn2d teacher at widths (32, 64, 128) (107k
   parameters) against cnn2d students at (16, 32, 64) (30k) trained from scratch
@@ -144,7 +144,7 @@ class Config(TeacherStudentRuns):
         weight_decay=5e-4,
         schedule="cosine",
         batch_size=64,
-        steps=800,
+        steps=3200,
     )
     recipe: RecipeConfig = RecipeConfig(
         optimizer="momentum",
@@ -153,7 +153,7 @@ class Config(TeacherStudentRuns):
         weight_decay=5e-4,
         schedule="cosine",
         batch_size=64,
-        steps=300,
+        steps=2400,
     )
     objective: ObjectiveConfig = ObjectiveConfig(_OBJECTIVE)
     kd_ce_weight: float = 0.1  # CE's weight in the kd condition (RepDistiller -r 0.1); 1 elsewhere
