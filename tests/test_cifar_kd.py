@@ -53,7 +53,7 @@ def test_default_preset_objective_is_the_six_methods_unchanged():
     assert s_cfg.objective.terms == {
         "ce": {"weight": 1.0},
         "kd": {"weight": 0.9, "temperature": 4.0},
-        "dkd": {"weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "ramp_steps": 25},
+        "dkd": {"weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "ramp_steps": 200},  # 2400 / 12
         "dist": {"weight": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0},
         "fitnet": {"weight": 100.0, "student": "stage2", "teacher": "stage2", "regressor": "conv_bn_relu"},
         "at": {"weight": 250.0, "student": ("stage1", "stage2", "stage3"), "teacher": ("stage1", "stage2", "stage3")},
@@ -65,7 +65,7 @@ def test_every_method_by_name_on_the_default_pair_fsp_needs_equal_widths():
     _, s_cfg = config.run_configs(config.pairs[0], steps_per_epoch=12, image_size=16, num_train=900)
     models = [make_model(m.name, (16, 16, 3), 10, m.widths) for m in config.models(config.pairs[0])[::-1]]
     check_objective(s_cfg, *models)
-    assert s_cfg.objective.terms["ft"]["init_steps"] == round(300 / 8)  # the first eighth of 300 steps
+    assert s_cfg.objective.terms["ft"]["init_steps"] == round(2400 / 8)  # the first eighth of 2400 steps
     with pytest.raises(ConfigError, match="channels"):  # resnet20 (8, 8, 16, 32) vs resnet8 (4, 4, 8, 16)
         fsp = apply_overrides(config, ["methods=ce,fsp"])
         check_objective(fsp.run_configs(fsp.pairs[0], steps_per_epoch=12, image_size=16)[1], *models)
