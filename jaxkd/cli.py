@@ -76,18 +76,12 @@ def _resolve(args):
         _load_module(plugins.load, path)
     if _is_study_file(args.experiment):
         mod = _load_module(plugins.study_module, args.experiment)
-        if args.preset not in mod.PRESETS:
-            raise ConfigError(
-                f"{args.experiment} has no preset {args.preset!r}; it has: {', '.join(mod.PRESETS)} "
-                "(choose with --preset)"
-            )
     else:
         mod = experiments.get(args.experiment)
-        if args.preset not in mod.PRESETS:
-            raise ConfigError(
-                f"{args.experiment} has no preset {args.preset!r}; it has: {', '.join(mod.PRESETS)} "
-                "(choose with --preset)"
-            )
+    if args.preset not in mod.PRESETS:
+        raise ConfigError(
+            f"{args.experiment} has no preset {args.preset!r}; it has: {', '.join(mod.PRESETS)} (choose with --preset)"
+        )
     return mod, apply_overrides(mod.PRESETS[args.preset], args.set or [], n_seeds=args.seeds)
 
 
