@@ -86,7 +86,7 @@ def main():
     teacher = Teacher(t_model, params, rest, mean=dataset.mean, std=dataset.std, normalisation_known=True)
     classes = superclass_classes(config.data.dataset, "square")
     steps = ARGS.steps
-    recipe = dataclasses.replace(config.recipe, steps=steps)
+    recipe = dataclasses.replace(config.recipe, steps=steps, epochs=None)
 
     programs, prepass = {}, {}
     for name, policies in (("kd", ("kd",)), ("subdistill", (sd.BASELINE,)), ("all_policies", sd.POLICIES)):

@@ -96,6 +96,8 @@ REFERENCES = ("teacher", "random_teacher", "edge_map")
 AGREEMENT = ("agreement/pearson", "agreement/spearman", "agreement/topk")
 EVIDENCE = ("evidence/mass_accuracy", "evidence/rank_accuracy", "evidence/pointing_game")
 TESTED = AGREEMENT  # the metrics of the paired tests; the headline reads Spearman
+# Correlated over a cell's students (every policy and seed) with their accuracy on the explained images.
+RELATED = "agreement/spearman"
 BOUNDS = {
     "agreement/pearson": (-1.0, 1.0),
     "agreement/spearman": (-1.0, 1.0),
@@ -354,12 +356,17 @@ def summarise_cell(scores: dict, acc_MxB, members: list[dict], policies: list[st
         idx = [i for i, m in enumerate(members) if m["condition"] == p]
         s, _ = _summary(acc_MxB[idx], "images/acc")
         block["images/acc"][p] = s
-    member_rows("", "images/acc", _summary(acc_MxB, "images/acc")[1])
+    acc_means = _summary(acc_MxB, "images/acc")[1]
+    member_rows("", "images/acc", acc_means)
     for method, per_metric in scores.items():
         conditions = {p: {} for p in policies}
         per_seed = {}
+        relation = None
         for metric, v in per_metric.items():
-            member_rows(method, metric, _summary(v, metric)[1])
+            means = _summary(v, metric)[1]
+            member_rows(method, metric, means)
+            if metric == RELATED:  # does a student that learnt more explain more like the teacher?
+                relation = stats.rank_correlation(acc_means, means)
             for p in policies:
                 idx = [i for i, m in enumerate(members) if m["condition"] == p]
                 s, means = _summary(v[idx], metric)
@@ -380,7 +387,11 @@ def summarise_cell(scores: dict, acc_MxB, members: list[dict], policies: list[st
             for t, q in zip(tests.values(), stats.holm([t["p"] for t in tests.values()])):
                 t["p_holm"] = float(q)
             comparisons[metric] = tests
-        block["methods"][method] = {"conditions": conditions, "comparisons": comparisons}
+        block["methods"][method] = {
+            "conditions": conditions,
+            "comparisons": comparisons,
+            "accuracy_vs_agreement": relation,
+        }
     return block, rows
 
 
@@ -406,11 +417,13 @@ def headline(summary: dict, methods) -> dict:
     out = {}
     metric = "agreement/spearman"
     for method in methods:
-        tests, ranks = [], []
-        for sub in summary["subtasks"].values():
-            for cell in sub["fractions"].values():
+        tests, ranks, related = [], [], []
+        for name, sub in summary["subtasks"].items():
+            for fraction, cell in sub["fractions"].items():
                 block = cell["methods"][method]
                 tests += list(block["comparisons"][metric].values())
+                r = block["accuracy_vs_agreement"]
+                related.append({"subtask": name, "fraction": fraction, "rho": r["rho"], "p": r["p"], "n": r["n"]})
                 means = {p: c[metric]["mean"] for p, c in block["conditions"].items()}
                 order = sorted((v for v in means.values() if v is not None and math.isfinite(v)), reverse=True)
                 b = means[BASELINE]
@@ -424,13 +437,24 @@ def headline(summary: dict, methods) -> dict:
             "subdistill_lower_significant": sum(t["diff_mean"] > 0 for t in sig),
             "subdistill_rank_per_cell": ranks,
             "policies": len(summary["policies"]),
+            "accuracy_vs_agreement": related,
+            "accuracy_vs_agreement_positive_significant": sum(
+                r["rho"] > 0 and r["p"] < 0.05 for r in related if math.isfinite(r["p"])
+            ),
+            "accuracy_vs_agreement_negative_significant": sum(
+                r["rho"] < 0 and r["p"] < 0.05 for r in related if math.isfinite(r["p"])
+            ),
         }
         h = out[method]
+        rhos = ", ".join(f"{r['rho']:.2f}" for r in related)
         h["statement"] = (
             f"{method.upper()}: SubDistill's students agree with the teacher (Spearman) more than the other policy "
             f"in {h['subdistill_higher']} of {h['comparisons']} paired comparisons; significantly more in "
             f"{h['subdistill_higher_significant']}, significantly less in {h['subdistill_lower_significant']} "
-            f"(Holm, 0.05); its rank among {h['policies']} policies per cell: {ranks}"
+            f"(Holm, 0.05); its rank among {h['policies']} policies per cell: {ranks}. Over each cell's students, "
+            f"the rank correlation of accuracy and agreement is {rhos} (Spearman rho per cell; p < 0.05 and "
+            f"positive in {h['accuracy_vs_agreement_positive_significant']}, negative in "
+            f"{h['accuracy_vs_agreement_negative_significant']} of {len(related)})"
         )
     return out
 

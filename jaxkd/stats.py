@@ -3,7 +3,7 @@
 All functions take numpy arrays on the host; NaNs (diverged seeds) are dropped
 (in paired tests, the whole pair) and the count of values used is reported. The
 computations are scipy's (``scipy.stats.t``, ``sem``, ``ttest_rel``, ``ttest_ind``,
-``permutation_test``, ``mannwhitneyu``, ``bootstrap``, ``linregress``); this module
+``permutation_test``, ``mannwhitneyu``, ``spearmanr``, ``bootstrap``, ``linregress``); this module
 chooses, labels and cleans. Hand-written: Hedges' g, Cohen's d_z, Holm's step-down (with the
 package's one rule for NaN p-values, :func:`holm`), the studentized bootstrap of a difference of
 means (scipy has none) and the seed bootstrap of power-law exponents (scipy's ``bootstrap``
@@ -114,6 +114,28 @@ def paired_test(a, b, *, level: float = 0.95) -> dict:
         "cohens_dz": dz,
         "n": s["n"],
     }
+
+
+def rank_correlation(a, b, *, level: float = 0.95) -> dict:
+    """Spearman's rank correlation of paired values (pairs with a NaN dropped), its p-value and a CI.
+
+    ``rho`` and ``p`` (two-sided, t approximation) are scipy's ``spearmanr``.
+    The interval is the Fisher-z interval with the rank-correlation standard
+    error ``sqrt(1.06 / (n - 3))`` of Fieller, Hartley & Pearson (1957):
+    ``tanh(atanh(rho) ± z_{(1+level)/2} · se)``; NaN below 4 pairs or where
+    either side is constant.
+    """
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    n = len(a)
+    rho = p = low = high = _NAN
+    if n >= 4 and np.ptp(a) > 0 and np.ptp(b) > 0:
+        rho, p = (float(v) for v in _st.spearmanr(a, b))
+        z = np.arctanh(np.clip(rho, -1 + 1e-12, 1 - 1e-12))
+        half = _st.norm.ppf((1 + level) / 2) * np.sqrt(1.06 / (n - 3))
+        low, high = float(np.tanh(z - half)), float(np.tanh(z + half))
+    return {"test": "spearman", "rho": rho, "p": p, "ci_low": low, "ci_high": high, "level": level, "n": n}
 
 
 def hedges_g(a, b) -> float:

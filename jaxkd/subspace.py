@@ -195,7 +195,7 @@ def rank_k_accuracy(teacher, tin, x, y, layer: str, mu, U_k, *, prepare=lambda v
         def one(i):
             params, rest = tin["params"], tin["rest"]
             with probe({layer: lambda a: reconstruct(a, mu.astype(a.dtype), U_k.astype(a.dtype))}):
-                logits = teacher.select(teacher.model.apply(params, rest, prepare(x[i]), train=False)[0])
+                logits = teacher.select(teacher.model.apply(params, rest, prepare(x[i]), train=False)[0], tin)
             return jnp.argmax(logits, -1) == y[i]
 
         return jnp.mean(batched(one, x.shape[0], batch_size))

@@ -15,6 +15,7 @@ import hashlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxkd.models import FunctionalModel
@@ -65,13 +66,26 @@ class Teacher:
         full = classes if self.classes is None else tuple(self.classes[c] for c in classes)
         return dataclasses.replace(self, classes=full)
 
-    def select(self, logits):
-        """The subtask's columns of the model's logits (all of them for a full teacher)."""
-        return logits if self.classes is None else logits[..., np.asarray(self.classes)]
+    def select(self, logits, inputs=None):
+        """The subtask's columns of the model's logits (all of them for a full teacher).
+
+        ``inputs``: the teacher's arrays (:attr:`inputs`); a shared subtask
+        teacher reads its column indices from them, so that programs for
+        different subtasks of one teacher lower to the same HLO (and the
+        second reuses the first's compilation from XLA's persistent cache).
+        """
+        if self.classes is None:
+            return logits
+        idx = inputs["classes"] if inputs is not None and "classes" in inputs else np.asarray(self.classes)
+        return jnp.take(logits, idx, axis=-1)
 
     @property
     def inputs(self) -> dict:
-        return {"params": self.params, "rest": self.rest}
+        """The arrays a program reads: parameters and state, and a shared subtask teacher's class indices."""
+        out = {"params": self.params, "rest": self.rest}
+        if self.classes is not None and not self.per_seed:
+            out["classes"] = np.asarray(self.classes, np.int32)
+        return out
 
     @property
     def n_seeds(self) -> int | None:
@@ -81,7 +95,7 @@ class Teacher:
         """``(logits, features)`` in eval mode; gradients never reach the teacher."""
         params, rest = jax.lax.stop_gradient((inputs["params"], inputs["rest"]))
         logits, feats, _ = self.model.apply(params, rest, x, train=False)
-        return self.select(logits), feats
+        return self.select(logits, inputs), feats
 
     def features_and_gradients(self, inputs, x, names, explained):
         """``(logits, features, grads)`` in eval mode: the gradient of ``Σ_b explained(logits)_b`` with respect
@@ -90,9 +104,9 @@ class Teacher:
 
         params, rest = jax.lax.stop_gradient((inputs["params"], inputs["rest"]))
         logits, feats, grads = feature_gradients(
-            self.model, params, rest, x, names, lambda z: explained(self.select(z))
+            self.model, params, rest, x, names, lambda z: explained(self.select(z, inputs))
         )
-        return self.select(logits), feats, grads
+        return self.select(logits, inputs), feats, grads
 
     @classmethod
     def from_ensemble(cls, ensemble, *, per_seed: bool = False) -> Teacher:
@@ -116,7 +130,7 @@ class Teacher:
         norm = (self.mean, self.std) if self.normalisation_known else "unknown"
         subtask = "" if self.classes is None else f":classes={list(self.classes)}"
         h = hashlib.sha256(f"{self.model.name}:{self.per_seed}:{norm}{subtask}".encode())
-        for leaf in jax.tree.leaves(self.inputs):
+        for leaf in jax.tree.leaves({"params": self.params, "rest": self.rest}):
             a = np.ascontiguousarray(np.asarray(leaf))
             h.update(f"{a.dtype}{a.shape}".encode())
             h.update(a.tobytes())

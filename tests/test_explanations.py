@@ -137,6 +137,32 @@ def test_paired_tests_are_scipys_on_the_per_seed_values_holm_corrected(run):
         assert h["subdistill_higher"] == sum(t["diff_mean"] < 0 for t in tests)
 
 
+def test_accuracy_agreement_relation_is_scipys_spearman_over_the_cells_students(run):
+    config, _, summary, rows = run
+    for name, fraction, cell in _cells(summary):
+        members = [
+            (p, s)
+            for p in summary["policies"]
+            for s in sorted(_member_values(rows, name, fraction, "", p, "images/acc"))
+        ]
+        acc = {p: _member_values(rows, name, fraction, "", p, "images/acc") for p in summary["policies"]}
+        for method in config.methods:
+            agree = {p: _member_values(rows, name, fraction, method, p, ex.RELATED) for p in summary["policies"]}
+            a = np.array([acc[p][s] for p, s in members])
+            b = np.array([agree[p][s] for p, s in members])
+            got = cell["methods"][method]["accuracy_vs_agreement"]
+            assert got["n"] == len(members) == cell["members"]
+            related = summary["headline"][method]["accuracy_vs_agreement"]
+            assert {"subtask": name, "fraction": fraction, "rho": got["rho"], "p": got["p"], "n": got["n"]} in related
+            if np.ptp(a) == 0 or np.ptp(b) == 0:  # students all alike on these images: no correlation to report
+                assert got["rho"] is None
+                continue
+            want = st.spearmanr(a, b)
+            assert got["rho"] == pytest.approx(want.statistic, rel=1e-9)
+            assert got["p"] == pytest.approx(want.pvalue, rel=1e-9)
+            assert got["ci_low"] < got["rho"] < got["ci_high"]
+
+
 def test_references_scores_in_range_and_figure(run):
     config, out, summary, rows = run
     for method in config.methods:

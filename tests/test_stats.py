@@ -474,3 +474,52 @@ def test_compare_family_errors_are_one_line(family, kw, match):
     with pytest.raises(ConfigError, match=match) as e:
         stats.compare_family(family, **kw)
     assert "\n" not in str(e.value)
+
+
+def _ranks(x):
+    """Average ranks (1-based), ties sharing the mean of their positions: written out, not scipy's rankdata."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(1, len(x) + 1)
+    for v in np.unique(x):
+        r[x == v] = r[x == v].mean()
+    return r
+
+
+def test_rank_correlation_is_pearson_on_ranks_with_the_t_p_value_and_fisher_interval():
+    # the sleep data: ties in both drugs, and one pair with a NaN that must be dropped
+    a, b = np.append(DRUG1, np.nan), np.append(DRUG2, 1.0)
+    got = stats.rank_correlation(a, b, level=0.9)
+    ra, rb = _ranks(DRUG1), _ranks(DRUG2)
+    rho = np.sum((ra - ra.mean()) * (rb - rb.mean())) / np.sqrt(
+        np.sum((ra - ra.mean()) ** 2) * np.sum((rb - rb.mean()) ** 2)
+    )
+    n = 10
+    t = rho * np.sqrt((n - 2) / (1 - rho**2))
+    from scipy.stats import norm
+    from scipy.stats import t as t_dist
+
+    z, half = np.arctanh(rho), norm.ppf(0.95) * np.sqrt(1.06 / (n - 3))
+    assert got["n"] == n and got["level"] == 0.9
+    np.testing.assert_allclose(got["rho"], rho, rtol=1e-12)
+    np.testing.assert_allclose(got["p"], 2 * t_dist.sf(abs(t), n - 2), rtol=1e-9)
+    np.testing.assert_allclose([got["ci_low"], got["ci_high"]], np.tanh([z - half, z + half]), rtol=1e-12)
+    assert got["ci_low"] < got["rho"] < got["ci_high"]
+    # too few pairs, or a constant side: NaN, not an error
+    assert np.isnan(stats.rank_correlation([1, 2, 3], [3, 1, 2])["rho"])
+    assert np.isnan(stats.rank_correlation(np.ones(8), np.arange(8))["p"])
+
+
+def test_rank_correlation_interval_covers_the_population_spearman_at_its_level():
+    """Bivariate normal with Pearson 0.6, n = 40: the population Spearman is (6/pi) asin(0.3). Over 1000 samples
+    the Fisher interval with SE sqrt(1.06/(n-3)) covers it in 950 ± 20.7 (3 binomial SE)."""
+    rng = np.random.default_rng(21)
+    target = 6 / np.pi * np.arcsin(0.3)
+    cov = [[1.0, 0.6], [0.6, 1.0]]
+    hits = 0
+    for _ in range(1000):
+        x = rng.multivariate_normal([0, 0], cov, 40)
+        r = stats.rank_correlation(x[:, 0], x[:, 1])
+        hits += r["ci_low"] <= target <= r["ci_high"]
+    lo, hi = _binomial_bound(1000)
+    assert lo <= hits <= hi, (hits, lo, hi)

@@ -358,6 +358,37 @@ def test_data_classes_restrict_the_data_and_the_teacher(tmp_path):
         make_train(dataclasses.replace(cfg, data=DataConfig("digits", classes=(3, 12))), ds, teacher)
 
 
+def test_programs_for_two_subtasks_of_one_teacher_lower_to_the_same_hlo():
+    # The subtask's class indices are an input of the program, not a constant in it: the second subtask's
+    # program is then a hit in XLA's persistent compilation cache (subdistill compiles once per fraction).
+    from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
+    from jaxkd.program import SweepProgram
+    from jaxkd.recipes import RecipeConfig
+    from jaxkd.train import make_train
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=(200, 8, 8, 3)).astype(np.float32)
+    ds = Dataset("toy", x, np.arange(200) % 10, x[:40], np.arange(40) % 10, 10)
+    teacher = _teacher()
+    texts = []
+    for classes in ((0, 1, 2), (7, 8, 9)):
+        cfg = RunConfig(
+            model=ModelConfig("cnn2d", (4,)),
+            objective=ObjectiveConfig({"kd": {"weight": 1.0}}),
+            recipe=RecipeConfig(batch_size=8, steps=4),
+            data=DataConfig("digits", classes=classes),
+            eval=EvalConfig(every=2),
+            teacher="live",
+        )
+        program = SweepProgram(make_train(cfg, ds, teacher), 2)
+        lowered = program.advance_program(2).lower(
+            program.state_spec(), program.hparams, program.data, program.teacher_inputs
+        )
+        texts.append(lowered.as_text())
+        np.testing.assert_array_equal(program.teacher_inputs["classes"], classes)
+    assert texts[0] == texts[1]
+
+
 def test_resume_refuses_a_changed_basis(tmp_path, monkeypatch):
     from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig
     from jaxkd.recipes import RecipeConfig
