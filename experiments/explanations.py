@@ -60,8 +60,11 @@ condition, seed and metric: the member's mean over the images; the teacher
 and controls once per subtask with an empty fraction; ``images/acc``: the
 member's accuracy on the explained images); summary.json (the images chosen;
 per subtask, fraction and method: the teacher, the controls, every policy's
-summary and the paired tests; a headline of which way the agreement
-comparisons fell); figure.png (example heatmaps side by side: image, mask,
+summary and the paired tests; per cell and method, the rank correlation of
+the students' accuracy with their agreement (``accuracy_vs_agreement``) and
+the paired tests repeated on residuals from one line of agreement on accuracy
+(``at_equal_accuracy``); a headline of which way the agreement comparisons
+fell); figure.png (example heatmaps side by side: image, mask,
 teacher, controls, one student per policy, for LRP and IG; and per subtask
 and method the members' Spearman agreement with the teacher per policy and
 fraction).
@@ -361,12 +364,13 @@ def summarise_cell(scores: dict, acc_MxB, members: list[dict], policies: list[st
     for method, per_metric in scores.items():
         conditions = {p: {} for p in policies}
         per_seed = {}
-        relation = None
+        relation = adjusted = None
         for metric, v in per_metric.items():
             means = _summary(v, metric)[1]
             member_rows(method, metric, means)
             if metric == RELATED:  # does a student that learnt more explain more like the teacher?
                 relation = stats.rank_correlation(acc_means, means)
+                adjusted = _at_equal_accuracy(acc_means, means, members, policies, seeds)
             for p in policies:
                 idx = [i for i, m in enumerate(members) if m["condition"] == p]
                 s, means = _summary(v[idx], metric)
@@ -391,8 +395,41 @@ def summarise_cell(scores: dict, acc_MxB, members: list[dict], policies: list[st
             "conditions": conditions,
             "comparisons": comparisons,
             "accuracy_vs_agreement": relation,
+            "at_equal_accuracy": adjusted,
         }
     return block, rows
+
+
+def _at_equal_accuracy(acc, agreement, members: list[dict], policies: list[str], seeds: list[int]) -> dict:
+    """Agreement compared at equal accuracy: every policy against SubDistill-PRCA-posdef on residuals.
+
+    One least-squares line ``agreement = intercept + slope * accuracy``
+    through all of the cell's students (every policy and seed; an ANCOVA
+    with a common slope); a student's residual is its agreement beyond what
+    its accuracy predicts. Residuals of seed s of each policy are paired
+    with seed s of the baseline: t-test, Cohen's d_z, Holm over the policies.
+    """
+    acc, agreement = np.asarray(acc, np.float64), np.asarray(agreement, np.float64)
+    keep = np.isfinite(acc) & np.isfinite(agreement)
+    if keep.sum() < 3 or np.ptp(acc[keep]) == 0:  # no spread in accuracy: nothing to adjust for
+        return {"slope": None, "intercept": None, "comparisons": {}}
+    slope, intercept = np.polyfit(acc[keep], agreement[keep], 1)
+    residual = agreement - (intercept + slope * acc)
+    per_seed = {}
+    for p in policies:
+        idx = [i for i, m in enumerate(members) if m["condition"] == p]
+        per_seed[p] = _by_seed(residual[idx], [members[i] for i in idx], p, seeds)
+    metric = f"{RELATED} | accuracy"
+    tests = {
+        f"{p} - {BASELINE}": label_test(
+            stats.paired_test(per_seed[p], per_seed[BASELINE]), metric, None, f"{p} - {BASELINE}"
+        )
+        for p in policies
+        if p != BASELINE
+    }
+    for t, q in zip(tests.values(), stats.holm([t["p"] for t in tests.values()])):
+        t["p_holm"] = float(q)
+    return {"slope": float(slope), "intercept": float(intercept), "comparisons": tests}
 
 
 def summarise_references(references: dict) -> tuple[dict, list[dict]]:
@@ -417,18 +454,20 @@ def headline(summary: dict, methods) -> dict:
     out = {}
     metric = "agreement/spearman"
     for method in methods:
-        tests, ranks, related = [], [], []
+        tests, ranks, related, adjusted = [], [], [], []
         for name, sub in summary["subtasks"].items():
             for fraction, cell in sub["fractions"].items():
                 block = cell["methods"][method]
                 tests += list(block["comparisons"][metric].values())
                 r = block["accuracy_vs_agreement"]
                 related.append({"subtask": name, "fraction": fraction, "rho": r["rho"], "p": r["p"], "n": r["n"]})
+                adjusted += list(block["at_equal_accuracy"]["comparisons"].values())
                 means = {p: c[metric]["mean"] for p, c in block["conditions"].items()}
                 order = sorted((v for v in means.values() if v is not None and math.isfinite(v)), reverse=True)
                 b = means[BASELINE]
                 ranks.append(order.index(b) + 1 if b is not None and math.isfinite(b) else None)
         sig = [t for t in tests if t["p_holm"] is not None and math.isfinite(t["p_holm"]) and t["p_holm"] < 0.05]
+        sig_adj = [t for t in adjusted if t["p_holm"] is not None and math.isfinite(t["p_holm"]) and t["p_holm"] < 0.05]
         out[method] = {
             "metric": metric,
             "comparisons": len(tests),
@@ -444,6 +483,12 @@ def headline(summary: dict, methods) -> dict:
             "accuracy_vs_agreement_negative_significant": sum(
                 r["rho"] < 0 and r["p"] < 0.05 for r in related if math.isfinite(r["p"])
             ),
+            "at_equal_accuracy": {
+                "comparisons": len(adjusted),
+                "subdistill_higher": sum(t["diff_mean"] < 0 for t in adjusted),
+                "subdistill_higher_significant": sum(t["diff_mean"] < 0 for t in sig_adj),
+                "subdistill_lower_significant": sum(t["diff_mean"] > 0 for t in sig_adj),
+            },
         }
         h = out[method]
         rhos = ", ".join(f"{r['rho']:.2f}" for r in related)
@@ -454,7 +499,11 @@ def headline(summary: dict, methods) -> dict:
             f"(Holm, 0.05); its rank among {h['policies']} policies per cell: {ranks}. Over each cell's students, "
             f"the rank correlation of accuracy and agreement is {rhos} (Spearman rho per cell; p < 0.05 and "
             f"positive in {h['accuracy_vs_agreement_positive_significant']}, negative in "
-            f"{h['accuracy_vs_agreement_negative_significant']} of {len(related)})"
+            f"{h['accuracy_vs_agreement_negative_significant']} of {len(related)}); at equal accuracy (residuals of "
+            f"one line per cell) SubDistill is higher in {h['at_equal_accuracy']['subdistill_higher']} of "
+            f"{h['at_equal_accuracy']['comparisons']}, significantly in "
+            f"{h['at_equal_accuracy']['subdistill_higher_significant']}, significantly lower in "
+            f"{h['at_equal_accuracy']['subdistill_lower_significant']}"
         )
     return out
 

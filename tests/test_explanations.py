@@ -163,6 +163,51 @@ def test_accuracy_agreement_relation_is_scipys_spearman_over_the_cells_students(
             assert got["ci_low"] < got["rho"] < got["ci_high"]
 
 
+def test_agreement_at_equal_accuracy_is_a_common_line_and_paired_tests_on_its_residuals(run):
+    config, _, summary, rows = run
+    policies = summary["policies"]
+    tested = 0
+    for name, fraction, cell in _cells(summary):
+        acc = {p: _member_values(rows, name, fraction, "", p, "images/acc") for p in policies}
+        for method in config.methods:
+            agree = {p: _member_values(rows, name, fraction, method, p, ex.RELATED) for p in policies}
+            got = cell["methods"][method]["at_equal_accuracy"]
+            x = np.array([acc[p][s] for p in policies for s in sorted(acc[p])])
+            y = np.array([agree[p][s] for p in policies for s in sorted(acc[p])])
+            if np.ptp(x) == 0:
+                assert got == {"slope": None, "intercept": None, "comparisons": {}}
+                continue
+            # least squares from the normal equations, not np.polyfit
+            slope = np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2)
+            intercept = y.mean() - slope * x.mean()
+            assert got["slope"] == pytest.approx(slope, rel=1e-9, abs=1e-12)
+            assert got["intercept"] == pytest.approx(intercept, rel=1e-9, abs=1e-12)
+            resid = {
+                p: np.array([agree[p][s] - intercept - slope * acc[p][s] for s in sorted(acc[p])]) for p in policies
+            }
+            raw = []
+            for p in policies:
+                if p == sd.BASELINE:
+                    continue
+                t = got["comparisons"][f"{p} - {sd.BASELINE}"]
+                d = resid[p] - resid[sd.BASELINE]
+                assert t["diff_mean"] == pytest.approx(d.mean(), abs=1e-9)
+                if np.ptp(d) > 0:
+                    assert t["p"] == pytest.approx(st.ttest_rel(resid[p], resid[sd.BASELINE]).pvalue, rel=1e-6)
+                    tested += 1
+                raw.append(t["p"])
+            holm = [np.nan if t["p_holm"] is None else t["p_holm"] for t in got["comparisons"].values()]
+            np.testing.assert_allclose(holm, _holm(raw), rtol=1e-6)
+            # a residual difference is the raw agreement difference less slope times the accuracy difference
+            for p in policies:
+                if p != sd.BASELINE:
+                    raw_diff = np.mean([agree[p][s] - agree[sd.BASELINE][s] for s in sorted(acc[p])])
+                    acc_diff = np.mean([acc[p][s] - acc[sd.BASELINE][s] for s in sorted(acc[p])])
+                    want = raw_diff - slope * acc_diff
+                    assert got["comparisons"][f"{p} - {sd.BASELINE}"]["diff_mean"] == pytest.approx(want, abs=1e-9)
+    assert tested > 0
+
+
 def test_references_scores_in_range_and_figure(run):
     config, out, summary, rows = run
     for method in config.methods:
