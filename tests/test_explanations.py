@@ -139,6 +139,7 @@ def test_paired_tests_are_scipys_on_the_per_seed_values_holm_corrected(run):
 
 def test_accuracy_agreement_relation_is_scipys_spearman_over_the_cells_students(run):
     config, _, summary, rows = run
+    tested = 0
     for name, fraction, cell in _cells(summary):
         members = [
             (p, s)
@@ -161,6 +162,8 @@ def test_accuracy_agreement_relation_is_scipys_spearman_over_the_cells_students(
             assert got["rho"] == pytest.approx(want.statistic, rel=1e-9)
             assert got["p"] == pytest.approx(want.pvalue, rel=1e-9)
             assert got["ci_low"] < got["rho"] < got["ci_high"]
+            tested += 1
+    assert tested > 0
 
 
 def test_agreement_at_equal_accuracy_is_a_common_line_and_paired_tests_on_its_residuals(run):
