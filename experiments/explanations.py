@@ -376,21 +376,9 @@ def summarise_cell(scores: dict, acc_MxB, members: list[dict], policies: list[st
                 s, means = _summary(v[idx], metric)
                 conditions[p][metric] = s
                 per_seed[(p, metric)] = _by_seed(means, [members[i] for i in idx], p, seeds)
-        comparisons = {}
-        for metric in TESTED:
-            tests = {
-                f"{p} - {BASELINE}": label_test(
-                    stats.paired_test(per_seed[(p, metric)], per_seed[(BASELINE, metric)]),
-                    metric,
-                    None,
-                    f"{p} - {BASELINE}",
-                )
-                for p in policies
-                if p != BASELINE
-            }
-            for t, q in zip(tests.values(), stats.holm([t["p"] for t in tests.values()])):
-                t["p_holm"] = float(q)
-            comparisons[metric] = tests
+        comparisons = {
+            metric: _against_baseline({p: per_seed[(p, metric)] for p in policies}, metric) for metric in TESTED
+        }
         block["methods"][method] = {
             "conditions": conditions,
             "comparisons": comparisons,
@@ -419,17 +407,32 @@ def _at_equal_accuracy(acc, agreement, members: list[dict], policies: list[str],
     for p in policies:
         idx = [i for i, m in enumerate(members) if m["condition"] == p]
         per_seed[p] = _by_seed(residual[idx], [members[i] for i in idx], p, seeds)
-    metric = f"{RELATED} | accuracy"
+    tests = _against_baseline(per_seed, f"{RELATED} | accuracy")
+    return {"slope": float(slope), "intercept": float(intercept), "comparisons": tests}
+
+
+def _against_baseline(per_seed: dict[str, np.ndarray], metric: str) -> dict:
+    """Seed-paired t-tests of every policy's values against the baseline's, Holm-corrected over the policies."""
     tests = {
-        f"{p} - {BASELINE}": label_test(
-            stats.paired_test(per_seed[p], per_seed[BASELINE]), metric, None, f"{p} - {BASELINE}"
-        )
-        for p in policies
+        f"{p} - {BASELINE}": label_test(stats.paired_test(v, per_seed[BASELINE]), metric, None, f"{p} - {BASELINE}")
+        for p, v in per_seed.items()
         if p != BASELINE
     }
     for t, q in zip(tests.values(), stats.holm([t["p"] for t in tests.values()])):
         t["p_holm"] = float(q)
-    return {"slope": float(slope), "intercept": float(intercept), "comparisons": tests}
+    return tests
+
+
+def _tally(tests) -> dict:
+    """How a family of "policy - SubDistill" tests fell: SubDistill higher, and significantly higher or lower
+    (Holm, 0.05)."""
+    sig = [t for t in tests if t["p_holm"] is not None and math.isfinite(t["p_holm"]) and t["p_holm"] < 0.05]
+    return {
+        "comparisons": len(tests),
+        "subdistill_higher": sum(t["diff_mean"] < 0 for t in tests),
+        "subdistill_higher_significant": sum(t["diff_mean"] < 0 for t in sig),
+        "subdistill_lower_significant": sum(t["diff_mean"] > 0 for t in sig),
+    }
 
 
 def summarise_references(references: dict) -> tuple[dict, list[dict]]:
@@ -466,14 +469,9 @@ def headline(summary: dict, methods) -> dict:
                 order = sorted((v for v in means.values() if v is not None and math.isfinite(v)), reverse=True)
                 b = means[BASELINE]
                 ranks.append(order.index(b) + 1 if b is not None and math.isfinite(b) else None)
-        sig = [t for t in tests if t["p_holm"] is not None and math.isfinite(t["p_holm"]) and t["p_holm"] < 0.05]
-        sig_adj = [t for t in adjusted if t["p_holm"] is not None and math.isfinite(t["p_holm"]) and t["p_holm"] < 0.05]
         out[method] = {
             "metric": metric,
-            "comparisons": len(tests),
-            "subdistill_higher": sum(t["diff_mean"] < 0 for t in tests),
-            "subdistill_higher_significant": sum(t["diff_mean"] < 0 for t in sig),
-            "subdistill_lower_significant": sum(t["diff_mean"] > 0 for t in sig),
+            **_tally(tests),
             "subdistill_rank_per_cell": ranks,
             "policies": len(summary["policies"]),
             "accuracy_vs_agreement": related,
@@ -483,12 +481,7 @@ def headline(summary: dict, methods) -> dict:
             "accuracy_vs_agreement_negative_significant": sum(
                 r["rho"] < 0 and r["p"] < 0.05 for r in related if math.isfinite(r["p"])
             ),
-            "at_equal_accuracy": {
-                "comparisons": len(adjusted),
-                "subdistill_higher": sum(t["diff_mean"] < 0 for t in adjusted),
-                "subdistill_higher_significant": sum(t["diff_mean"] < 0 for t in sig_adj),
-                "subdistill_lower_significant": sum(t["diff_mean"] > 0 for t in sig_adj),
-            },
+            "at_equal_accuracy": _tally(adjusted),
         }
         h = out[method]
         rhos = ", ".join(f"{r['rho']:.2f}" for r in related)
