@@ -22,6 +22,7 @@ def test_paper_pairs_are_wired_like_repdistiller(pair):
     n_at = 4 if pair.startswith("vgg") else 3
     assert len(terms["at"]["teacher"]) == n_at and terms["at"]["weight"] == 1000.0  # RD: -b 1000 at 32x32
     assert terms["dkd"]["ramp_steps"] == 20 * steps_per_epoch  # mdistiller: 20 of 240 epochs
+    assert "ramp_steps" not in terms["at"] and "ramp_steps" not in terms["dist"]  # the peers ramp DKD only
     assert s_cfg.recipe.total_steps(steps_per_epoch) == 240 * steps_per_epoch
     assert s_cfg.recipe.learning_rate == 0.05 and s_cfg.recipe.batch_size == 64
     # The rest of RepDistiller's table, with its taps (feat[-2], feat[1:-1], feat[:-1], preact) and -b weights.
@@ -47,17 +48,33 @@ def test_paper_pairs_are_wired_like_repdistiller(pair):
     check_objective(s_cfg, *models)
 
 
-def test_default_preset_objective_is_the_six_methods_unchanged():
+def test_default_preset_objective_is_the_six_methods_with_dkd_at_and_dist_ramped():
     config = cifar_kd.PRESETS["default"]
     _, s_cfg = config.run_configs(config.pairs[0], steps_per_epoch=10, image_size=16)
     assert s_cfg.objective.terms == {
         "ce": {"weight": 1.0},
         "kd": {"weight": 0.9, "temperature": 4.0},
         "dkd": {"weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "ramp_steps": 200},  # 2400 / 12
-        "dist": {"weight": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0},
+        "dist": {"weight": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0, "ramp_steps": 600},  # a quarter
         "fitnet": {"weight": 100.0, "student": "stage2", "teacher": "stage2", "regressor": "conv_bn_relu"},
-        "at": {"weight": 250.0, "student": ("stage1", "stage2", "stage3"), "teacher": ("stage1", "stage2", "stage3")},
+        "at": {
+            "weight": 250.0,
+            "student": ("stage1", "stage2", "stage3"),
+            "teacher": ("stage1", "stage2", "stage3"),
+            "ramp_steps": 200,
+        },
     }
+    # A ramp set on the command line wins over the fraction; ramped chooses the terms; fraction 0: constant weights.
+    own = apply_overrides(config, ["objective.at.ramp_steps=50", "ramped=dkd", "ramp_fraction=0.25"])
+    terms = own.run_configs(own.pairs[0], steps_per_epoch=10, image_size=16)[1].objective.terms
+    assert terms["at"]["ramp_steps"] == 50 and terms["dkd"]["ramp_steps"] == 600 and "ramp_steps" not in terms["dist"]
+    flat = apply_overrides(config, ["ramp_fraction=0"])
+    terms = flat.run_configs(flat.pairs[0], steps_per_epoch=10, image_size=16)[1].objective.terms
+    assert terms["at"]["ramp_steps"] == terms["dkd"]["ramp_steps"] == 0
+    assert terms["dist"]["ramp_steps"] == 600  # its own fraction (0.25) does not follow ramp_fraction
+    for bad, message in (("nope", "ramped names 'nope'"), ("at:x", "must be a number"), ("at:2", r"lie in \[0, 1\]")):
+        with pytest.raises(ConfigError, match=message):
+            apply_overrides(config, [f"ramped={bad}"])
 
 
 def test_every_method_by_name_on_the_default_pair_fsp_needs_equal_widths():
