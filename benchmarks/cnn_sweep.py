@@ -13,6 +13,9 @@ vmap_sharded  the same sharded over the host devices with ``shard_map``, each
               device vmapping its seeds (``shard=True, vmap_width=None``)
 map_sharded   sharded, each device running its seeds one after another with
               ``lax.map`` inside the program (``vmap_width=1``, the CPU default)
+map_sharded_nofence
+              map_sharded traced without the engine's CPU fence on the inputs
+              of differentiated convolutions (``jaxkd.models.layers._fence``)
 map_sharded_jaxlib
               map_sharded compiled with jaxlib's default XLA:CPU options
               (``compiler_options=None``: YNNPACK fusions on) instead of the
@@ -112,6 +115,7 @@ ALL_VARIANTS = (
     "vmap",
     "vmap_sharded",
     "map_sharded",
+    "map_sharded_nofence",
     "map_sharded_jaxlib",
     "map_sharded_ynn",
     "map",
@@ -169,7 +173,7 @@ from jaxkd import losses, recipes  # noqa: E402
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, ObjectiveConfig, RunConfig  # noqa: E402
 from jaxkd.data import Dataset  # noqa: E402
 from jaxkd.data.augment import normalize  # noqa: E402
-from jaxkd.models import make_model  # noqa: E402
+from jaxkd.models import layers, make_model  # noqa: E402
 from jaxkd.program import SweepProgram, default_compiler_options  # noqa: E402
 from jaxkd.recipes import RecipeConfig  # noqa: E402
 from jaxkd.results import emit_json, env_stamp  # noqa: E402
@@ -362,7 +366,17 @@ class Variant:
 class EngineVariant(Variant):
     """The engine's sweep program (``SweepProgram.advance_program(1)``)."""
 
-    def __init__(self, name, trainer, seeds, init, *, shard, vmap_width, description, compiler_options="auto"):
+    def __init__(
+        self, name, trainer, seeds, init, *, shard, vmap_width, description, compiler_options="auto", conv_fence=None
+    ):
+        # conv_fence: jaxkd.models.layers.CONV_INPUT_FENCE while the program is traced (None: the engine's default)
+        previous, layers.CONV_INPUT_FENCE = layers.CONV_INPUT_FENCE, conv_fence
+        try:
+            self._build(name, trainer, seeds, init, shard, vmap_width, description, compiler_options)
+        finally:
+            layers.CONV_INPUT_FENCE = previous
+
+    def _build(self, name, trainer, seeds, init, shard, vmap_width, description, compiler_options):
         super().__init__(seeds)
         self.name, self.description = name, description
         self.prog = SweepProgram(trainer, seeds, shard=shard, vmap_width=vmap_width, compiler_options=compiler_options)
@@ -809,6 +823,14 @@ def build_variants(names, trainer, seeds, init, teacher_pure):
             vmap_width=1,
             description="engine sweep program sharded, each device "
             "running its seeds one after another with lax.map (vmap_width=1)",
+        ),
+        "map_sharded_nofence": dict(
+            shard=True,
+            vmap_width=1,
+            conv_fence=False,
+            description="map_sharded without the engine's CPU fence on differentiated convolutions' inputs "
+            "(jaxkd.models.layers._fence): XLA recomputes BatchNorm and ReLU inside the weight gradients' "
+            "transposed copies (benchmarks/cpu_profile.py)",
         ),
         "map_sharded_jaxlib": dict(
             shard=True,

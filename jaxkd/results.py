@@ -119,6 +119,7 @@ def env_stamp() -> dict:
     import jax
 
     from jaxkd.fingerprint import git_commit
+    from jaxkd.models.layers import fence_conv_inputs
     from jaxkd.program import default_compiler_options
 
     def version(mod):
@@ -140,6 +141,8 @@ def env_stamp() -> dict:
         "compilation_cache": jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None,
         # the XLA compile options of the sweeps' training programs on this backend (SweepProgram's "auto")
         "compiler_options": default_compiler_options(),
+        # whether differentiated convolutions fence their input (jaxkd.models.layers._fence; CPU only)
+        "conv_input_fence": fence_conv_inputs(),
     }
 
 

@@ -2,8 +2,10 @@
 sweep, change its results by round-off at most, and are part of the sweep's fingerprint (benchmarks/RESULTS.md)."""
 
 import json
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -47,3 +49,41 @@ def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerpri
     assert f_ours["compiler_options"] == NO_YNN
     msg = mismatch(f_ours, dict(f_ours, compiler_options={}), "ckpt")
     assert msg.startswith("resuming needs the same compiler_options") and "intact" in msg
+
+
+def _fusions_recomputing_a_relu_in_a_transpose(hlo_text: str) -> int:
+    """Fusions of a compiled module whose fused computation both transposes and takes a ``maximum`` (a ReLU)."""
+    bodies = {block.split(" ", 1)[0].lstrip("%"): block for block in re.split(r"\n(?=%|ENTRY)", hlo_text)}
+    called = re.findall(r"= \S+ fusion\(.*calls=%([\w.\-]+)", hlo_text)
+    return sum(1 for name in called if " transpose(" in bodies.get(name, "") and " maximum(" in bodies.get(name, ""))
+
+
+def test_conv_input_fence_keeps_values_and_stops_xla_recomputing_relus_in_weight_gradients(monkeypatch):
+    from jaxkd.models import layers, make_model
+
+    # The fence is the identity on finite values, bit for bit (signed zero included).
+    x = np.array([0.0, -0.0, 1.5, -2.25, 3e38, -1e-30, 7.0], np.float32)
+    assert np.array_equal(np.asarray(jax.jit(layers._fence)(x)).view(np.uint32), x.view(np.uint32))
+    assert env_stamp()["conv_input_fence"] is True  # on by default on CPU, and recorded
+    model = make_model("resnet8", (16, 16, 3), 10, (4, 4, 8, 16))
+    params, rest = model.init(jax.random.key(0))
+    images = jax.random.normal(jax.random.key(1), (8, 16, 16, 3))
+    labels = jnp.arange(8) % 10
+
+    def loss(p, r):
+        logits, _, new_rest = model.apply(p, r, images, train=True)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1)), new_rest
+
+    grads, bad = {}, {}
+    for fence in (True, False):
+        monkeypatch.setattr(layers, "CONV_INPUT_FENCE", fence)
+        compiled = jax.jit(jax.grad(loss, has_aux=True)).lower(params, rest).compile(NO_YNN)
+        grads[fence], bad[fence] = (
+            compiled(params, rest)[0],
+            _fusions_recomputing_a_relu_in_a_transpose(compiled.as_text()),
+        )
+    # Without the fence XLA recomputes BatchNorm + ReLU inside the transposed copies the weight gradients read
+    # (the premise; if a future XLA stops doing that, the fence is no longer needed); with it, never.
+    assert bad[False] > 0 and bad[True] == 0
+    for a, b in zip(jax.tree.leaves(grads[True]), jax.tree.leaves(grads[False])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

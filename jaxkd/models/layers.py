@@ -14,12 +14,17 @@ operands. XLA:CPU rewrites only top-level convolutions into its fast layout;
 the gradient convolutions JAX emits inside a loop (the trainer's
 ``lax.scan``) kept a non-canonical layout and ran on a slow generic path,
 16x slower per step for a small ResNet here (jax-ml/jax#12868). The explicit
-form is the same arithmetic on every backend.
+form is the same arithmetic on every backend. On CPU the differentiated
+convolution also fences its input (:func:`_fence`), so that XLA writes the
+activation once instead of recomputing it inside the transposed copy its
+weight gradient reads; same values, 13-15 % less time for a resnet8x4
+training step on one core (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +34,45 @@ from jax import lax
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+# None: fence on CPU only (fence_conv_inputs); True / False force it (benchmarks/cnn_sweep.py measures both).
+CONV_INPUT_FENCE: bool | None = None
+
+
+def fence_conv_inputs() -> bool:
+    """Whether a differentiated convolution fences its input (:func:`_fence`): on CPU, unless ``CONV_INPUT_FENCE``
+    says otherwise or ``JAXKD_XLA_OPTIONS=jaxlib`` asks for XLA's defaults."""
+    if CONV_INPUT_FENCE is not None:
+        return CONV_INPUT_FENCE
+    return jax.default_backend() == "cpu" and os.environ.get("JAXKD_XLA_OPTIONS", "").strip() != "jaxlib"
+
+
+def _fence(x):
+    """``x`` divided by ones made from ``x``: the same finite values bit for bit, written to memory once.
+
+    The weight gradient below reads the convolution's input transposed
+    (channels first, batch last). Left alone, XLA:CPU fuses the element-wise
+    ops that produced the input (BatchNorm, ReLU, the shortcut) into that
+    transposed copy and recomputes them there, in an order its loop emitter
+    handles badly: about 24 ms instead of 2.5 ms for a [64, 32, 32, 64]
+    activation on one core (benchmarks/RESULTS.md, ``cpu_profile.py``).
+    Through this expression, which reads ``x`` twice, XLA writes the input
+    once and the transpose reads it (``tests/test_compiler_options.py``
+    checks the compiled program). Multiplying by the same ones works as well
+    here; dividing by a scalar one does not (XLA turns it into a
+    multiplication and recomputes it inside the copy). Non-finite entries become NaN (``inf / nan``); a run with
+    those has diverged anyway.
+    """
+    return x / (x * 0 + 1)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x, w, stride, pad):
     return lax.conv_general_dilated(x, w, stride, pad, dimension_numbers=_NHWC)
 
 
 def _conv_fwd(x, w, stride, pad):
+    if fence_conv_inputs():  # only where the convolution is differentiated; a forward pass alone stays as it was
+        x = _fence(x)
     return _conv(x, w, stride, pad), (x, w)
 
 
