@@ -13,6 +13,9 @@ vmap_sharded  the same sharded over the host devices with ``shard_map``, each
               device vmapping its seeds (``shard=True, vmap_width=None``)
 map_sharded   sharded, each device running its seeds one after another with
               ``lax.map`` inside the program (``vmap_width=1``, the CPU default)
+map_sharded_nowinograd
+              map_sharded with XLA's convolution on every map, not the
+              engine's CPU choice of Winograd F(2x2, 3x3) on small maps
 map_sharded_nofence
               map_sharded traced without the engine's CPU fence on the inputs
               of differentiated convolutions (``jaxkd.models.layers._fence``)
@@ -115,6 +118,7 @@ ALL_VARIANTS = (
     "vmap",
     "vmap_sharded",
     "map_sharded",
+    "map_sharded_nowinograd",
     "map_sharded_nofence",
     "map_sharded_jaxlib",
     "map_sharded_ynn",
@@ -367,14 +371,27 @@ class EngineVariant(Variant):
     """The engine's sweep program (``SweepProgram.advance_program(1)``)."""
 
     def __init__(
-        self, name, trainer, seeds, init, *, shard, vmap_width, description, compiler_options="auto", conv_fence=None
+        self,
+        name,
+        trainer,
+        seeds,
+        init,
+        *,
+        shard,
+        vmap_width,
+        description,
+        compiler_options="auto",
+        conv_fence=None,
+        conv_winograd=None,
     ):
-        # conv_fence: jaxkd.models.layers.CONV_INPUT_FENCE while the program is traced (None: the engine's default)
-        previous, layers.CONV_INPUT_FENCE = layers.CONV_INPUT_FENCE, conv_fence
+        # conv_fence, conv_winograd: jaxkd.models.layers.CONV_INPUT_FENCE and CONV_WINOGRAD while the program is
+        # traced (None: the engine's default, both on for CPU)
+        previous = layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD
+        layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD = conv_fence, conv_winograd
         try:
             self._build(name, trainer, seeds, init, shard, vmap_width, description, compiler_options)
         finally:
-            layers.CONV_INPUT_FENCE = previous
+            layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD = previous
 
     def _build(self, name, trainer, seeds, init, shard, vmap_width, description, compiler_options):
         super().__init__(seeds)
@@ -823,6 +840,13 @@ def build_variants(names, trainer, seeds, init, teacher_pure):
             vmap_width=1,
             description="engine sweep program sharded, each device "
             "running its seeds one after another with lax.map (vmap_width=1)",
+        ),
+        "map_sharded_nowinograd": dict(
+            shard=True,
+            vmap_width=1,
+            conv_winograd=False,
+            description="map_sharded with XLA's convolution everywhere instead of the engine's CPU choice of "
+            "Winograd F(2x2, 3x3) on small maps (jaxkd.models.layers.use_winograd)",
         ),
         "map_sharded_nofence": dict(
             shard=True,

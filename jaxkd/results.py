@@ -119,7 +119,7 @@ def env_stamp() -> dict:
     import jax
 
     from jaxkd.fingerprint import git_commit
-    from jaxkd.models.layers import fence_conv_inputs
+    from jaxkd.models.layers import fence_conv_inputs, winograd_enabled
     from jaxkd.program import default_compiler_options
 
     def version(mod):
@@ -143,6 +143,8 @@ def env_stamp() -> dict:
         "compiler_options": default_compiler_options(),
         # whether differentiated convolutions fence their input (jaxkd.models.layers._fence; CPU only)
         "conv_input_fence": fence_conv_inputs(),
+        # whether 3x3 convolutions on small maps may run as Winograd F(2x2, 3x3) (jaxkd.models.layers.use_winograd)
+        "conv_winograd": winograd_enabled(),
     }
 
 

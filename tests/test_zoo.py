@@ -179,8 +179,52 @@ def test_canonical_conv_gradients_match_lax(size, kernel, stride, pad):
     )
     new = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(canonical_conv(x, w, (stride,) * 2, padding))), (0, 1)))
     for a, b in zip(ref(x, w), new(x, w)):
-        assert float(jnp.max(jnp.abs(a))) > 0
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+        largest = float(jnp.max(jnp.abs(a)))
+        assert largest > 0
+        # On CPU the 8x8 stride-1 case runs Winograd (another float32 algorithm): round-off relative to the largest.
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5 * largest)
+
+
+def _conv_float64(x, w):
+    """3x3, stride 1, zero padding 1, NHWC/HWIO, in NumPy float64: the sum over the nine shifted views."""
+    h, wd = x.shape[1:3]
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    w = np.asarray(w, np.float64)
+    return sum(np.einsum("bhwc,co->bhwo", xp[:, i : i + h, j : j + wd], w[i, j]) for i in range(3) for j in range(3))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 5, 4), (2, 4, 6, 16, 8), (2, 8, 8, 64, 32), (1, 16, 16, 256, 256)])
+def test_winograd_conv_matches_a_float64_convolution(shape):
+    from jaxkd.models.layers import winograd_conv
+
+    b, h, w_, c, o = shape
+    x = jax.random.normal(jax.random.key(4), (b, h, w_, c))
+    w = jax.random.normal(jax.random.key(5), (3, 3, c, o)) / np.sqrt(9 * c)
+    want = _conv_float64(x, w)
+    got = np.asarray(jax.jit(winograd_conv)(x, w), np.float64)
+    # float32 round-off: the direct convolution in float32 is off by 2-6e-7 of the largest output on these shapes.
+    assert np.max(np.abs(got - want)) < 2e-6 * np.max(np.abs(want))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="Winograd is the CPU choice for small maps")
+def test_zoo_convolutions_take_winograd_only_on_small_maps(monkeypatch):
+    from jaxkd.models import layers
+
+    def conv_ops(shape, channels):
+        x = jnp.zeros(shape)
+        w = jnp.zeros((3, 3, shape[-1], channels))
+        fn = jax.jit(lambda x, w: layers.canonical_conv(x, w, (1, 1), ((1, 1), (1, 1))))
+        return fn.lower(x, w).compile().as_text().count(" convolution(")
+
+    assert conv_ops((2, 8, 8, 128), 128) == 0  # 8x8 with 128 channels: Winograd's matmuls, no convolution
+    assert conv_ops((2, 4, 4, 256), 256) == 0
+    assert conv_ops((2, 16, 16, 256), 256) == 0  # 16x16 with 256 channels
+    assert conv_ops((2, 16, 16, 128), 128) == 1  # XLA's convolution, where Winograd does not win
+    assert conv_ops((2, 32, 32, 64), 64) == 1
+    assert conv_ops((2, 8, 8, 64), 128) == 1  # few channels in: little to gain
+    assert conv_ops((2, 6, 6, 128), 128) == 0 and conv_ops((2, 7, 7, 128), 128) == 1  # odd maps are not tiled
+    monkeypatch.setattr(layers, "CONV_WINOGRAD", False)
+    assert conv_ops((2, 8, 8, 128), 128) == 1
 
 
 @pytest.mark.parametrize("length,stride", [(12, 1), (11, 2)])

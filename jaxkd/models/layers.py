@@ -14,11 +14,14 @@ operands. XLA:CPU rewrites only top-level convolutions into its fast layout;
 the gradient convolutions JAX emits inside a loop (the trainer's
 ``lax.scan``) kept a non-canonical layout and ran on a slow generic path,
 16x slower per step for a small ResNet here (jax-ml/jax#12868). The explicit
-form is the same arithmetic on every backend. On CPU the differentiated
-convolution also fences its input (:func:`_fence`), so that XLA writes the
-activation once instead of recomputing it inside the transposed copy its
-weight gradient reads; same values, 13-15 % less time for a resnet8x4
-training step on one core (benchmarks/RESULTS.md).
+form is the same arithmetic on every backend. On CPU two more choices
+(benchmarks/RESULTS.md, ``cpu_profile.py`` and ``cnn_sweep.py``): the
+differentiated convolution fences its input (:func:`_fence`), so that XLA
+writes the activation once instead of recomputing it inside the transposed
+copy its weight gradient reads (same values; 13-15 % less time for a
+resnet8x4 training step on one core), and 3x3 convolutions on small maps
+with many channels run as Winograd F(2x2, 3x3) (:func:`use_winograd`;
+float round-off differences). ``env.json`` records both.
 """
 
 from __future__ import annotations
@@ -57,17 +60,106 @@ def _fence(x):
     activation on one core (benchmarks/RESULTS.md, ``cpu_profile.py``).
     Through this expression, which reads ``x`` twice, XLA writes the input
     once and the transpose reads it (``tests/test_compiler_options.py``
-    checks the compiled program). Multiplying by the same ones works as well
-    here; dividing by a scalar one does not (XLA turns it into a
-    multiplication and recomputes it inside the copy). Non-finite entries become NaN (``inf / nan``); a run with
-    those has diverged anyway.
+    checks the compiled program). Multiplying by the same ones left two
+    such copies in the test's small ResNet; dividing by a scalar one does not
+    work at all (XLA turns it into a multiplication and recomputes the rest
+    inside the copy). Non-finite entries become NaN (``inf / nan``); a run
+    with those has diverged anyway.
     """
     return x / (x * 0 + 1)
 
 
+# None: Winograd for small maps on CPU only (use_winograd); True / False force it (benchmarks measure both).
+CONV_WINOGRAD: bool | None = None
+
+# Winograd F(2x2, 3x3) (Lavin & Gray 2016, arXiv 1509.09308): y = A^T [(G w G^T) * (B^T d B)] A per 4x4 input tile.
+_WINO_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+_WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+_WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+
+def winograd_enabled() -> bool:
+    """Whether :func:`use_winograd` may pick Winograd: on CPU, unless ``CONV_WINOGRAD`` says otherwise or
+    ``JAXKD_XLA_OPTIONS=jaxlib`` asks for XLA's defaults."""
+    if CONV_WINOGRAD is not None:
+        return CONV_WINOGRAD
+    return jax.default_backend() == "cpu" and os.environ.get("JAXKD_XLA_OPTIONS", "").strip() != "jaxlib"
+
+
+def use_winograd(x_shape, w_shape, stride, pad, dtype) -> bool:
+    """Winograd for a float32 3x3, stride-1, padding-1 convolution on an even map of at most 8x8 with 128
+    channels or more in and out (or 16x16 with 256 or more), where it beat XLA:CPU's convolution on one core by
+    1.4-1.7x at batch 64 (benchmarks/RESULTS.md); XLA's convolution elsewhere: at 32x32x64 Winograd was 1.5x
+    slower, and on maps of fewer channels it gained 1.1-1.2x at most."""
+    _, h, w, c = x_shape
+    o = w_shape[-1]
+    small = (h * w <= 64 and min(c, o) >= 128) or (h * w <= 256 and min(c, o) >= 256)
+    return (
+        winograd_enabled()
+        and dtype == jnp.float32
+        and tuple(w_shape[:2]) == (3, 3)
+        and tuple(stride) == (1, 1)
+        and tuple(map(tuple, pad)) == ((1, 1), (1, 1))
+        and h % 2 == 0
+        and w % 2 == 0
+        and small
+    )
+
+
+def _combine(rows, xs):
+    """``[sum_j rows[i][j] * xs[j] for each row]`` over arrays, skipping zero coefficients."""
+    out = []
+    for row in rows:
+        acc = None
+        for coef, v in zip(row, xs):
+            if coef == 0:
+                continue
+            term = v if coef == 1 else -v if coef == -1 else coef * v
+            acc = term if acc is None else acc + term
+        out.append(acc)
+    return out
+
+
+def winograd_conv(x_BxHxWxC, w_3x3xCxO):
+    """``lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)))`` (NHWC, HWIO) by Winograd F(2x2, 3x3).
+
+    The map is cut into 2x2 output tiles, each read from a 4x4 input tile;
+    the 16 entries of the transformed tiles are 16 matmuls with the
+    transformed kernel, 2.25x fewer multiplications than the direct
+    convolution. H and W must be even. Errors are float round-off (about
+    1e-6 of the largest output in float32).
+    """
+    b, h, w, c = x_BxHxWxC.shape
+    o = w_3x3xCxO.shape[-1]
+    th, tw = h // 2, w // 2
+    g = jnp.asarray(_WINO_G, w_3x3xCxO.dtype)
+    u = jnp.einsum("ia,jb,abco->ijco", g, g, w_3x3xCxO, precision=lax.Precision.HIGHEST)  # [4, 4, C, O]
+    xp = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    d = [[xp[:, a : a + 2 * th : 2, e : e + 2 * tw : 2] for e in range(4)] for a in range(4)]  # tile entry (a, e)
+    cols = [_combine(_WINO_BT, [d[a][e] for a in range(4)]) for e in range(4)]  # B^T d: cols[e][i]
+    v = [_combine(_WINO_BT, [cols[e][i] for e in range(4)]) for i in range(4)]  # (B^T d) B: v[i][j]
+    m = [
+        [
+            jnp.dot(v[i][j].reshape(-1, c), u[i, j], precision=lax.Precision.HIGHEST).reshape(b, th, tw, o)
+            for j in range(4)
+        ]
+        for i in range(4)
+    ]
+    r = [_combine(_WINO_AT, [m[i][j] for i in range(4)]) for j in range(4)]  # A^T m: r[j][p]
+    y = [_combine(_WINO_AT, [r[j][p] for j in range(4)]) for p in range(2)]  # (A^T m) A: y[p][q]
+    tiles = jnp.stack([jnp.stack(y[p], axis=3) for p in range(2)], axis=2)  # [B, H/2, 2, W/2, 2, O]
+    return tiles.reshape(b, h, w, o)
+
+
+def _conv_primal(x, w, stride, pad):
+    if use_winograd(x.shape, w.shape, stride, pad, x.dtype):
+        return winograd_conv(x, w)
+    return lax.conv_general_dilated(x, w, stride, pad, dimension_numbers=_NHWC)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x, w, stride, pad):
-    return lax.conv_general_dilated(x, w, stride, pad, dimension_numbers=_NHWC)
+    return _conv_primal(x, w, stride, pad)
 
 
 def _conv_fwd(x, w, stride, pad):
@@ -95,14 +187,13 @@ def _conv_bwd(stride, pad, res, g):
     # dL/dx: the output gradient, dilated by the stride, convolved with the flipped, transposed kernel.
     wt = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
     lo_h, lo_w = kh - 1 - pt, kw - 1 - pl
-    dx = lax.conv_general_dilated(
-        g.astype(w.dtype),
-        wt,
-        (1, 1),
-        ((lo_h, h + kh - 1 - lo_h - ((ho - 1) * sh + 1)), (lo_w, wd + kw - 1 - lo_w - ((wo - 1) * sw + 1))),
-        lhs_dilation=(sh, sw),
-        dimension_numbers=_NHWC,
-    )
+    dx_pad = ((lo_h, h + kh - 1 - lo_h - ((ho - 1) * sh + 1)), (lo_w, wd + kw - 1 - lo_w - ((wo - 1) * sw + 1)))
+    if (sh, sw) == (1, 1):  # a stride-1 convolution of the output gradient: Winograd where it pays
+        dx = _conv_primal(g.astype(w.dtype), wt, (1, 1), dx_pad)
+    else:
+        dx = lax.conv_general_dilated(
+            g.astype(w.dtype), wt, (1, 1), dx_pad, lhs_dilation=(sh, sw), dimension_numbers=_NHWC
+        )
     return dx.astype(x.dtype), dw
 
 
