@@ -18,10 +18,10 @@ form is the same arithmetic on every backend. On CPU two more choices
 (benchmarks/RESULTS.md, ``cpu_profile.py`` and ``cnn_sweep.py``): the
 differentiated convolution fences its input (:func:`_fence`), so that XLA
 writes the activation once instead of recomputing it inside the transposed
-copy its weight gradient reads (same values; 13-15 % less time for a
-resnet8x4 training step on one core), and 3x3 convolutions on small maps
-with many channels run as Winograd F(2x2, 3x3) (:func:`use_winograd`;
-float round-off differences). ``env.json`` records both.
+copy its weight gradient reads (13-15 % less time for a resnet8x4 training
+step on one core), and 3x3 convolutions on small maps with many channels
+run as Winograd F(2x2, 3x3) (:func:`use_winograd`). Both change results by
+float round-off only; ``env.json`` records both.
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ def fence_conv_inputs() -> bool:
 
 def _fence(x):
     """``x`` divided by ones made from ``x``: the same finite values bit for bit, written to memory once.
+
+    The fenced tensor is unchanged, but the program around it fuses
+    differently, so a whole training run can differ by float round-off
+    (``cifar_kd``'s default moved by several points; docs/cifar.md).
 
     The weight gradient below reads the convolution's input transposed
     (channels first, batch last). Left alone, XLA:CPU fuses the element-wise
