@@ -13,6 +13,8 @@ vmap_sharded  the same sharded over the host devices with ``shard_map``, each
               device vmapping its seeds (``shard=True, vmap_width=None``)
 map_sharded   sharded, each device running its seeds one after another with
               ``lax.map`` inside the program (``vmap_width=1``, the CPU default)
+map_sharded_neither
+              map_sharded with neither (the CPU program before 2026-12-06)
 map_sharded_nowinograd
               map_sharded with XLA's convolution on every map, not the
               engine's CPU choice of Winograd F(2x2, 3x3) on small maps
@@ -118,6 +120,7 @@ ALL_VARIANTS = (
     "vmap",
     "vmap_sharded",
     "map_sharded",
+    "map_sharded_neither",
     "map_sharded_nowinograd",
     "map_sharded_nofence",
     "map_sharded_jaxlib",
@@ -840,6 +843,14 @@ def build_variants(names, trainer, seeds, init, teacher_pure):
             vmap_width=1,
             description="engine sweep program sharded, each device "
             "running its seeds one after another with lax.map (vmap_width=1)",
+        ),
+        "map_sharded_neither": dict(
+            shard=True,
+            vmap_width=1,
+            conv_fence=False,
+            conv_winograd=False,
+            description="map_sharded without the CPU fence and without Winograd: the engine's CPU program before "
+            "2026-12-06's convolution changes",
         ),
         "map_sharded_nowinograd": dict(
             shard=True,
