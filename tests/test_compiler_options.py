@@ -47,21 +47,30 @@ def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerpri
     f_plain, f_ours = (sweep_fingerprint(p, key, 10, None, None) for p in (plain, ours))
     assert "compiler_options" not in f_plain  # XLA's defaults: the fingerprint of checkpoints before the option
     assert f_ours["compiler_options"] == NO_YNN
+    # The CPU convolution's choices too (on by default here): a checkpoint resumes only under the same ones.
+    assert f_ours["conv_paths"] == {"conv_input_fence": True, "conv_winograd": True} == saved["conv_paths"]
+    msg = mismatch(f_ours, dict(f_ours, conv_paths={"conv_input_fence": True}), "ckpt")
+    assert msg.startswith("resuming needs the same conv_paths") and "intact" in msg
     msg = mismatch(f_ours, dict(f_ours, compiler_options={}), "ckpt")
     assert msg.startswith("resuming needs the same compiler_options") and "intact" in msg
 
 
 def _fusions_recomputing_a_relu_in_a_transpose(hlo_text: str) -> int:
-    """Fusions of a compiled module whose fused computation both transposes and takes a ``maximum`` (a ReLU)."""
+    """Fusions whose fused computation both moves data across dimensions (a ``transpose`` or a layout-changing
+    ``copy``) and takes a ``maximum`` (a ReLU)."""
     bodies = {block.split(" ", 1)[0].lstrip("%"): block for block in re.split(r"\n(?=%|ENTRY)", hlo_text)}
-    called = re.findall(r"= \S+ fusion\(.*calls=%([\w.\-]+)", hlo_text)
-    return sum(1 for name in called if " transpose(" in bodies.get(name, "") and " maximum(" in bodies.get(name, ""))
+    called = re.findall(r"fusion\(.*?calls=%([\w.\-]+)", hlo_text)  # any fusion, multi-output ones included
+    moves = (" transpose(", " copy(")
+    return sum(
+        1 for name in called if any(m in bodies.get(name, "") for m in moves) and " maximum(" in bodies.get(name, "")
+    )
 
 
 def test_conv_input_fence_keeps_values_and_stops_xla_recomputing_relus_in_weight_gradients(monkeypatch):
     from jaxkd.models import layers, make_model
 
-    # The fence is the identity on finite values, bit for bit (signed zero included).
+    # The fence is the identity on normal finite values, bit for bit (signed zero included; XLA:CPU flushes
+    # subnormals to zero here as everywhere).
     x = np.array([0.0, -0.0, 1.5, -2.25, 3e38, -1e-30, 7.0], np.float32)
     assert np.array_equal(np.asarray(jax.jit(layers._fence)(x)).view(np.uint32), x.view(np.uint32))
     assert env_stamp()["conv_input_fence"] is True  # on by default on CPU, and recorded

@@ -179,10 +179,35 @@ def test_canonical_conv_gradients_match_lax(size, kernel, stride, pad):
     )
     new = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(canonical_conv(x, w, (stride,) * 2, padding))), (0, 1)))
     for a, b in zip(ref(x, w), new(x, w)):
+        assert float(jnp.max(jnp.abs(a))) > 0
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="Winograd is the CPU choice for small maps")
+@pytest.mark.parametrize("shape", [(2, 8, 8, 128, 128), (1, 16, 16, 256, 256)])
+def test_winograd_convolution_gradients_match_lax(shape):
+    # Forward and input gradient both take Winograd on these maps; only the weight gradient stays a convolution.
+    from jax import lax
+
+    from jaxkd.models.layers import canonical_conv
+
+    b, h, w_, c, o = shape
+    x = jax.random.normal(jax.random.key(6), (b, h, w_, c))
+    w = jax.random.normal(jax.random.key(7), (3, 3, c, o)) / np.sqrt(9 * c)
+    pad, dn = ((1, 1), (1, 1)), ("NHWC", "HWIO", "NHWC")
+
+    def loss(conv):
+        return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), (0, 1)))
+
+    ours = loss(lambda x, w: canonical_conv(x, w, (1, 1), pad))
+    assert ours.lower(x, w).compile().as_text().count(" convolution(") == 1
+    ref_v, ref_g = loss(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=dn))(x, w)
+    new_v, new_g = ours(x, w)
+    np.testing.assert_allclose(float(new_v), float(ref_v), rtol=1e-5)
+    for a, g in zip(ref_g, new_g):
         largest = float(jnp.max(jnp.abs(a)))
         assert largest > 0
-        # On CPU the 8x8 stride-1 case runs Winograd (another float32 algorithm): round-off relative to the largest.
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5 * largest)
+        assert float(jnp.max(jnp.abs(g - a))) < 1e-5 * largest  # two float32 algorithms: round-off
 
 
 def _conv_float64(x, w):

@@ -18,9 +18,9 @@ form is the same arithmetic on every backend. On CPU two more choices
 (benchmarks/RESULTS.md, ``cpu_profile.py`` and ``cnn_sweep.py``): the
 differentiated convolution fences its input (:func:`_fence`), so that XLA
 writes the activation once instead of recomputing it inside the transposed
-copy its weight gradient reads (13-15 % less time for a resnet8x4 training
-step on one core), and 3x3 convolutions on small maps with many channels
-run as Winograd F(2x2, 3x3) (:func:`use_winograd`). Both change results by
+copy its weight gradient reads (the 8-seed CIFAR ResNet KD sweep 1.05-1.08x
+faster), and 3x3 convolutions on small maps with many channels run as
+Winograd F(2x2, 3x3) (:func:`use_winograd`; the sweep 1.06-1.07x faster). Both change results by
 float round-off only; ``env.json`` records both.
 """
 
@@ -50,7 +50,8 @@ def fence_conv_inputs() -> bool:
 
 
 def _fence(x):
-    """``x`` divided by ones made from ``x``: the same finite values bit for bit, written to memory once.
+    """``x`` divided by ones made from ``x``: the same normal finite values bit for bit (subnormals are flushed to
+    zero, as XLA:CPU does everywhere), written to memory once.
 
     The fenced tensor is unchanged, but the program around it fuses
     differently, so a whole training run can differ by float round-off
@@ -91,10 +92,10 @@ def winograd_enabled() -> bool:
 
 
 def use_winograd(x_shape, w_shape, stride, pad, dtype) -> bool:
-    """Winograd for a float32 3x3, stride-1, padding-1 convolution on an even map of at most 8x8 with 128
-    channels or more in and out (or 16x16 with 256 or more), where it beat XLA:CPU's convolution on one core by
-    1.4-1.7x at batch 64 (benchmarks/RESULTS.md); XLA's convolution elsewhere: at 32x32x64 Winograd was 1.5x
-    slower, and on maps of fewer channels it gained 1.1-1.2x at most."""
+    """Winograd for a float32 3x3, stride-1, padding-1 convolution on an even map of at most 64 positions (8x8)
+    with 128 channels or more in and out (or 256 positions, 16x16, with 256 or more), where it beat XLA:CPU's
+    convolution on one core by 1.4-1.7x at batch 64 (scratch runs, benchmarks/RESULTS.md); XLA's convolution
+    elsewhere: at 32x32x64 Winograd was 1.4x slower, and on maps of fewer channels it gained 1.1-1.2x at most."""
     _, h, w, c = x_shape
     o = w_shape[-1]
     small = (h * w <= 64 and min(c, o) >= 128) or (h * w <= 256 and min(c, o) >= 256)
