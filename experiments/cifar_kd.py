@@ -259,9 +259,9 @@ class Config(TeacherStudentRuns):
                 opts["student"], opts["teacher"] = opts["student"][-n:], opts["teacher"][-n:]
             if kind == "at":
                 opts["weight"] = opts.get("weight", 1.0) * (image_size / 32) ** 2
-            if name in ramps and "ramp_steps" not in opts:
-                total = self.recipe.total_steps(steps_per_epoch)
-                opts["ramp_steps"] = int(round(ramps[name] * total))
+            frac = ramps.get(name, ramps.get(kind))  # by name, else by kind (a renamed DKD term ramps as DKD)
+            if frac is not None and "ramp_steps" not in opts:
+                opts["ramp_steps"] = int(round(frac * self.recipe.total_steps(steps_per_epoch)))
             if kind == "ft" and "init_scale" not in opts:
                 # RepDistiller's init learning rate (0.01 for ResNet/WRN students, else the run's) over the run's
                 lr = self.recipe.learning_rate
