@@ -174,7 +174,8 @@ def apply_term(term, s_feats, t_feats, *, batch=None, key=0, aux=None, state=Non
     s_out = (jnp.zeros((b, 10)), {k: jnp.asarray(v) for k, v in s_feats.items()})
     t_out = (jnp.zeros((b, 10)), {k: jnp.asarray(v) for k, v in t_feats.items()})
     batch = batch or {"y": jnp.zeros((b,), jnp.int32), "index": jnp.arange(b)}
-    fn = _JITTED.setdefault(id(term), jax.jit(term.apply))
+    # Keyed by id, holding the term: a freed term's id can be reused by a new one, which then got its apply.
+    fn = _JITTED.setdefault(id(term), (term, jax.jit(term.apply)))[1]
     values, new = fn(aux, state, s_out, t_out, batch, jax.random.key(key + 1), hp)
     return np.asarray(values), new, aux
 
