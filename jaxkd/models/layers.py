@@ -20,8 +20,8 @@ differentiated convolution fences its input (:func:`_fence`), so that XLA
 writes the activation once instead of recomputing it inside the transposed
 copy its weight gradient reads (the 8-seed CIFAR ResNet KD sweep 1.05-1.08x
 faster), and 3x3 convolutions on small maps with many channels run as
-Winograd F(2x2, 3x3) (:func:`use_winograd`; the sweep 1.06-1.07x faster). Both change results by
-float round-off only; ``env.json`` records both.
+Winograd F(2x2, 3x3) (:func:`use_winograd`; the sweep 1.06-1.07x faster).
+Both change results by float round-off only; ``env.json`` records both.
 """
 
 from __future__ import annotations
@@ -41,12 +41,16 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 CONV_INPUT_FENCE: bool | None = None
 
 
-def fence_conv_inputs() -> bool:
-    """Whether a differentiated convolution fences its input (:func:`_fence`): on CPU, unless ``CONV_INPUT_FENCE``
-    says otherwise or ``JAXKD_XLA_OPTIONS=jaxlib`` asks for XLA's defaults."""
-    if CONV_INPUT_FENCE is not None:
-        return CONV_INPUT_FENCE
+def _cpu_choice(forced: bool | None) -> bool:
+    """``forced`` where set, else on for CPU unless ``JAXKD_XLA_OPTIONS=jaxlib`` asks for XLA's defaults."""
+    if forced is not None:
+        return forced
     return jax.default_backend() == "cpu" and os.environ.get("JAXKD_XLA_OPTIONS", "").strip() != "jaxlib"
+
+
+def fence_conv_inputs() -> bool:
+    """Whether a differentiated convolution fences its input (:func:`_fence`): ``CONV_INPUT_FENCE``, else CPU."""
+    return _cpu_choice(CONV_INPUT_FENCE)
 
 
 def _fence(x):
@@ -84,11 +88,8 @@ _WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 
 def winograd_enabled() -> bool:
-    """Whether :func:`use_winograd` may pick Winograd: on CPU, unless ``CONV_WINOGRAD`` says otherwise or
-    ``JAXKD_XLA_OPTIONS=jaxlib`` asks for XLA's defaults."""
-    if CONV_WINOGRAD is not None:
-        return CONV_WINOGRAD
-    return jax.default_backend() == "cpu" and os.environ.get("JAXKD_XLA_OPTIONS", "").strip() != "jaxlib"
+    """Whether :func:`use_winograd` may pick Winograd: ``CONV_WINOGRAD``, else CPU."""
+    return _cpu_choice(CONV_WINOGRAD)
 
 
 def use_winograd(x_shape, w_shape, stride, pad, dtype) -> bool:
