@@ -400,7 +400,7 @@ class EngineVariant(Variant):
         super().__init__(seeds)
         self.name, self.description = name, description
         self.prog = SweepProgram(trainer, seeds, shard=shard, vmap_width=vmap_width, compiler_options=compiler_options)
-        self.devices = 1 if self.prog.mesh is None else jax.device_count()
+        self.devices = self.prog.n_devices
         self.seeds_per_device = self.program_seeds = self.prog.padded_seeds // self.devices
         self.vectorised_runs = 1 if vmap_width == 1 else self.seeds_per_device
         # prog.init(key)'s states, built from the shared initial states instead of compiling another init program:

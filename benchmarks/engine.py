@@ -159,7 +159,7 @@ class Program:
         else:
             self.prog = SweepProgram(trainer, ARGS.seeds, grid, shard=shard, vmap_width=vmap_width)
             self.runs, self.grid_size = self.prog.padded_seeds * self.prog.grid_size, self.prog.grid_size
-            self.devices = 1 if self.prog.mesh is None else jax.device_count()
+            self.devices = self.prog.n_devices
             self.args = (self.prog.hparams, self.prog.data, self.prog.teacher_inputs)
             self.states = self.prog.init(key)
             # The program prog.advance(states, n) runs, compiled ahead of time so that its cost can be read and

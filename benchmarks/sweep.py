@@ -232,7 +232,7 @@ def measure(ds, teacher, peak, name, widths, batch, steps):
         # The program prog.advance(states, steps) runs, compiled ahead of time so that its per-device cost can be
         # read and the timed calls run exactly it (SweepProgram.advance_program).
         adv = prog.advance_program(steps).lower(prog.init(key), prog.hparams, prog.data, prog.teacher_inputs).compile()
-        n_dev = 1 if prog.mesh is None else jax.device_count()
+        n_dev = prog.n_devices
         program_costs[label] = {
             **cost(adv),
             "devices": n_dev,

@@ -71,7 +71,7 @@ def first_difference(saved, current, path: str = "") -> str | None:
 
 
 # Fields that say the checkpoints are fine but this machine or installation differs, most telling first.
-SAME_SETUP = ("versions", "n_devices", "vmap_width", "compiler_options", "conv_paths")
+SAME_SETUP = ("versions", "n_devices", "vmap_width", "compiler_options", "conv_paths", "shared_teacher_pass")
 
 
 def _at(tree, path: str):

@@ -53,6 +53,12 @@ class RunKeys:
     def shape(self) -> tuple[int, int]:
         return tuple(self.init.shape)
 
+    @property
+    def data_shared(self) -> bool:
+        """Whether every grid point of a seed has the seed's data-order key (and so sees the same batches)."""
+        d = np.asarray(jax.random.key_data(self.data))
+        return bool(np.all(d == d[:, :1]))
+
     def select(self, grid_points, other: RunKeys, *, init: bool = False, data: bool = False) -> RunKeys:
         """These keys with ``other``'s init and/or data keys at ``grid_points`` (broadcast over its grid)."""
         cols = np.zeros(self.shape[1], bool)

@@ -54,12 +54,20 @@ def _global_array(x, sharding):
 
 
 def seed_mesh(n_seeds: int | None = None):
-    """A 1-D ``("seed",)`` mesh over all devices, or None with a single device."""
-    del n_seeds
-    n_dev = jax.device_count()
-    if n_dev < 2:
+    """A 1-D ``("seed",)`` mesh over the devices, or None where it would hold one device.
+
+    With ``n_seeds`` fewer than the devices (in one process), the mesh holds
+    only ``n_seeds`` of them: a device with no seed of its own would train a
+    padding copy, which on a CPU's host devices competes for the same cores
+    (a one-seed teacher 1.55x slower on two host devices than on one,
+    benchmarks/method_sweep.py). Several processes always use every device.
+    """
+    devices = jax.devices()
+    if n_seeds is not None and not multi_process():
+        devices = devices[: max(1, min(int(n_seeds), len(devices)))]
+    if len(devices) < 2:
         return None
-    return jax.make_mesh((n_dev,), ("seed",), axis_types=(AxisType.Auto,))
+    return jax.make_mesh((len(devices),), ("seed",), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def _default_width():
@@ -92,6 +100,18 @@ def _pad_seeds(tree, n: int):
     return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n - a.shape[0], axis=0)]), tree)
 
 
+def _over_runs(width):
+    """``over(f, *trees)``: ``f`` on every slice of the trees' leading axis, stacked: ``vmap`` (``width`` None) or
+    ``lax.map`` in groups of ``width``."""
+
+    def over(f, *xs):
+        if width is None:
+            return jax.vmap(f)(*xs)
+        return jax.lax.map(lambda a: f(*a), xs, batch_size=width if width > 1 else None)
+
+    return over
+
+
 class SweepProgram:
     """The compiled pieces of a sweep: ``init(key)`` and ``advance(states, n)``.
 
@@ -109,6 +129,17 @@ class SweepProgram:
     convolutions that XLA's CPU backend runs about 1.7x slower than a loop
     (benchmarks/RESULTS.md). Every choice gives the same numbers up to float
     round-off.
+
+    ``share_teacher``: with a live teacher and several grid points, the runs
+    of one seed see the same batches (they share its data-order and step
+    keys, :func:`jaxkd.keys.seed_run_keys`), so each step draws the batch and
+    runs the teacher's forward pass once per seed and hands both to the
+    seed's grid points (:meth:`Trainer.advance_grid`); then ``vmap_width``
+    applies to the seeds and, within each, to its grid points. On the
+    2-core CPU this made ``cifar_kd``'s six methods' students 1.4x faster
+    (benchmarks/method_sweep.py). The numbers are those of separate runs up
+    to float round-off; keys that give a seed's grid points different data
+    orders are refused (build with ``share_teacher=False``).
 
     ``compiler_options``: XLA compile options for the ``advance`` program
     (``jax.jit(..., compiler_options=...)``); ``"auto"`` is
@@ -128,6 +159,7 @@ class SweepProgram:
         shard: bool = True,
         vmap_width: int | None | str = "auto",
         compiler_options: dict | None | str = "auto",
+        share_teacher: bool = True,
     ):
         self.trainer, self.n_seeds = trainer, int(n_seeds)
         if compiler_options == "auto":
@@ -135,8 +167,8 @@ class SweepProgram:
         self.compiler_options = dict(compiler_options) if compiler_options else None
         self.grid = _full_grid(trainer, grid)
         self.grid_size = g = len(next(iter(self.grid.values())))
-        self.mesh = seed_mesh() if shard else None
-        n_dev = 1 if self.mesh is None else jax.device_count()
+        self.mesh = seed_mesh(self.n_seeds) if shard else None
+        n_dev = self.n_devices
         self.padded_seeds = -(-self.n_seeds // n_dev) * n_dev
         seed_sharding = NamedSharding(self.mesh, P("seed")) if self.mesh is not None else None
         replicated = NamedSharding(self.mesh, P()) if self.mesh is not None else None
@@ -186,12 +218,23 @@ class SweepProgram:
         self.init_keys_fn = jax.jit(init_keys, out_shardings=seed_sharding)
         self.per_seed = per_seed
         self.vmap_width = _default_width() if vmap_width == "auto" else vmap_width
+        self.shares_teacher = bool(share_teacher and trainer.teacher_live and g > 1)
         self._advance_fns = {}
         self._compiled = {}
+
+    @property
+    def n_devices(self) -> int:
+        """The devices the seed axis is sharded over (1: not sharded)."""
+        return 1 if self.mesh is None else self.mesh.size
 
     def _local_advance(self, states, hp, data, tin, num_steps: int):
         """Advance one device's block of runs (leaves ``[S_local, G, ...]``)."""
         trainer, g, per_seed, width = self.trainer, self.grid_size, self.per_seed, self.vmap_width
+        if self.shares_teacher:  # per seed: one batch and one teacher pass per step for all its grid points
+            over = _over_runs(width)
+            if per_seed:
+                return over(lambda st, t: trainer.advance_grid(st, hp, data, t, num_steps, over), states, tin)
+            return over(lambda st: trainer.advance_grid(st, hp, data, tin, num_steps, over), states)
         if width is None:  # one vmap over seeds and grid points
             adv_g = jax.vmap(trainer.advance, in_axes=(0, 0, None, None, None))
             adv = jax.vmap(adv_g, in_axes=(0, None, None, 0 if per_seed else None, None))
@@ -237,6 +280,11 @@ class SweepProgram:
 
     def init_from_keys(self, keys: RunKeys) -> TrainState:
         """States from explicit per-(seed, grid point) initialisation and data-order keys."""
+        check(
+            not self.shares_teacher or keys.data_shared,
+            "these keys give one seed's grid points different data orders, but the program shares the teacher's "
+            "forward pass between them; build it with share_teacher=False",
+        )
         return self.init_keys_fn(self._padded(keys.init), self._padded(keys.data))
 
     def state_spec(self, key=None) -> TrainState:
@@ -274,7 +322,7 @@ class SweepProgram:
         if not need:  # a backend that does not report
             return 0
         if have is not None and need > have:
-            n_dev = 1 if self.mesh is None else jax.device_count()
+            n_dev = self.n_devices
             fits = int(self.padded_seeds * have / need) // n_dev * n_dev
             raise ConfigError(
                 f"{self.n_seeds} seeds x {self.grid_size} grid points need about {need / 2**30:.1f} GiB per device "

@@ -162,7 +162,13 @@ def run_sweep(
     """
     chunk = _check_plan(trainer, n_seeds, chunk_steps, checkpoint_dir, resume)
     program = SweepProgram(
-        trainer, n_seeds, grid, shard=shard, vmap_width=vmap_width, compiler_options=compiler_options
+        trainer,
+        n_seeds,
+        grid,
+        shard=shard,
+        vmap_width=vmap_width,
+        compiler_options=compiler_options,
+        share_teacher=keys is None or keys.data_shared,
     )
     if keys is not None:
         check(
@@ -262,7 +268,7 @@ def _seed_block(program: SweepProgram, chunk: int, progress: bool, desc: str) ->
 
     need = program.memory_need(chunk)
     limit = memory_limit()
-    n_dev = 1 if program.mesh is None else jax.device_count()
+    n_dev = program.n_devices
     if progress and is_primary() and need:
         print(
             f"jaxkd: {desc}: {_count(program.n_seeds, 'seed')} x {_count(program.grid_size, 'grid point')} need about "
@@ -382,7 +388,7 @@ def sweep_fingerprint(program: SweepProgram, key, chunk: int, keys: RunKeys | No
         "chunk_steps": chunk,
         "grid": {k: v.tolist() for k, v in program.grid.items()},
         "versions": software(),
-        "n_devices": 1 if program.mesh is None else jax.device_count(),
+        "n_devices": program.n_devices,
         "vmap_width": program.vmap_width,
         **(extra or {}),
     }
@@ -395,6 +401,8 @@ def sweep_fingerprint(program: SweepProgram, key, chunk: int, keys: RunKeys | No
     }
     if conv:
         out["conv_paths"] = conv
+    if program.shares_teacher:  # round-off again; only when on
+        out["shared_teacher_pass"] = True
     if keys is not None:
         out["run_keys"] = keys.fingerprint()
     return out

@@ -253,15 +253,15 @@ class Trainer:
             total = total + weight * means[name]
         return total, (rest, new_state, means)
 
-    def train_step(self, state: TrainState, hp, data, tin, idx):
-        """One optimiser step on examples ``idx``; returns ``(state, metrics)`` with per-term losses.
-
-        A step whose loss or update is NaN/Inf is not applied (:func:`guard_step`).
-        """
+    def step_inputs(self, state: TrainState, data, tin, idx):
+        """``(batch, teacher_out, term_key)`` of the step ``state`` is at: what every run with its keys shares."""
         step_key = jax.random.fold_in(jax.random.wrap_key_data(state.step_key), state.step)
         aug_key, term_key = jax.random.split(step_key)
         batch = self.train_batch(data, idx, aug_key)
-        t_out = self.teacher_train_out(tin, batch)
+        return batch, self.teacher_train_out(tin, batch), term_key
+
+    def update(self, state: TrainState, hp, batch, t_out, term_key):
+        """One optimiser step on ``batch`` (teacher outputs ``t_out``); ``(state, metrics)``, guarded."""
         grad_fn = jax.value_and_grad(self.loss, has_aux=True)
         (loss, (rest, term_state, means)), grads = grad_fn(state.params, state, hp, batch, t_out, term_key)
         updates, opt_state = self._tx(hp, state.params).update(grads, state.opt_state, state.params)
@@ -272,6 +272,13 @@ class Trainer:
             step=state.step + 1, params=params, rest=rest, term_state=term_state, opt_state=opt_state
         )
         return guard_step(state, new_state, loss), metrics
+
+    def train_step(self, state: TrainState, hp, data, tin, idx):
+        """One optimiser step on examples ``idx``; returns ``(state, metrics)`` with per-term losses.
+
+        A step whose loss or update is NaN/Inf is not applied (:func:`guard_step`).
+        """
+        return self.update(state, hp, *self.step_inputs(state, data, tin, idx))
 
     # --- evaluation --------------------------------------------------------------------------
     def predict_split(self, params, rest, data, split: str):
@@ -294,32 +301,68 @@ class Trainer:
         ``num_steps / steps_per_epoch + 2`` permutations of the training set,
         so long runs on large datasets should advance in chunks.
         """
-        every = self.eval_every
-        if num_steps % every:
-            raise ValueError(f"num_steps={num_steps} is not a multiple of eval_every={every}")
-        first_epoch = state.step // self.steps_per_epoch
-        perms = self.epoch_permutations(state.perm_key, first_epoch, num_steps // self.steps_per_epoch + 2)
+        perms, first_epoch = self._permutations(state, num_steps)
 
         def step_fn(s, _):
             return self.train_step(s, hparams, data, tin, self.batch_indices(perms, first_epoch, s.step))
 
         def interval(state, _):
-            state, metrics = jax.lax.scan(step_fn, state, length=every)
-            record = {k: jnp.mean(v) for k, v in metrics.items()}
-            logits = evaluate.eval_logits(self, state, data)
-            evals = evaluate.split_metrics(self, logits, data, tin)
-            record.update(evals)
-            diverged = state.diverged_at > 0  # a frozen run's evaluations say nothing: NaN, never selected
-            record = {k: jnp.where(diverged, jnp.asarray(jnp.nan, v.dtype), v) for k, v in record.items()}
-            selected = select_model(state.selected, self.config.eval.select, state, evals)
-            term_state = eval_updates(self.terms, state.term_state, hparams, logits, data)
-            state = state._replace(
-                selected=_keep_where(diverged, state.selected, selected),
-                term_state=_keep_where(diverged, state.term_state, term_state),
-            )
-            return state, record
+            state, metrics = jax.lax.scan(step_fn, state, length=self.eval_every)
+            return self._close_interval(state, hparams, data, tin, metrics)
 
-        return jax.lax.scan(interval, state, length=num_steps // every)
+        return jax.lax.scan(interval, state, length=num_steps // self.eval_every)
+
+    def advance_grid(self, states: TrainState, hparams, data, tin, num_steps: int, over_grid):
+        """:meth:`advance` for the runs of one seed at G grid points (leaves ``[G, ...]``) that share its keys.
+
+        Runs with the same data-order and step keys see the same batches, so
+        each step draws the batch and runs the teacher's forward pass once
+        and hands both to every run; ``over_grid(f, *trees)`` maps ``f`` over
+        the grid axis (``lax.map`` or ``vmap``). Nothing else is shared: each
+        run takes its own step with its own hyper-parameters, so the results
+        are :meth:`advance`'s run by run, up to float round-off. The caller
+        guarantees equal keys (:class:`jaxkd.program.SweepProgram` checks).
+        ``history`` leaves are ``[G, num_steps // eval_every]``.
+        """
+        first = jax.tree.map(lambda a: a[0], states)  # step counter and keys: the same in every run
+        perms, first_epoch = self._permutations(first, num_steps)
+
+        def step_fn(states, _):
+            s0 = jax.tree.map(lambda a: a[0], states)
+            shared = self.step_inputs(s0, data, tin, self.batch_indices(perms, first_epoch, s0.step))
+            return over_grid(lambda s, h: self.update(s, h, *shared), states, hparams)
+
+        def interval(states, _):
+            states, metrics = jax.lax.scan(step_fn, states, length=self.eval_every)  # metrics [every, G]
+            metrics = jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
+            return over_grid(lambda s, h, m: self._close_interval(s, h, data, tin, m), states, hparams, metrics)
+
+        states, history = jax.lax.scan(interval, states, length=num_steps // self.eval_every)
+        return states, jax.tree.map(lambda h: jnp.swapaxes(h, 0, 1), history)
+
+    def _permutations(self, state: TrainState, num_steps: int):
+        """The epoch permutations ``num_steps`` from ``state`` read, and the first one's epoch."""
+        every = self.eval_every
+        if num_steps % every:
+            raise ValueError(f"num_steps={num_steps} is not a multiple of eval_every={every}")
+        first_epoch = state.step // self.steps_per_epoch
+        return self.epoch_permutations(state.perm_key, first_epoch, num_steps // self.steps_per_epoch + 2), first_epoch
+
+    def _close_interval(self, state: TrainState, hparams, data, tin, metrics):
+        """The end of an evaluation interval: ``(state, record)`` from the interval's per-step ``metrics``."""
+        record = {k: jnp.mean(v) for k, v in metrics.items()}
+        logits = evaluate.eval_logits(self, state, data)
+        evals = evaluate.split_metrics(self, logits, data, tin)
+        record.update(evals)
+        diverged = state.diverged_at > 0  # a frozen run's evaluations say nothing: NaN, never selected
+        record = {k: jnp.where(diverged, jnp.asarray(jnp.nan, v.dtype), v) for k, v in record.items()}
+        selected = select_model(state.selected, self.config.eval.select, state, evals)
+        term_state = eval_updates(self.terms, state.term_state, hparams, logits, data)
+        state = state._replace(
+            selected=_keep_where(diverged, state.selected, selected),
+            term_state=_keep_where(diverged, state.term_state, term_state),
+        )
+        return state, record
 
     def run(self, key, hparams=None, teacher_inputs=None):
         """``key -> (final_state, history)``: the whole run, pure and jittable.

@@ -230,8 +230,11 @@ def _run_devices(n, *seeds):
 
 
 def test_sharded_sweep_agrees_with_unsharded_and_pads_odd_seed_counts():
-    (one,), (two, odd) = _run_devices(1, 4), _run_devices(2, 4, 3)
+    (one,), (two, odd, single) = _run_devices(1, 4), _run_devices(2, 4, 3, 1)
     assert one["n_shards"] == 1 and two["n_shards"] == 2
+    # One seed on 2 devices: not sharded (a padding copy on the other device would only compete for the cores).
+    assert single["n_shards"] == 1 and single["shape"][:2] == [1, 2]
+    np.testing.assert_allclose(single["loss"], np.asarray(one["loss"])[:1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(two["w"], one["w"], rtol=1e-5, atol=1e-6)
     # 3 seeds on 2 devices: padded to 4 inside, the first 3 returned, equal to the unpadded runs.
@@ -292,3 +295,63 @@ def test_run_keys_give_siddo_and_disdo_controls_exactly(trainer, digits):
         run_sweep(trainer, key_s, n_seeds, grid, keys=seed_run_keys(key_s, n_seeds), progress=False)
     with pytest.raises(ConfigError, match="typed keys"):
         RunKeys(jax.random.key_data(keys.init), keys.data)
+
+
+def test_shared_teacher_pass_matches_single_runs(digits, teachers):
+    """Grid points of a seed share its batches, so the sweep runs the live teacher once per seed and step
+    (``SweepProgram.shares_teacher``); every run must still be the run it is alone (``trainer.run``), with a
+    shared and with a per-seed teacher, under augmentation and a term that draws random numbers."""
+    cfg = RunConfig(
+        model=ModelConfig("cnn2d", (4, 4)),
+        objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.3}, "rcd": {"weight": 0.2}}),
+        recipe=RecipeConfig(steps=40, batch_size=32),
+        data=DataConfig(crop_padding=1, flip=True),
+        eval=EvalConfig(every=20),
+    )
+    grid = {"kd.weight": [0.0, 0.3, 0.9], "rcd.weight": [0.2, 0.0, 0.0]}
+    one = Teacher(teachers.model, *jax.tree.map(lambda x: x[0], (teachers.params, teachers.rest)))
+    keys = jax.random.split(jax.random.key(3), 3)
+    for teacher in (one, teachers):
+        trainer = make_train(cfg, digits, teacher)
+        res = run_sweep(trainer, jax.random.key(3), 3, grid, progress=False)
+        assert res.fingerprint["shared_teacher_pass"] is True
+        if teacher.per_seed:  # the seeds and each seed's grid points vmapped (the accelerator default)
+            vmapped = run_sweep(trainer, jax.random.key(3), 3, grid, vmap_width=None, progress=False)
+            for k in ("train/loss", "test/agreement"):
+                np.testing.assert_allclose(vmapped.history[k], res.history[k], rtol=2e-4, atol=2e-5, err_msg=k)
+        run = jax.jit(trainer.run)
+        for s in (0, 2):
+            tin = jax.tree.map(lambda x, s=s: x[s], trainer.teacher_inputs) if teacher.per_seed else None
+            for g in range(3):
+                hp = {**trainer.hparams(), **{k: np.float32(v[g]) for k, v in grid.items()}}
+                _, h = run(keys[s], hp, tin)
+                for k in ("train/loss", "train/kd", "train/rcd", "test/agreement", "val/acc"):
+                    np.testing.assert_allclose(res.history[k][s, g], h[k], rtol=2e-4, atol=1e-5, err_msg=k)
+
+
+def test_runs_with_their_own_data_orders_do_not_share_the_teacher(digits, teachers):
+    from jaxkd.keys import RunKeys, seed_run_keys
+    from jaxkd.program import SweepProgram
+
+    cfg = RunConfig(
+        model=ModelConfig("mlp", (8,)),
+        objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.5}}),
+        recipe=RecipeConfig(steps=20, batch_size=32),
+        eval=EvalConfig(every=20),
+        teacher="live",
+    )
+    one = Teacher(teachers.model, *jax.tree.map(lambda x: x[0], (teachers.params, teachers.rest)))
+    trainer = make_train(cfg, digits, one)
+    own = seed_run_keys(jax.random.key(0), 2, 2)
+    own = RunKeys(own.init, own.data.at[:, 1].set(jax.random.split(jax.random.key(5), 2)))
+    assert not own.data_shared and seed_run_keys(jax.random.key(0), 2, 2).data_shared
+    grid = {"kd.weight": [0.0, 0.5]}
+    res = run_sweep(trainer, jax.random.key(0), 2, grid, keys=own, progress=False)
+    assert "shared_teacher_pass" not in res.fingerprint
+    with pytest.raises(ConfigError, match="different data orders"):
+        SweepProgram(trainer, 2, grid).init_from_keys(own)
+    # The grid point with its own data order is the run it is alone.
+    hp = {**trainer.hparams(), "kd.weight": np.float32(0.5)}
+    run = jax.jit(lambda i, d: trainer.advance(trainer.init(i, d), hp, trainer.data, trainer.teacher_inputs, 20))
+    _, h = run(own.init[1, 1], own.data[1, 1])
+    np.testing.assert_allclose(res.history["train/loss"][1, 1], h["train/loss"], rtol=2e-4, atol=1e-5)

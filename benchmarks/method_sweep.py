@@ -1,0 +1,213 @@
+"""Benchmark: a method comparison's sweep (``cifar_kd``'s students) with and without the shared teacher pass.
+
+A ``cifar_kd`` preset (``--preset``, default ``default``: resnet20 → resnet8 at
+widths (8, 8, 16, 32) → (4, 4, 8, 16) on ``procedural16``, 10 classes, batch 64,
+4 seeds × 6 methods, a live teacher, random crops) trains every method's
+students as one sweep: seed s has the same data order and step keys under
+every method, so every method's step at seed s sees the same augmented batch
+and the same teacher outputs. The programs timed, all on the same seeds,
+initial states and keys, built from the preset's own configuration (the
+teacher randomly initialised: only speed is measured):
+
+students_shared    the engine's default: per seed and step, the batch and the
+                   teacher's forward pass once, then each method's student step
+                   (``SweepProgram(share_teacher=True)``)
+students_per_run   every (seed, method) run on its own, teacher pass included
+                   (``share_teacher=False``, the program before 2026-12-06)
+teacher_sharded    the teacher's own training sweep (one seed) as the engine
+                   runs it: sharded over the host devices, the seed padded to
+                   one per device
+teacher_unsharded  the same seed on one device (its one program may use every
+                   core)
+
+Timing: each program is compiled ahead of time (``compile_s``), called once
+(excluded), then ``--calls`` times, round-robin over the programs so that a
+change in machine load hits them alike; every call advances one evaluation
+interval (the preset's ``eval.every`` steps, evaluation included).
+``seconds_per_step`` is the median call over its steps. Ratios are taken
+within the run. Checks (``checks``): the two student programs' histories after
+their first call agree to float round-off, as do the two teacher programs'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None, help="write the JSON here (default: stdout only)")
+    p.add_argument("--preset", default="default", help="the cifar_kd preset whose students are timed")
+    p.add_argument("--calls", type=int, default=3, help="timed calls per program (median)")
+    p.add_argument(
+        "--programs",
+        default="students_shared,students_per_run,teacher_sharded,teacher_unsharded",
+        help="comma list of the programs above",
+    )
+    return p.parse_args()
+
+
+ARGS = parse()
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    # One host device per core, as `jaxkd run` sets (jaxkd.cli.use_host_devices); before jax initialises.
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
+    ).strip()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments import cifar_kd  # noqa: E402
+from jaxkd.data import load_dataset  # noqa: E402
+from jaxkd.models import make_model  # noqa: E402
+from jaxkd.program import SweepProgram  # noqa: E402
+from jaxkd.results import env_stamp  # noqa: E402
+from jaxkd.study import fill_conditions  # noqa: E402
+from jaxkd.teacher import Teacher  # noqa: E402
+from jaxkd.train import make_train  # noqa: E402
+
+PROGRAMS = ("students_shared", "students_per_run", "teacher_sharded", "teacher_unsharded")
+
+
+def log(msg):
+    print(f"[method_sweep {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def build(config):
+    """The preset's first pair: ``{program: (SweepProgram, runs)}`` and a description of the workload."""
+    dataset = load_dataset(config.data.dataset)
+    if config.classes is not None:
+        dataset = dataset.subset_classes(range(config.classes))
+    pair = config.pairs[0]
+    n_train = round(len(dataset.y_train) * (1 - config.data.val_fraction))
+    t_cfg, s_cfg = config.run_configs(
+        pair, steps_per_epoch=-(-n_train // config.recipe.batch_size), image_size=dataset.in_shape[0]
+    )
+    t_model = make_model(t_cfg.model.name, dataset.in_shape, dataset.num_classes, t_cfg.model.widths, t_cfg.model.dtype)
+    teacher = Teacher(t_model, *t_model.init(jax.random.key(0)))
+    students = make_train(s_cfg, dataset, teacher)
+    filled = fill_conditions(students, config.conditions(s_cfg.objective))
+    grid = {k: [c[k] for c in filled.values()] for k in next(iter(filled.values()))}
+    teacher_trainer = make_train(t_cfg, dataset)
+    n, runs = config.n_seeds, config.n_seeds * len(filled)
+    programs = {
+        "students_shared": (SweepProgram(students, n, grid), runs),
+        "students_per_run": (SweepProgram(students, n, grid, share_teacher=False), runs),
+        "teacher_sharded": (SweepProgram(teacher_trainer, 1, shard=True), 1),
+        "teacher_unsharded": (SweepProgram(teacher_trainer, 1, shard=False), 1),
+    }
+    workload = {
+        "pair": pair,
+        "dataset": dataset.name,
+        "classes": dataset.num_classes,
+        "image_shape": list(dataset.in_shape),
+        "teacher_widths": list(config.teacher_widths or ()),
+        "student_widths": list(config.student_widths or ()),
+        "batch": config.recipe.batch_size,
+        "seeds": n,
+        "methods": list(filled),
+        "steps_per_call": students.eval_every,
+        "student_steps_in_preset": students.steps,
+        "teacher_steps_in_preset": teacher_trainer.steps,
+    }
+    return programs, workload
+
+
+def main():
+    t0 = time.perf_counter()
+    chosen = ARGS.programs.split(",")
+    bad = [p for p in chosen if p not in PROGRAMS]
+    if bad:
+        sys.exit(f"unknown program(s) {', '.join(bad)}; choose from {', '.join(PROGRAMS)}")
+    config = cifar_kd.PRESETS.get(ARGS.preset)
+    if config is None:
+        sys.exit(f"unknown cifar_kd preset {ARGS.preset!r}; choose from {', '.join(cifar_kd.PRESETS)}")
+    programs, workload = build(config)
+    programs = {k: v for k, v in programs.items() if k in chosen}
+    steps = workload["steps_per_call"]
+    states, first, rows = {}, {}, {}
+    for name, (prog, runs) in programs.items():
+        log(f"{name}: compiling ({runs} runs, {steps} steps a call)")
+        t = time.perf_counter()
+        prog.compiled_advance(steps)
+        compile_s = time.perf_counter() - t
+        st = prog.init(jax.random.key(1))
+        t = time.perf_counter()
+        st, hist = jax.block_until_ready(prog.advance(st, steps))
+        states[name], first[name] = st, jax.device_get(hist)
+        rows[name] = {
+            "runs": runs,
+            "devices": 1 if prog.mesh is None else jax.device_count(),
+            "padded_seeds": prog.padded_seeds,
+            "shares_teacher": prog.shares_teacher,
+            "compile_s": compile_s,
+            "first_call_s": time.perf_counter() - t,
+            "calls_s": [],
+        }
+    for i in range(ARGS.calls):
+        for name, (prog, _) in programs.items():
+            t = time.perf_counter()
+            states[name], _ = jax.block_until_ready(prog.advance(states[name], steps))
+            rows[name]["calls_s"].append(time.perf_counter() - t)
+            log(f"{name}: call {i + 1}: {rows[name]['calls_s'][-1]:.2f} s")
+    for r in rows.values():
+        r["seconds_per_step"] = statistics.median(r["calls_s"]) / steps
+        r["run_steps_per_s"] = r["runs"] / r["seconds_per_step"]
+
+    def ratio(a, b):
+        return rows[b]["seconds_per_step"] / rows[a]["seconds_per_step"] if a in rows and b in rows else None
+
+    def max_diff(a, b, keys):
+        if a not in first or b not in first:
+            return None
+        return {k: float(np.nanmax(np.abs(np.asarray(first[a][k]) - np.asarray(first[b][k])))) for k in keys}
+
+    speedups = {
+        "students_shared_vs_per_run": ratio("students_shared", "students_per_run"),
+        "teacher_unsharded_vs_sharded": ratio("teacher_unsharded", "teacher_sharded"),
+    }
+    out = {
+        "benchmark": "method_sweep",
+        "preset": ARGS.preset,
+        "cores_available": len(os.sched_getaffinity(0)),
+        "devices": jax.device_count(),
+        "workload": workload,
+        "programs": rows,
+        "speedups": speedups,
+        "preset_training_s_estimate": {
+            name: workload[f"{who}_steps_in_preset"] * rows[name]["seconds_per_step"]
+            for name, who in (
+                ("students_shared", "student"),
+                ("students_per_run", "student"),
+                ("teacher_sharded", "teacher"),
+                ("teacher_unsharded", "teacher"),
+            )
+            if name in rows
+        },
+        "checks": {
+            "students_max_abs_diff_first_call": max_diff(
+                "students_shared", "students_per_run", ("train/loss", "val/acc", "test/agreement")
+            ),
+            "teacher_max_abs_diff_first_call": max_diff(
+                "teacher_sharded", "teacher_unsharded", ("train/loss", "val/acc")
+            ),
+        },
+        "env": env_stamp(),
+        "wall_s": time.perf_counter() - t0,
+    }
+    text = json.dumps(out, indent=2, default=str)
+    if ARGS.out:
+        os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
+        with open(ARGS.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
