@@ -15,10 +15,11 @@ students_shared    the engine's default: per seed and step, the batch and the
 students_per_run   every (seed, method) run on its own, teacher pass included
                    (``share_teacher=False``, the program before 2026-12-06)
 teacher_sharded    the teacher's own training sweep (one seed) as the engine
-                   runs it: sharded over the host devices, the seed padded to
-                   one per device
-teacher_unsharded  the same seed on one device (its one program may use every
-                   core)
+                   ran it before 2026-12-06: sharded over every host device,
+                   the seed padded to one per device
+teacher_unsharded  the same seed on one device, as the engine runs it now
+                   (``SweepProgram(shard=True)`` shards over at most as many
+                   devices as there are seeds)
 
 Timing: each program is compiled ahead of time (``compile_s``), called once
 (excluded), then ``--calls`` times, round-robin over the programs so that a
@@ -63,6 +64,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import cifar_kd  # noqa: E402
+from jaxkd import program  # noqa: E402
 from jaxkd.data import load_dataset  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
 from jaxkd.program import SweepProgram  # noqa: E402
@@ -76,6 +78,18 @@ PROGRAMS = ("students_shared", "students_per_run", "teacher_sharded", "teacher_u
 
 def log(msg):
     print(f"[method_sweep {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _padded_to_every_device(trainer):
+    """A one-seed program sharded over every device, the seed padded to one per device (the engine before
+    2026-12-06; :func:`jaxkd.program.seed_mesh` now leaves out devices that would hold only padding)."""
+    every = program.seed_mesh
+
+    program.seed_mesh = lambda n_seeds=None: every(None)
+    try:
+        return SweepProgram(trainer, 1, shard=True)
+    finally:
+        program.seed_mesh = every
 
 
 def build(config):
@@ -98,7 +112,7 @@ def build(config):
     programs = {
         "students_shared": (SweepProgram(students, n, grid), runs),
         "students_per_run": (SweepProgram(students, n, grid, share_teacher=False), runs),
-        "teacher_sharded": (SweepProgram(teacher_trainer, 1, shard=True), 1),
+        "teacher_sharded": (_padded_to_every_device(teacher_trainer), 1),
         "teacher_unsharded": (SweepProgram(teacher_trainer, 1, shard=False), 1),
     }
     workload = {

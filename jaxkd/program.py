@@ -59,7 +59,7 @@ def seed_mesh(n_seeds: int | None = None):
     With ``n_seeds`` fewer than the devices (in one process), the mesh holds
     only ``n_seeds`` of them: a device with no seed of its own would train a
     padding copy, which on a CPU's host devices competes for the same cores
-    (a one-seed teacher 1.55x slower on two host devices than on one,
+    (a one-seed teacher 1.55-1.68x slower on two host devices than on one,
     benchmarks/method_sweep.py). Several processes always use every device.
     """
     devices = jax.devices()
@@ -136,7 +136,7 @@ class SweepProgram:
     runs the teacher's forward pass once per seed and hands both to the
     seed's grid points (:meth:`Trainer.advance_grid`); then ``vmap_width``
     applies to the seeds and, within each, to its grid points. On the
-    2-core CPU this made ``cifar_kd``'s six methods' students 1.4x faster
+    2-core CPU this made ``cifar_kd``'s six methods' students 1.56-1.77x faster
     (benchmarks/method_sweep.py). The numbers are those of separate runs up
     to float round-off; keys that give a seed's grid points different data
     orders are refused (build with ``share_teacher=False``).
