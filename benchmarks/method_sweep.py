@@ -156,7 +156,7 @@ def main():
         states[name], first[name] = st, jax.device_get(hist)
         rows[name] = {
             "runs": runs,
-            "devices": 1 if prog.mesh is None else jax.device_count(),
+            "devices": prog.n_devices,
             "padded_seeds": prog.padded_seeds,
             "shares_teacher": prog.shares_teacher,
             "compile_s": compile_s,

@@ -332,7 +332,11 @@ class SweepProgram:
         return need
 
     def advance(self, states: TrainState, num_steps: int):
-        """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``)."""
+        """``num_steps`` more steps of every run; returns ``(states, history)`` (donates ``states``).
+
+        ``states`` come from :meth:`init` or :meth:`init_from_keys` (or a checkpoint of them): where the
+        program shares the teacher's pass, it reads each seed's batch from its first grid point's keys.
+        """
         return self.compiled_advance(num_steps)(states, self.hparams, self.data, self.teacher_inputs)
 
 

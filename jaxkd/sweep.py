@@ -299,6 +299,7 @@ def _seed_block(program: SweepProgram, chunk: int, progress: bool, desc: str) ->
             shard=program.mesh is not None,
             vmap_width=program.vmap_width,
             compiler_options=program.compiler_options,
+            share_teacher=program.shares_teacher,
         )
         if trial.memory_need(chunk) <= limit:
             return block * n_dev

@@ -83,11 +83,15 @@ def test_resume_with_augmentation_and_random_terms_is_bitwise(digits, teachers, 
     trainer = make_train(cfg, digits, one)
     assert trainer.teacher_live
     ckpt = str(tmp_path / "ck")
-    full = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, progress=False)
+    grid = {"kd.weight": [0.3, 0.6]}  # two grid points: the teacher's pass is shared, also across the resume
+    full = run_sweep(trainer, jax.random.key(1), 2, grid, chunk_steps=20, checkpoint_dir=ckpt, progress=False)
+    assert full.fingerprint["shared_teacher_pass"] is True
     steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
     assert steps == [40, 60]
     shutil.rmtree(os.path.join(ckpt, "60"))  # a kill after the second chunk
-    resumed = run_sweep(trainer, jax.random.key(1), 2, chunk_steps=20, checkpoint_dir=ckpt, resume=True, progress=False)
+    resumed = run_sweep(
+        trainer, jax.random.key(1), 2, grid, chunk_steps=20, checkpoint_dir=ckpt, resume=True, progress=False
+    )
     for a, b in zip(jax.tree.leaves(full.states), jax.tree.leaves(resumed.states)):
         np.testing.assert_array_equal(a, b)
     for k in full.history:
@@ -300,11 +304,11 @@ def test_run_keys_give_siddo_and_disdo_controls_exactly(trainer, digits):
 def test_shared_teacher_pass_matches_single_runs(digits, teachers):
     """Grid points of a seed share its batches, so the sweep runs the live teacher once per seed and step
     (``SweepProgram.shares_teacher``); every run must still be the run it is alone (``trainer.run``), with a
-    shared and with a per-seed teacher, under augmentation and a term that draws random numbers."""
+    shared and with a per-seed teacher, under augmentation and a term that draws random numbers, in chunks."""
     cfg = RunConfig(
         model=ModelConfig("cnn2d", (4, 4)),
         objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.3}, "rcd": {"weight": 0.2}}),
-        recipe=RecipeConfig(steps=40, batch_size=32),
+        recipe=RecipeConfig(steps=80, batch_size=32),
         data=DataConfig(crop_padding=1, flip=True),
         eval=EvalConfig(every=20),
     )
@@ -313,7 +317,9 @@ def test_shared_teacher_pass_matches_single_runs(digits, teachers):
     keys = jax.random.split(jax.random.key(3), 3)
     for teacher in (one, teachers):
         trainer = make_train(cfg, digits, teacher)
-        res = run_sweep(trainer, jax.random.key(3), 3, grid, progress=False)
+        # Two chunks: the second starts in the second epoch (40 steps per epoch).
+        res = run_sweep(trainer, jax.random.key(3), 3, grid, chunk_steps=40, progress=False)
+        assert 40 // trainer.steps_per_epoch >= 1
         assert res.fingerprint["shared_teacher_pass"] is True
         if teacher.per_seed:  # the seeds and each seed's grid points vmapped (the accelerator default)
             vmapped = run_sweep(trainer, jax.random.key(3), 3, grid, vmap_width=None, progress=False)
