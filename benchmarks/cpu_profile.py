@@ -73,6 +73,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from jaxkd.checkpoint import write_json_atomic  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
 from jaxkd.program import default_compiler_options  # noqa: E402
 from jaxkd.results import env_stamp  # noqa: E402
@@ -280,12 +281,10 @@ def main():
     if "relu_transpose" in sections:
         out["relu_transpose"] = relu_transpose_section(reps)
     out["wall_s"] = time.perf_counter() - t0
-    text = json.dumps(out, indent=2, default=str)
     if ARGS.out:
         os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
-        with open(ARGS.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+        write_json_atomic(ARGS.out, out, indent=2, default=str)
+    print(json.dumps(out, indent=2, default=str))
     return 0
 
 

@@ -55,7 +55,8 @@ def parse():
 
 ARGS = parse()
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # One host device per core, as `jaxkd run` sets (jaxkd.cli.use_host_devices); before jax initialises.
+    # One host device per core, as `jaxkd run` sets them (jaxkd.cli.use_host_devices, which a script in this
+    # folder cannot import: benchmarks/theory.py shadows the theory package); before jax initialises.
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
     ).strip()
@@ -65,6 +66,7 @@ import numpy as np  # noqa: E402
 
 from experiments import cifar_kd  # noqa: E402
 from jaxkd import program  # noqa: E402
+from jaxkd.checkpoint import write_json_atomic  # noqa: E402
 from jaxkd.data import load_dataset  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
 from jaxkd.program import SweepProgram  # noqa: E402
@@ -214,12 +216,10 @@ def main():
         "env": env_stamp(),
         "wall_s": time.perf_counter() - t0,
     }
-    text = json.dumps(out, indent=2, default=str)
     if ARGS.out:
         os.makedirs(os.path.dirname(os.path.abspath(ARGS.out)), exist_ok=True)
-        with open(ARGS.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+        write_json_atomic(ARGS.out, out, indent=2, default=str)
+    print(json.dumps(out, indent=2, default=str))
     return 0
 
 

@@ -71,16 +71,20 @@ def test_per_seed_teacher_pairs_student_s_with_teacher_s(digits, teachers):
         run_sweep(trainer, jax.random.key(4), 2, progress=False)
 
 
-def test_resume_with_augmentation_and_random_terms_is_bitwise(digits, teachers, tmp_path):
-    one = Teacher(teachers.model, *jax.tree.map(lambda x: x[0], (teachers.params, teachers.rest)))
-    cfg = RunConfig(
+def _augmented_kd(steps: int) -> RunConfig:
+    """A small CNN under CE + KD + a random control on augmented digits (so the teacher runs live)."""
+    return RunConfig(
         model=ModelConfig("cnn2d", (4, 4)),
         objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.3}, "rcd": {"weight": 0.2}}),
-        recipe=RecipeConfig(steps=60, batch_size=32),
+        recipe=RecipeConfig(steps=steps, batch_size=32),
         data=DataConfig(crop_padding=1, flip=True),
         eval=EvalConfig(every=20),
     )
-    trainer = make_train(cfg, digits, one)
+
+
+def test_resume_with_augmentation_and_random_terms_is_bitwise(digits, teachers, tmp_path):
+    one = Teacher(teachers.model, *jax.tree.map(lambda x: x[0], (teachers.params, teachers.rest)))
+    trainer = make_train(_augmented_kd(60), digits, one)
     assert trainer.teacher_live
     ckpt = str(tmp_path / "ck")
     grid = {"kd.weight": [0.3, 0.6]}  # two grid points: the teacher's pass is shared, also across the resume
@@ -305,13 +309,7 @@ def test_shared_teacher_pass_matches_single_runs(digits, teachers):
     """Grid points of a seed share its batches, so the sweep runs the live teacher once per seed and step
     (``SweepProgram.shares_teacher``); every run must still be the run it is alone (``trainer.run``), with a
     shared and with a per-seed teacher, under augmentation and a term that draws random numbers, in chunks."""
-    cfg = RunConfig(
-        model=ModelConfig("cnn2d", (4, 4)),
-        objective=ObjectiveConfig({"ce": {"weight": 0.5}, "kd": {"weight": 0.3}, "rcd": {"weight": 0.2}}),
-        recipe=RecipeConfig(steps=80, batch_size=32),
-        data=DataConfig(crop_padding=1, flip=True),
-        eval=EvalConfig(every=20),
-    )
+    cfg = _augmented_kd(80)
     grid = {"kd.weight": [0.0, 0.3, 0.9], "rcd.weight": [0.2, 0.0, 0.0]}
     one = Teacher(teachers.model, *jax.tree.map(lambda x: x[0], (teachers.params, teachers.rest)))
     keys = jax.random.split(jax.random.key(3), 3)
