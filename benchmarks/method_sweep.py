@@ -11,23 +11,33 @@ teacher randomly initialised: only speed is measured):
 
 students_shared    the engine's default: per seed and step, the batch and the
                    teacher's forward pass once, then each method's student step
-                   (``SweepProgram(share_teacher=True)``)
+                   (``SweepProgram(share_teacher=True)``), with the preset's
+                   convolutions (``Config.direct_conv``: on CPU, few-channel
+                   convolutions as fused multiply-adds,
+                   :func:`jaxkd.models.layers.direct_conv`)
+students_xla_conv  the same with XLA's convolutions throughout (the program
+                   before 2026-12-07)
 students_per_run   every (seed, method) run on its own, teacher pass included
-                   (``share_teacher=False``, the program before 2026-12-06)
+                   (``share_teacher=False``, XLA's convolutions: the program
+                   before 2026-12-06)
 teacher_sharded    the teacher's own training sweep (one seed) as the engine
                    ran it before 2026-12-06: sharded over every host device,
                    the seed padded to one per device
 teacher_unsharded  the same seed on one device, as the engine runs it now
                    (``SweepProgram(shard=True)`` shards over at most as many
-                   devices as there are seeds)
+                   devices as there are seeds), the preset's convolutions
+teacher_xla_conv   the same with XLA's convolutions throughout
 
 Timing: each program is compiled ahead of time (``compile_s``), called once
 (excluded), then ``--calls`` times, round-robin over the programs so that a
 change in machine load hits them alike; every call advances one evaluation
 interval (the preset's ``eval.every`` steps, evaluation included).
 ``seconds_per_step`` is the median call over its steps. Ratios are taken
-within the run. Checks (``checks``): the two student programs' histories after
-their first call agree to float round-off, as do the two teacher programs'.
+within the run. Checks (``checks``): the student programs' histories after
+their first call, each against ``students_xla_conv`` (and the teachers' against
+``teacher_xla_conv``): the shared pass and the one-device teacher agree to
+float round-off, the direct convolutions differ by round-off that training
+amplifies (compare the losses, not the accuracies, after one call).
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ def parse():
     p.add_argument("--calls", type=int, default=3, help="timed calls per program (median)")
     p.add_argument(
         "--programs",
-        default="students_shared,students_per_run,teacher_sharded,teacher_unsharded",
+        default="students_shared,students_xla_conv,teacher_unsharded,teacher_xla_conv",
         help="comma list of the programs above",
     )
     return p.parse_args()
@@ -69,13 +79,21 @@ from jaxkd import program  # noqa: E402
 from jaxkd.checkpoint import write_json_atomic  # noqa: E402
 from jaxkd.data import load_dataset  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
+from jaxkd.models.layers import direct_convolutions  # noqa: E402
 from jaxkd.program import SweepProgram  # noqa: E402
 from jaxkd.results import env_stamp  # noqa: E402
 from jaxkd.study import fill_conditions  # noqa: E402
 from jaxkd.teacher import Teacher  # noqa: E402
 from jaxkd.train import make_train  # noqa: E402
 
-PROGRAMS = ("students_shared", "students_per_run", "teacher_sharded", "teacher_unsharded")
+PROGRAMS = (
+    "students_shared",
+    "students_xla_conv",
+    "students_per_run",
+    "teacher_sharded",
+    "teacher_unsharded",
+    "teacher_xla_conv",
+)
 
 
 def log(msg):
@@ -95,7 +113,7 @@ def _padded_to_every_device(trainer):
 
 
 def build(config):
-    """The preset's first pair: ``{program: (SweepProgram, runs)}`` and a description of the workload."""
+    """The preset's first pair: ``{program: (SweepProgram, runs, direct convolutions)}`` and the workload."""
     dataset = load_dataset(config.data.dataset)
     if config.classes is not None:
         dataset = dataset.subset_classes(range(config.classes))
@@ -111,11 +129,14 @@ def build(config):
     grid = {k: [c[k] for c in filled.values()] for k in next(iter(filled.values()))}
     teacher_trainer = make_train(t_cfg, dataset)
     n, runs = config.n_seeds, config.n_seeds * len(filled)
+    preset = config.direct_conv
     programs = {
-        "students_shared": (SweepProgram(students, n, grid), runs),
-        "students_per_run": (SweepProgram(students, n, grid, share_teacher=False), runs),
-        "teacher_sharded": (_padded_to_every_device(teacher_trainer), 1),
-        "teacher_unsharded": (SweepProgram(teacher_trainer, 1, shard=False), 1),
+        "students_shared": (SweepProgram(students, n, grid), runs, preset),
+        "students_xla_conv": (SweepProgram(students, n, grid), runs, False),
+        "students_per_run": (SweepProgram(students, n, grid, share_teacher=False), runs, False),
+        "teacher_sharded": (_padded_to_every_device(teacher_trainer), 1, False),
+        "teacher_unsharded": (SweepProgram(teacher_trainer, 1, shard=False), 1, preset),
+        "teacher_xla_conv": (SweepProgram(teacher_trainer, 1, shard=False), 1, False),
     }
     workload = {
         "pair": pair,
@@ -129,6 +150,7 @@ def build(config):
         "methods": list(filled),
         "steps_per_call": students.eval_every,
         "student_steps_in_preset": students.steps,
+        "direct_conv_in_preset": preset,
         "teacher_steps_in_preset": teacher_trainer.steps,
     }
     return programs, workload
@@ -147,12 +169,13 @@ def main():
     programs = {k: v for k, v in programs.items() if k in chosen}
     steps = workload["steps_per_call"]
     states, first, rows = {}, {}, {}
-    for name, (prog, runs) in programs.items():
-        log(f"{name}: compiling ({runs} runs, {steps} steps a call)")
-        t = time.perf_counter()
-        prog.compiled_advance(steps)
-        compile_s = time.perf_counter() - t
-        st = prog.init(jax.random.key(1))
+    for name, (prog, runs, direct) in programs.items():
+        log(f"{name}: compiling ({runs} runs, {steps} steps a call, direct convolutions {direct})")
+        with direct_convolutions(direct):  # read while tracing: the compiled program keeps the choice
+            t = time.perf_counter()
+            prog.compiled_advance(steps)
+            compile_s = time.perf_counter() - t
+            st = prog.init(jax.random.key(1))
         t = time.perf_counter()
         st, hist = jax.block_until_ready(prog.advance(st, steps))
         states[name], first[name] = st, jax.device_get(hist)
@@ -161,12 +184,13 @@ def main():
             "devices": prog.n_devices,
             "padded_seeds": prog.padded_seeds,
             "shares_teacher": prog.shares_teacher,
+            "direct_conv": direct,
             "compile_s": compile_s,
             "first_call_s": time.perf_counter() - t,
             "calls_s": [],
         }
     for i in range(ARGS.calls):
-        for name, (prog, _) in programs.items():
+        for name, (prog, _, _) in programs.items():
             t = time.perf_counter()
             states[name], _ = jax.block_until_ready(prog.advance(states[name], steps))
             rows[name]["calls_s"].append(time.perf_counter() - t)
@@ -184,8 +208,11 @@ def main():
         return {k: float(np.nanmax(np.abs(np.asarray(first[a][k]) - np.asarray(first[b][k])))) for k in keys}
 
     speedups = {
+        "students_shared_vs_xla_conv": ratio("students_shared", "students_xla_conv"),
+        "students_xla_conv_vs_per_run": ratio("students_xla_conv", "students_per_run"),
         "students_shared_vs_per_run": ratio("students_shared", "students_per_run"),
-        "teacher_unsharded_vs_sharded": ratio("teacher_unsharded", "teacher_sharded"),
+        "teacher_unsharded_vs_xla_conv": ratio("teacher_unsharded", "teacher_xla_conv"),
+        "teacher_xla_conv_vs_sharded": ratio("teacher_xla_conv", "teacher_sharded"),
     }
     out = {
         "benchmark": "method_sweep",
@@ -199,19 +226,22 @@ def main():
             name: workload[f"{who}_steps_in_preset"] * rows[name]["seconds_per_step"]
             for name, who in (
                 ("students_shared", "student"),
+                ("students_xla_conv", "student"),
                 ("students_per_run", "student"),
                 ("teacher_sharded", "teacher"),
                 ("teacher_unsharded", "teacher"),
+                ("teacher_xla_conv", "teacher"),
             )
             if name in rows
         },
         "checks": {
-            "students_max_abs_diff_first_call": max_diff(
-                "students_shared", "students_per_run", ("train/loss", "val/acc", "test/agreement")
-            ),
-            "teacher_max_abs_diff_first_call": max_diff(
-                "teacher_sharded", "teacher_unsharded", ("train/loss", "val/acc")
-            ),
+            f"{a}_max_abs_diff_first_call_vs_{b}": max_diff(a, b, keys)
+            for a, b, keys in (
+                ("students_shared", "students_xla_conv", ("train/loss", "val/acc", "test/agreement")),
+                ("students_per_run", "students_xla_conv", ("train/loss", "val/acc", "test/agreement")),
+                ("teacher_unsharded", "teacher_xla_conv", ("train/loss", "val/acc")),
+                ("teacher_sharded", "teacher_xla_conv", ("train/loss", "val/acc")),
+            )
         },
         "env": env_stamp(),
         "wall_s": time.perf_counter() - t0,

@@ -90,6 +90,7 @@ from jaxkd.data import load_dataset
 from jaxkd.errors import ConfigError, check
 from jaxkd.experiment import TeacherStudentRuns, check_seeds_fit, method_conditions, run_methods, train_teacher
 from jaxkd.models import MODELS, make_model
+from jaxkd.models.layers import direct_convolutions
 from jaxkd.outputs import write_outputs
 from jaxkd.recipes import RecipeConfig, recipe
 from jaxkd.teacher import load_teacher, save_teacher
@@ -172,6 +173,11 @@ class Config(TeacherStudentRuns):
     init_stage: tuple[float, float] = peer_terms.INIT_PHASES
     eval: EvalConfig = EvalConfig(every=100)
     chunk_steps: int | None = None
+    # On CPU, stride-1 convolutions with at most 8 channels in and out on 16x16 maps or larger run as fused
+    # multiply-adds (jaxkd.models.layers.direct_conv): the default's resnet8 and resnet20 at widths 4-8, where
+    # XLA:CPU's convolution is slowest (benchmarks/RESULTS.md, method_sweep.py). Round-off only; no effect on
+    # wider models or other backends. Recorded in env.json and the checkpoints' fingerprints.
+    direct_conv: bool = True
 
     def __post_init__(self):
         check(self.n_seeds > 1, f"n_seeds must be at least 2 for paired tests, got {self.n_seeds}")
@@ -359,6 +365,11 @@ PRESETS = {
 
 def run(config: Config, out_dir: str, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Every pair: teacher (trained or loaded), then every method's students; writes results to ``out_dir``."""
+    with direct_convolutions(config.direct_conv):
+        return _run(config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def _run(config: Config, out_dir: str, *, resume: bool, overwrite: bool, progress: bool) -> dict:
     dataset = load_dataset(config.data.dataset)
     if config.classes is not None:
         check(

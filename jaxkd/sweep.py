@@ -46,7 +46,7 @@ from jaxkd.distributed import is_primary, to_host
 from jaxkd.errors import ConfigError, check
 from jaxkd.fingerprint import software
 from jaxkd.keys import RunKeys
-from jaxkd.models.layers import fence_conv_inputs, winograd_enabled
+from jaxkd.models.layers import direct_conv_enabled, fence_conv_inputs, winograd_enabled
 from jaxkd.program import SweepProgram
 from jaxkd.train import Trainer, TrainState
 
@@ -398,7 +398,13 @@ def sweep_fingerprint(program: SweepProgram, key, chunk: int, keys: RunKeys | No
     # The CPU convolution's choices (jaxkd.models.layers) change results by round-off, as the options do; only
     # when on, as above.
     conv = {
-        k: True for k, on in (("conv_input_fence", fence_conv_inputs()), ("conv_winograd", winograd_enabled())) if on
+        k: True
+        for k, on in (
+            ("conv_input_fence", fence_conv_inputs()),
+            ("conv_winograd", winograd_enabled()),
+            ("conv_direct", direct_conv_enabled()),
+        )
+        if on
     }
     if conv:
         out["conv_paths"] = conv

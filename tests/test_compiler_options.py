@@ -12,6 +12,7 @@ import pytest
 from jaxkd.checkpoint import mismatch
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, RunConfig
 from jaxkd.data import load_dataset
+from jaxkd.models.layers import direct_convolutions
 from jaxkd.program import SweepProgram
 from jaxkd.recipes import RecipeConfig
 from jaxkd.results import env_stamp
@@ -51,6 +52,10 @@ def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerpri
     assert f_ours["conv_paths"] == {"conv_input_fence": True, "conv_winograd": True} == saved["conv_paths"]
     msg = mismatch(f_ours, dict(f_ours, conv_paths={"conv_input_fence": True}), "ckpt")
     assert msg.startswith("resuming needs the same conv_paths") and "intact" in msg
+    with direct_convolutions():  # a run's own choice (cifar_kd's direct_conv) enters the fingerprint as well
+        f_direct = sweep_fingerprint(ours, key, 10, None, None)
+    assert f_direct["conv_paths"] == {**f_ours["conv_paths"], "conv_direct": True}
+    assert mismatch(f_ours, f_direct, "ckpt").startswith("resuming needs the same conv_paths")
     msg = mismatch(f_ours, dict(f_ours, compiler_options={}), "ckpt")
     assert msg.startswith("resuming needs the same compiler_options") and "intact" in msg
 

@@ -18,11 +18,13 @@ import dataclasses
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 from scipy import stats as st
 
 import experiments
+from jaxkd.models.layers import direct_conv_enabled
 
 # Experiments whose shrunk preset (named here) already runs, with its outputs' content checked, in its own
 # test file: the same configuration is not trained twice.
@@ -318,3 +320,8 @@ def test_preset_smoke(name, preset, tmp_path):
     mod.run(config, str(tmp_path), progress=False)
     summary = json.loads((tmp_path / "summary.json").read_text())
     CHECKS[name](config, summary, read_records(tmp_path / "records.csv"))
+    # a run's convolution choices are recorded, and an experiment's own choice ends with its run
+    env = json.loads((tmp_path / "env.json").read_text())
+    direct = getattr(config, "direct_conv", False) and jax.default_backend() == "cpu"
+    assert env["conv_direct"] is direct
+    assert not direct_conv_enabled()

@@ -252,6 +252,80 @@ def test_zoo_convolutions_take_winograd_only_on_small_maps(monkeypatch):
     assert conv_ops((2, 8, 8, 128), 128) == 1
 
 
+def _conv_float64_padded(x, w, pad):
+    """Stride-1 NHWC/HWIO convolution with explicit zero padding, in NumPy float64, from the definition."""
+    kh, kw = w.shape[:2]
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), *pad, (0, 0)))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    out = np.zeros((x.shape[0], ho, wo, w.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            for b in range(x.shape[0]):
+                out[b] += xp[b, i : i + ho, j : j + wo, :] @ np.asarray(w[i, j], np.float64)
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,pad",
+    [
+        ((3, 16, 16, 4, 5), (3, 3), ((1, 1), (1, 1))),
+        ((2, 17, 15, 3, 8), (3, 3), ((1, 1), (1, 1))),
+        ((2, 16, 16, 2, 3), (5, 3), ((2, 1), (0, 2))),
+        ((1, 20, 1, 1, 4), (5, 1), ((2, 2), (0, 0))),
+    ],
+)
+def test_direct_conv_matches_a_float64_convolution(shape, kernel, pad):
+    from jaxkd.models.layers import direct_conv
+
+    b, h, w_, c, o = shape
+    x = jax.random.normal(jax.random.key(8), (b, h, w_, c))
+    w = jax.random.normal(jax.random.key(9), (*kernel, c, o)) / np.sqrt(kernel[0] * kernel[1] * c)
+    want = _conv_float64_padded(x, w, pad)
+    got = np.asarray(jax.jit(direct_conv, static_argnums=2)(x, w, pad), np.float64)
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) < 2e-6 * np.max(np.abs(want))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="direct convolutions are a CPU choice")
+def test_direct_convolutions_take_few_channel_maps_only_within_the_block_and_match_lax_gradients():
+    from jax import lax
+
+    from jaxkd.models import layers
+    from jaxkd.results import env_stamp
+
+    pad, dn = ((1, 1), (1, 1)), ("NHWC", "HWIO", "NHWC")
+
+    def conv_ops(shape, channels, stride=1):
+        x, w = jnp.zeros(shape), jnp.zeros((3, 3, shape[-1], channels))
+        fn = jax.jit(lambda x, w: layers.canonical_conv(x, w, (stride, stride), pad))
+        return fn.lower(x, w).compile().as_text().count(" convolution(")
+
+    def loss(conv):
+        return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), (0, 1)))
+
+    x = jax.random.normal(jax.random.key(10), (3, 16, 16, 4))
+    w = jax.random.normal(jax.random.key(11), (3, 3, 4, 6)) / 6.0
+    assert not layers.direct_conv_enabled() and conv_ops((2, 16, 16, 4), 4) == 1  # off unless a run asks
+    with layers.direct_convolutions():
+        assert layers.direct_conv_enabled() and env_stamp()["conv_direct"] is True
+        assert conv_ops((2, 16, 16, 4), 4) == 0  # few channels on a 16x16 map: multiply-adds, no convolution
+        assert conv_ops((2, 16, 16, 8), 8) == 0
+        assert conv_ops((2, 8, 8, 4), 4) == 1  # a small map
+        assert conv_ops((2, 16, 16, 16), 4) == 1  # more channels
+        assert conv_ops((2, 16, 16, 4), 4, stride=2) == 1  # strided
+        ours = loss(lambda x, w: layers.canonical_conv(x, w, (1, 1), pad))
+        # forward and input gradient as multiply-adds; the weight gradient stays XLA's convolution
+        assert ours.lower(x, w).compile().as_text().count(" convolution(") == 1
+        new_v, new_g = ours(x, w)
+    assert not layers.direct_conv_enabled() and env_stamp()["conv_direct"] is False
+    ref_v, ref_g = loss(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=dn))(x, w)
+    np.testing.assert_allclose(float(new_v), float(ref_v), rtol=1e-5)
+    for a, g in zip(ref_g, new_g):
+        largest = float(jnp.max(jnp.abs(a)))
+        assert largest > 0
+        assert float(jnp.max(jnp.abs(g - a))) < 1e-5 * largest
+
+
 @pytest.mark.parametrize("length,stride", [(12, 1), (11, 2)])
 def test_canonical_conv_1d_gradients_match_lax(length, stride):
     # cnn1d's convolutions go through the 2-D canonical form over a width-1 axis.

@@ -26,6 +26,7 @@ Both change results by float round-off only; ``env.json`` records both.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -157,9 +158,84 @@ def winograd_conv(x_BxHxWxC, w_3x3xCxO):
     return tiles.reshape(b, h, w, o)
 
 
+# Few-channel convolutions as fused multiply-adds (direct_conv): off unless a run asks (direct_convolutions); CPU only.
+CONV_DIRECT: bool = False
+
+
+def direct_conv_enabled() -> bool:
+    """Whether :func:`use_direct` may pick :func:`direct_conv`: ``CONV_DIRECT`` (set by :func:`direct_convolutions`)
+    and the CPU backend."""
+    return bool(CONV_DIRECT) and jax.default_backend() == "cpu"
+
+
+@contextlib.contextmanager
+def direct_convolutions(on: bool = True):
+    """Within the block, few-channel stride-1 convolutions on CPU run as :func:`direct_conv` (``on``), or not.
+
+    The choice is read when a program is traced, so jax's caches are
+    cleared where it changes: a program traced under the other choice is
+    not reused. Sweeps record it in their fingerprint (``conv_paths``) and
+    ``env.json`` records it, so a checkpoint resumes only under the same one.
+    """
+    global CONV_DIRECT
+    before = CONV_DIRECT
+    if bool(on) != before:
+        jax.clear_caches()
+    CONV_DIRECT = bool(on)
+    try:
+        yield
+    finally:
+        if CONV_DIRECT != before:
+            jax.clear_caches()
+        CONV_DIRECT = before
+
+
+def use_direct(x_shape, w_shape, stride, pad, dtype) -> bool:
+    """:func:`direct_conv` for a float32 stride-1 convolution with at most 8 channels in and out on a map of at least
+    256 positions (16x16), where XLA:CPU's convolution runs at 3-11 GFLOP/s: ``cifar_kd``'s default resnet8 and
+    resnet20 at widths 4-8 on 16x16 (benchmarks/RESULTS.md, ``method_sweep.py``)."""
+    _, h, w, c = x_shape
+    kh, kw, _, o = w_shape
+    (pt, pb), (pl, pr) = pad
+    return (
+        direct_conv_enabled()
+        and dtype == jnp.float32
+        and tuple(stride) == (1, 1)
+        and max(c, o) <= 8
+        and (h + pt + pb - kh + 1) * (w + pl + pr - kw + 1) >= 256
+    )
+
+
+def direct_conv(x_BxHxWxC, w_KxKxCxO, pad):
+    """A stride-1 convolution as ``K·K·C`` multiply-adds of shifted input slices by kernel rows, in one fused loop.
+
+    With few channels XLA:CPU's convolution spends its time outside the
+    arithmetic (4.4 GFLOP/s for 4 -> 4 channels on 64x16x16, one core); the
+    sum of shifted slices is one element-wise loop XLA fuses whole, 4x
+    faster there. Input and output are fenced (:func:`_fence`): without the
+    fences XLA fuses the producer (BatchNorm, ReLU) into every one of the
+    ``K·K·C`` reads, and the consumers into the sum, and the student step
+    ran 6.6x slower. The same convolution up to float round-off (the terms
+    are summed in another order).
+    """
+    kh, kw, c, _ = w_KxKxCxO.shape
+    xp = _fence(jnp.pad(x_BxHxWxC, ((0, 0), *pad, (0, 0))))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, i : i + ho, j : j + wo, :]
+            for k in range(c):
+                term = tap[..., k : k + 1] * w_KxKxCxO[i, j, k][None, None, None, :]
+                out = term if out is None else out + term
+    return _fence(out)
+
+
 def _conv_primal(x, w, stride, pad):
     if use_winograd(x.shape, w.shape, stride, pad, x.dtype):
         return winograd_conv(x, w)
+    if use_direct(x.shape, w.shape, stride, pad, x.dtype):
+        return direct_conv(x, w, pad)
     return lax.conv_general_dilated(x, w, stride, pad, dimension_numbers=_NHWC)
 
 
