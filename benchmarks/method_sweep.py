@@ -28,6 +28,12 @@ teacher_unsharded  the same seed on one device, as the engine runs it now
                    devices as there are seeds), the preset's convolutions
 teacher_xla_conv   the same with XLA's convolutions throughout
 
+Each program is compiled under its own convolution choice and keeps it (an
+ahead-of-time compiled program does not retrace); ``env`` in the JSON is
+stamped outside them, so each program's ``direct_conv`` says what it ran.
+``students_shared`` had XLA's convolutions before 2026-12-07 (its results
+then: ``method_sweep_cpu.json``).
+
 Timing: each program is compiled ahead of time (``compile_s``), called once
 (excluded), then ``--calls`` times, round-robin over the programs so that a
 change in machine load hits them alike; every call advances one evaluation

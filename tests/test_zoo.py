@@ -313,6 +313,15 @@ def test_direct_convolutions_take_few_channel_maps_only_within_the_block_and_mat
         assert conv_ops((2, 8, 8, 4), 4) == 1  # a small map
         assert conv_ops((2, 16, 16, 16), 4) == 1  # more channels
         assert conv_ops((2, 16, 16, 4), 4, stride=2) == 1  # strided
+        assert conv_ops((2, 16, 15, 4), 4) == 1  # an output map under 16x16
+
+        # 1-D convolutions (canonical_conv's width-1 form) and larger kernels are unmeasured: XLA's convolution
+        def count(fn, x, w):
+            return jax.jit(fn).lower(x, w).compile().as_text().count(" convolution(")
+
+        assert count(lambda x, w: layers.canonical_conv(x, w, (1,), ((1, 1),)), jnp.zeros((2, 300, 4)), w[0]) == 1
+        five = (jnp.zeros((2, 16, 16, 4)), jnp.zeros((5, 5, 4, 4)))
+        assert count(lambda x, w: layers.canonical_conv(x, w, (1, 1), ((2, 2), (2, 2))), *five) == 1
         ours = loss(lambda x, w: layers.canonical_conv(x, w, (1, 1), pad))
         # forward and input gradient as multiply-adds; the weight gradient stays XLA's convolution
         assert ours.lower(x, w).compile().as_text().count(" convolution(") == 1
@@ -324,6 +333,40 @@ def test_direct_convolutions_take_few_channel_maps_only_within_the_block_and_mat
         largest = float(jnp.max(jnp.abs(a)))
         assert largest > 0
         assert float(jnp.max(jnp.abs(g - a))) < 1e-5 * largest
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="direct convolutions are a CPU choice")
+def test_direct_convolutions_retrace_programs_and_keep_xla_for_negative_padding(monkeypatch):
+    from jax import lax
+
+    from jaxkd.models import layers
+
+    x, w = jnp.zeros((2, 16, 16, 4)), jnp.zeros((3, 3, 4, 4))
+    fn = jax.jit(lambda x, w: layers.canonical_conv(x, w, (1, 1), ((1, 1), (1, 1))))  # one function, traced thrice
+
+    def convs():
+        return fn.lower(x, w).compile().as_text().count(" convolution(")
+
+    assert convs() == 1
+    with layers.direct_convolutions():
+        assert convs() == 0  # not the trace cached outside the block
+        with pytest.raises(RuntimeError, match="inside"):
+            with layers.direct_convolutions(False):
+                assert convs() == 1
+                raise RuntimeError("inside")
+        assert layers.direct_conv_enabled() and convs() == 0  # restored after the exception
+        # negative padding (a 1x1 convolution padded by 1 has it in its input gradient) stays XLA's, which crops
+        xr = jax.random.normal(jax.random.key(12), (2, 18, 18, 4))
+        wr = jax.random.normal(jax.random.key(13), (3, 3, 4, 4))
+        neg = ((-1, 0), (0, -1))
+        got = jax.jit(lambda x, w: layers.canonical_conv(x, w, (1, 1), neg))(xr, wr)
+        want = lax.conv_general_dilated(xr, wr, (1, 1), neg, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+        g = jax.grad(lambda x: jnp.sum(layers.canonical_conv(x, wr[1:2, 1:2], (1, 1), ((1, 1), (1, 1))) ** 2))
+        assert g(xr).shape == xr.shape
+        monkeypatch.setenv("JAXKD_XLA_OPTIONS", "jaxlib")  # XLA's defaults asked for: no CPU choice of ours
+        assert not layers.direct_conv_enabled()
+    assert convs() == 1
 
 
 @pytest.mark.parametrize("length,stride", [(12, 1), (11, 2)])

@@ -164,8 +164,8 @@ CONV_DIRECT: bool = False
 
 def direct_conv_enabled() -> bool:
     """Whether :func:`use_direct` may pick :func:`direct_conv`: ``CONV_DIRECT`` (set by :func:`direct_convolutions`)
-    and the CPU backend."""
-    return bool(CONV_DIRECT) and jax.default_backend() == "cpu"
+    on the CPU backend, unless ``JAXKD_XLA_OPTIONS=jaxlib`` asks for XLA's defaults."""
+    return bool(CONV_DIRECT) and _cpu_choice(None)
 
 
 @contextlib.contextmanager
@@ -173,9 +173,14 @@ def direct_convolutions(on: bool = True):
     """Within the block, few-channel stride-1 convolutions on CPU run as :func:`direct_conv` (``on``), or not.
 
     The choice is read when a program is traced, so jax's caches are
-    cleared where it changes: a program traced under the other choice is
-    not reused. Sweeps record it in their fingerprint (``conv_paths``) and
-    ``env.json`` records it, so a checkpoint resumes only under the same one.
+    cleared where it changes (every cached compilation of the process, not
+    only convolutions): a program traced under the other choice is not
+    reused. A program compiled ahead of time and held (``SweepProgram``'s
+    ``compiled_advance``) keeps the choice it was compiled under. Sweeps
+    record the choice in their fingerprint (``conv_paths``; it says the path
+    was enabled, not that a convolution took it) and ``env.json`` records
+    it, so a checkpoint resumes only under the same one. A process-wide
+    setting: not for threads that trace under different choices.
     """
     global CONV_DIRECT
     before = CONV_DIRECT
@@ -191,9 +196,10 @@ def direct_convolutions(on: bool = True):
 
 
 def use_direct(x_shape, w_shape, stride, pad, dtype) -> bool:
-    """:func:`direct_conv` for a float32 stride-1 convolution with at most 8 channels in and out on a map of at least
-    256 positions (16x16), where XLA:CPU's convolution runs at 3-11 GFLOP/s: ``cifar_kd``'s default resnet8 and
-    resnet20 at widths 4-8 on 16x16 (benchmarks/RESULTS.md, ``method_sweep.py``)."""
+    """:func:`direct_conv` for a float32 stride-1 convolution, kernel at most 3x3, no negative padding, with at most 8
+    channels in and out on an output map of at least 16x16, where XLA:CPU's convolution runs at 3-11 GFLOP/s:
+    ``cifar_kd``'s default resnet8 and resnet20 at widths 4-8 on 16x16 (benchmarks/RESULTS.md, ``method_sweep.py``).
+    Other shapes (1-D sequences, larger kernels) are unmeasured and keep XLA's convolution."""
     _, h, w, c = x_shape
     kh, kw, _, o = w_shape
     (pt, pb), (pl, pr) = pad
@@ -201,8 +207,11 @@ def use_direct(x_shape, w_shape, stride, pad, dtype) -> bool:
         direct_conv_enabled()
         and dtype == jnp.float32
         and tuple(stride) == (1, 1)
+        and kh <= 3
+        and kw <= 3
+        and min(pt, pb, pl, pr) >= 0
         and max(c, o) <= 8
-        and (h + pt + pb - kh + 1) * (w + pl + pr - kw + 1) >= 256
+        and min(h + pt + pb - kh + 1, w + pl + pr - kw + 1) >= 16
     )
 
 
