@@ -18,6 +18,10 @@ map_sharded_neither
 map_sharded_nowinograd
               map_sharded with XLA's convolution on every map, not the
               engine's CPU choice of Winograd F(2x2, 3x3) on small maps
+map_sharded_winograd_8x8
+              map_sharded with the engine's Winograd rule before 2026-12-07:
+              8x8 maps of 128 channels or more, 16x16 maps of 256 or more
+              (now 16x16 maps of 128 or more)
 map_sharded_nofence
               map_sharded traced without the engine's CPU fence on the inputs
               of differentiated convolutions (``jaxkd.models.layers._fence``)
@@ -42,6 +46,9 @@ torch         a plain PyTorch loop (CPU wheel, imported lazily; skipped with a
               augmentation done in torch on the batch, ``--torch-seeds`` (2)
               seeds one after another (a sequential loop's images/s over all
               its seeds does not depend on how many seeds it runs)
+torch_cl      the same PyTorch loop with models and inputs in channels-last
+              memory format (NHWC; oneDNN's preferred CPU layout, 1.1-1.3x
+              NCHW per model in ``cpu_profile.py``)
 
 Default: every variant but ``map`` and ``vmap_step`` (``--variants all`` adds them).
 
@@ -123,6 +130,7 @@ ALL_VARIANTS = (
     "map_sharded_neither",
     "map_sharded_nowinograd",
     "map_sharded_nofence",
+    "map_sharded_winograd_8x8",
     "map_sharded_jaxlib",
     "map_sharded_ynn",
     "map",
@@ -130,6 +138,7 @@ ALL_VARIANTS = (
     "vmap_step",
     "grouped",
     "torch",
+    "torch_cl",
 )
 DEFAULT_VARIANTS = ("vmap", "vmap_sharded", "map_sharded", "step_loop", "grouped", "torch")
 
@@ -386,15 +395,26 @@ class EngineVariant(Variant):
         compiler_options="auto",
         conv_fence=None,
         conv_winograd=None,
+        winograd_min_channels=None,
     ):
         # conv_fence, conv_winograd: jaxkd.models.layers.CONV_INPUT_FENCE and CONV_WINOGRAD while the program is
-        # traced (None: the engine's default, both on for CPU)
-        previous = layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD
+        # traced (None: the engine's default, both on for CPU); winograd_min_channels: {positions: channels}, the
+        # maps Winograd takes instead of the engine's (layers.use_winograd), for an earlier rule
+        previous = layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD, layers.use_winograd
         layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD = conv_fence, conv_winograd
+        if winograd_min_channels is not None:
+            engine_rule = layers.use_winograd
+
+            def rule(x_shape, w_shape, stride, pad, dtype):
+                _, h, w, c = x_shape
+                small = any(h * w <= n and min(c, w_shape[-1]) >= m for n, m in winograd_min_channels.items())
+                return small and engine_rule(x_shape, w_shape, stride, pad, dtype)
+
+            layers.use_winograd = rule
         try:
             self._build(name, trainer, seeds, init, shard, vmap_width, description, compiler_options)
         finally:
-            layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD = previous
+            layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD, layers.use_winograd = previous
 
     def _build(self, name, trainer, seeds, init, shard, vmap_width, description, compiler_options):
         super().__init__(seeds)
@@ -728,15 +748,22 @@ class TorchVariant(Variant):
         "teacher forward (no_grad, eval), student forward/backward, SGD(momentum, weight_decay)"
     )
 
-    def __init__(self, torch, trainer, seeds, init, t_params, t_rest):
+    def __init__(self, torch, trainer, seeds, init, t_params, t_rest, channels_last=False):
         super().__init__(seeds)
         self.torch = torch
+        self.channels_last = channels_last
+        if channels_last:
+            self.name = "torch_cl"
+            self.description += "; models and inputs in channels-last memory format"
         torch.set_num_threads(os.cpu_count() or 1)
         torch.set_flush_denormal(True)  # as XLA:CPU, which flushes denormals to zero by default
         cfg = trainer.config
         self.teacher = load_into_torch(torch, torch_net(torch, trainer.teacher.model), t_params, t_rest).eval()
         for q in self.teacher.parameters():
             q.requires_grad_(False)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = fmt
+        self.teacher = self.teacher.to(memory_format=fmt)
         # The same initial students as the JAX variants' first ``seeds``.
         sp, sr = nnx.to_pure_dict(init.params["model"]), nnx.to_pure_dict(init.rest)
         self.students, self.opts, self.gens, self.perms = [], [], [], {}
@@ -747,6 +774,7 @@ class TorchVariant(Variant):
                 jax.tree.map(lambda a, i=i: a[i], sp),
                 jax.tree.map(lambda a, i=i: a[i], sr),
             ).train()
+            net = net.to(memory_format=fmt)  # before the optimiser takes its parameters
             self.students.append(net)
             self.opts.append(
                 torch.optim.SGD(
@@ -787,7 +815,7 @@ class TorchVariant(Variant):
         start = (self.step % per_epoch) * self.batch
         idx = self.perms[i][start : start + self.batch]
         x = self.augment(self.x[idx], self.gens[i]).permute(0, 3, 1, 2).float().div_(255.0)
-        x = ((x - self.mean) / self.std).contiguous()
+        x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         y = self.y[idx]
         with torch.no_grad():
             t_logits = self.teacher(x)
@@ -859,6 +887,13 @@ def build_variants(names, trainer, seeds, init, teacher_pure):
             description="map_sharded with XLA's convolution everywhere instead of the engine's CPU choice of "
             "Winograd F(2x2, 3x3) on small maps (jaxkd.models.layers.use_winograd)",
         ),
+        "map_sharded_winograd_8x8": dict(
+            shard=True,
+            vmap_width=1,
+            winograd_min_channels={64: 128, 256: 256},
+            description="map_sharded with Winograd only on 8x8 maps of 128 channels or more and 16x16 maps of 256 or "
+            "more (the engine's rule before 2026-12-07), not on 16x16 maps of 128",
+        ),
         "map_sharded_nofence": dict(
             shard=True,
             vmap_width=1,
@@ -897,13 +932,15 @@ def build_variants(names, trainer, seeds, init, teacher_pure):
             out[name] = VmapStepVariant(trainer, seeds, init)
         elif name == "grouped":
             out[name] = GroupedVariant(trainer, seeds, init)
-        elif name == "torch":
+        elif name in ("torch", "torch_cl"):
             try:
                 import torch
             except ImportError:
-                notes.append("torch is not installed: the PyTorch loop was skipped (pip install -e '.[bench-torch]')")
+                notes.append(f"torch is not installed: {name} was skipped (pip install -e '.[bench-torch]')")
                 continue
-            out[name] = TorchVariant(torch, trainer, min(ARGS.torch_seeds, seeds), init, *teacher_pure)
+            out[name] = TorchVariant(
+                torch, trainer, min(ARGS.torch_seeds, seeds), init, *teacher_pure, channels_last=name == "torch_cl"
+            )
         c = out[name].convolutions
         if c and c["noncanonical"]:
             log(
@@ -921,14 +958,15 @@ def checks_after_first_step(variants) -> dict:
         out["first_step_loss_max_abs_diff_vs_vmap"] = {
             n: float(np.max(np.abs(np.asarray(v.first_losses) - base)))
             for n, v in variants.items()
-            if n not in ("vmap", "torch")
+            if n not in ("vmap", "torch", "torch_cl")
         }
         if "grouped" in variants:
             a, b = ref.student_params(), variants["grouped"].student_params()
             diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b))
             out["grouped_params_after_step_max_abs_diff_vs_vmap"] = max(diffs)
-    if "torch" in variants:
-        out["torch_first_step_losses"] = variants["torch"].first_losses  # own augmentation draws: close, not equal
+    for n in ("torch", "torch_cl"):
+        if n in variants:  # their own augmentation draws: close to the JAX variants' losses, not equal
+            out[f"{n}_first_step_losses"] = variants[n].first_losses
     return out
 
 
@@ -1147,6 +1185,9 @@ def compare(results: dict) -> tuple[dict, dict]:
         ("vmap_sharded", "torch"),
         ("map_sharded", "torch"),
         ("step_loop", "torch"),
+        ("map_sharded", "torch_cl"),
+        ("step_loop", "torch_cl"),
+        ("torch_cl", "torch"),
         ("grouped", "vmap"),
         ("grouped", "vmap_step"),
         ("vmap_step", "vmap"),
@@ -1174,6 +1215,18 @@ def compare(results: dict) -> tuple[dict, dict]:
             "sequential": seq_name,
         },
         "vmapped_over_torch": {"target": 2.0, "measured": ratio(vec, ips.get("torch")), "vmapped": vec_name},
+        # Issue #20: the engine's CPU default (map_sharded) against the faster of the two PyTorch loops (stretch 1.5).
+        "cpu_default_over_torch": {
+            "target": 1.0,
+            "stretch": 1.5,
+            "measured": ratio(ips.get("map_sharded"), best(("torch", "torch_cl"))[0]),
+            "torch": best(("torch", "torch_cl"))[1],
+        },
+        # Issue #20: the engine's batched-seed program against the same seeds as separate top-level steps.
+        "batched_over_separate_steps": {
+            "target": 1.3,
+            "measured": ratio(ips.get("map_sharded"), ips.get("step_loop")),
+        },
         "fraction_of_matmul_peak": {
             "target": 0.4,
             "measured": (results[vec_name]["fraction_of_matmul_peak"] if vec_name else None),

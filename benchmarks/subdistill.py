@@ -12,7 +12,12 @@ seeds sharded over two host devices, one run after another per device
 * ``subdistill``: KD plus SubDistill's layer loss on the three layer pairs
   (the policy ``subdistill_prca_posdef``; no other term);
 * ``all_policies``: the experiment's program, all ten policies as grid points
-  (per run-step: what one policy's step costs inside it).
+  (per run-step: what one policy's step costs inside it);
+* ``all_policies_xla_conv``: the same compiled with XLA's convolution on every
+  layer, not the engine's CPU choice of few-channel convolutions as fused
+  multiply-adds (``jaxkd.models.layers.direct_conv``; the student's 8-channel
+  16x16 layers take it). Each program records ``conv_direct``, the choice it
+  was traced under.
 
 Each program is compiled ahead of time (``compile_s``), called once as a
 warm-up (excluded), then timed on ``advance(states, --steps)`` in
@@ -36,6 +41,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -67,6 +73,7 @@ from jaxkd.config import EvalConfig, ObjectiveConfig  # noqa: E402
 from jaxkd.data import load_dataset  # noqa: E402
 from jaxkd.data.subtasks import superclass_classes  # noqa: E402
 from jaxkd.models import make_model  # noqa: E402
+from jaxkd.models.layers import direct_conv_enabled, direct_convolutions  # noqa: E402
 from jaxkd.program import SweepProgram  # noqa: E402
 from jaxkd.results import emit_json, env_stamp  # noqa: E402
 from jaxkd.teacher import Teacher  # noqa: E402
@@ -89,32 +96,43 @@ def main():
     recipe = dataclasses.replace(config.recipe, steps=steps, epochs=None)
 
     programs, prepass = {}, {}
-    for name, policies in (("kd", ("kd",)), ("subdistill", (sd.BASELINE,)), ("all_policies", sd.POLICIES)):
+    specs = (
+        ("kd", ("kd",), None),
+        ("subdistill", (sd.BASELINE,), None),
+        ("all_policies", sd.POLICIES, None),
+        ("all_policies_xla_conv", sd.POLICIES, False),
+    )
+    for name, policies, direct in specs:
         cfg = dataclasses.replace(config, policies=policies if sd.BASELINE in policies else (sd.BASELINE, *policies))
         s_cfg = dataclasses.replace(cfg.student_config(classes, 1.0, dataset.in_shape[0]), recipe=recipe)
-        if name != "all_policies":  # the policy's own terms only, no other term in the program
+        full = name.startswith("all_policies")
+        if not full:  # the policy's own terms only, no other term in the program
             own = {"kd"} | ({sd.BASELINE} if name == "subdistill" else set())
             s_cfg = dataclasses.replace(
                 s_cfg, objective=ObjectiveConfig({k: v for k, v in s_cfg.objective.terms.items() if k in own})
             )
         trainer = make_train(s_cfg, dataset, teacher)
         conds = cfg.conditions(s_cfg.objective)
-        if name != "all_policies":
+        if not full:
             conds = {name: {k: v for k, v in conds[sd.BASELINE].items()}}  # kd (and the sd term) at their weights
         names = list(conds)
         grid = {k: [conds[c][k] for c in names] for k in conds[names[0]]}
         prepass[name] = round(trainer.prepass_seconds, 2)
         program = SweepProgram(trainer, ARGS.seeds, grid, vmap_width=1)
-        started = time.perf_counter()
-        program.compiled_advance(steps)
-        compile_s = time.perf_counter() - started
-        states = program.init(jax.random.key(1))
+        # Read while tracing: the compiled program keeps the choice (None: the engine's default).
+        with contextlib.nullcontext() if direct is None else direct_convolutions(direct):
+            conv_direct = direct_conv_enabled()
+            started = time.perf_counter()
+            program.compiled_advance(steps)
+            compile_s = time.perf_counter() - started
+            states = program.init(jax.random.key(1))
         started = time.perf_counter()
         states, _ = jax.block_until_ready(program.advance(states, steps))  # the input states are donated
         programs[name] = {
             "program": program,
             "states": states,
             "grid_points": len(names),
+            "conv_direct": conv_direct,
             "compile_s": round(compile_s, 1),
             "first_call_s": round(time.perf_counter() - started, 2),
             "times": [],
@@ -132,6 +150,7 @@ def main():
         per_step = statistics.median(p["times"]) / steps
         out["programs"][name] = {
             "grid_points": p["grid_points"],
+            "conv_direct": p["conv_direct"],
             "compile_s": p["compile_s"],
             "first_call_s": p["first_call_s"],
             "times_s": [round(t, 3) for t in p["times"]],
@@ -142,6 +161,8 @@ def main():
     kd, sdl = out["programs"]["kd"], out["programs"]["subdistill"]
     out["subdistill_over_kd_per_run_step"] = round(sdl["per_run_step_ms"] / kd["per_run_step_ms"], 3)
     out["target_subdistill_over_kd"] = 1.3
+    a, b = out["programs"]["all_policies"], out["programs"]["all_policies_xla_conv"]
+    out["all_policies_xla_conv_over_engine_default"] = round(b["per_step_ms"] / a["per_step_ms"], 3)
     if ARGS.run:
         with open(os.path.join(ARGS.run, "summary.json")) as f:
             out["default_run_timing"] = json.load(f)["timing"]

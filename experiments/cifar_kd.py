@@ -174,9 +174,10 @@ class Config(TeacherStudentRuns):
     eval: EvalConfig = EvalConfig(every=100)
     chunk_steps: int | None = None
     # On CPU, stride-1 convolutions with at most 8 channels in and out on 16x16 maps or larger run as fused
-    # multiply-adds (jaxkd.models.layers.direct_conv): the default's resnet8 and resnet20 at widths 4-8, where
-    # XLA:CPU's convolution is slowest (benchmarks/RESULTS.md, method_sweep.py). Round-off only; no effect on
-    # wider models or other backends. Recorded in env.json and the checkpoints' fingerprints.
+    # multiply-adds (jaxkd.models.layers.direct_conv, the engine's CPU default): the default's resnet8 and resnet20
+    # at widths 4-8, where XLA:CPU's convolution is slowest (benchmarks/RESULTS.md, method_sweep.py). False asks for
+    # XLA's convolution (round-off only; no effect on wider models or other backends). Recorded in env.json and the
+    # checkpoints' fingerprints.
     direct_conv: bool = True
 
     def __post_init__(self):

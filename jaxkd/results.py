@@ -145,7 +145,7 @@ def env_stamp() -> dict:
         "conv_input_fence": fence_conv_inputs(),
         # whether 3x3 convolutions on small maps may run as Winograd F(2x2, 3x3) (jaxkd.models.layers.use_winograd)
         "conv_winograd": winograd_enabled(),
-        # whether few-channel convolutions run as fused multiply-adds (jaxkd.models.layers.use_direct; a run's choice)
+        # whether few-channel convolutions run as fused multiply-adds (jaxkd.models.layers.use_direct; CPU only)
         "conv_direct": direct_conv_enabled(),
     }
 

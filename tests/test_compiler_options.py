@@ -49,13 +49,14 @@ def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerpri
     assert "compiler_options" not in f_plain  # XLA's defaults: the fingerprint of checkpoints before the option
     assert f_ours["compiler_options"] == NO_YNN
     # The CPU convolution's choices too (on by default here): a checkpoint resumes only under the same ones.
-    assert f_ours["conv_paths"] == {"conv_input_fence": True, "conv_winograd": True} == saved["conv_paths"]
+    paths = {"conv_input_fence": True, "conv_winograd": True, "conv_direct": True}
+    assert f_ours["conv_paths"] == paths == saved["conv_paths"]
     msg = mismatch(f_ours, dict(f_ours, conv_paths={"conv_input_fence": True}), "ckpt")
     assert msg.startswith("resuming needs the same conv_paths") and "intact" in msg
-    with direct_convolutions():  # a run's own choice (cifar_kd's direct_conv) enters the fingerprint as well
-        f_direct = sweep_fingerprint(ours, key, 10, None, None)
-    assert f_direct["conv_paths"] == {**f_ours["conv_paths"], "conv_direct": True}
-    assert mismatch(f_ours, f_direct, "ckpt").startswith("resuming needs the same conv_paths")
+    with direct_convolutions(False):  # a run that turns one off (cifar_kd's --set direct_conv=false) is told apart
+        f_xla = sweep_fingerprint(ours, key, 10, None, None)
+    assert f_xla["conv_paths"] == {"conv_input_fence": True, "conv_winograd": True}
+    assert mismatch(f_ours, f_xla, "ckpt").startswith("resuming needs the same conv_paths")
     msg = mismatch(f_ours, dict(f_ours, compiler_options={}), "ckpt")
     assert msg.startswith("resuming needs the same compiler_options") and "intact" in msg
 

@@ -322,6 +322,6 @@ def test_preset_smoke(name, preset, tmp_path):
     CHECKS[name](config, summary, read_records(tmp_path / "records.csv"))
     # a run's convolution choices are recorded, and an experiment's own choice ends with its run
     env = json.loads((tmp_path / "env.json").read_text())
-    direct = getattr(config, "direct_conv", False) and jax.default_backend() == "cpu"
-    assert env["conv_direct"] is direct
-    assert not direct_conv_enabled()
+    cpu = jax.default_backend() == "cpu"
+    assert env["conv_direct"] is (getattr(config, "direct_conv", True) and cpu)  # on CPU unless the run turns it off
+    assert direct_conv_enabled() is cpu

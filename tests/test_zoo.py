@@ -184,7 +184,7 @@ def test_canonical_conv_gradients_match_lax(size, kernel, stride, pad):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="Winograd is the CPU choice for small maps")
-@pytest.mark.parametrize("shape", [(2, 8, 8, 128, 128), (1, 16, 16, 256, 256)])
+@pytest.mark.parametrize("shape", [(2, 8, 8, 128, 128), (1, 16, 16, 128, 128)])
 def test_winograd_convolution_gradients_match_lax(shape):
     # Forward and input gradient both take Winograd on these maps; only the weight gradient stays a convolution.
     from jax import lax
@@ -244,7 +244,9 @@ def test_zoo_convolutions_take_winograd_only_on_small_maps(monkeypatch):
     assert conv_ops((2, 8, 8, 128), 128) == 0  # 8x8 with 128 channels: Winograd's matmuls, no convolution
     assert conv_ops((2, 4, 4, 256), 256) == 0
     assert conv_ops((2, 16, 16, 256), 256) == 0  # 16x16 with 256 channels
-    assert conv_ops((2, 16, 16, 128), 128) == 1  # XLA's convolution, where Winograd does not win
+    assert conv_ops((2, 16, 16, 128), 128) == 0  # and with 128
+    assert conv_ops((2, 16, 16, 64), 64) == 1  # XLA's convolution, where Winograd does not win
+    assert conv_ops((2, 18, 16, 128), 128) == 1  # a map over 256 positions
     assert conv_ops((2, 32, 32, 64), 64) == 1
     assert conv_ops((2, 8, 8, 64), 128) == 1  # few channels in: little to gain
     assert conv_ops((2, 6, 6, 128), 128) == 0 and conv_ops((2, 7, 7, 128), 128) == 1  # odd maps are not tiled
@@ -287,7 +289,7 @@ def test_direct_conv_matches_a_float64_convolution(shape, kernel, pad):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="direct convolutions are a CPU choice")
-def test_direct_convolutions_take_few_channel_maps_only_within_the_block_and_match_lax_gradients():
+def test_direct_convolutions_take_few_channel_maps_by_default_on_cpu_and_match_lax_gradients():
     from jax import lax
 
     from jaxkd.models import layers
@@ -305,9 +307,11 @@ def test_direct_convolutions_take_few_channel_maps_only_within_the_block_and_mat
 
     x = jax.random.normal(jax.random.key(10), (3, 16, 16, 4))
     w = jax.random.normal(jax.random.key(11), (3, 3, 4, 6)) / 6.0
-    assert not layers.direct_conv_enabled() and conv_ops((2, 16, 16, 4), 4) == 1  # off unless a run asks
+    with layers.direct_convolutions(False):  # a run that turns them off: XLA's convolution
+        assert not layers.direct_conv_enabled() and env_stamp()["conv_direct"] is False
+        assert conv_ops((2, 16, 16, 4), 4) == 1
+    assert layers.direct_conv_enabled() and env_stamp()["conv_direct"] is True  # the CPU default, restored
     with layers.direct_convolutions():
-        assert layers.direct_conv_enabled() and env_stamp()["conv_direct"] is True
         assert conv_ops((2, 16, 16, 4), 4) == 0  # few channels on a 16x16 map: multiply-adds, no convolution
         assert conv_ops((2, 16, 16, 8), 8) == 0
         assert conv_ops((2, 8, 8, 4), 4) == 1  # a small map
@@ -326,7 +330,6 @@ def test_direct_convolutions_take_few_channel_maps_only_within_the_block_and_mat
         # forward and input gradient as multiply-adds; the weight gradient stays XLA's convolution
         assert ours.lower(x, w).compile().as_text().count(" convolution(") == 1
         new_v, new_g = ours(x, w)
-    assert not layers.direct_conv_enabled() and env_stamp()["conv_direct"] is False
     ref_v, ref_g = loss(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=dn))(x, w)
     np.testing.assert_allclose(float(new_v), float(ref_v), rtol=1e-5)
     for a, g in zip(ref_g, new_g):
@@ -347,9 +350,10 @@ def test_direct_convolutions_retrace_programs_and_keep_xla_for_negative_padding(
     def convs():
         return fn.lower(x, w).compile().as_text().count(" convolution(")
 
-    assert convs() == 1
+    with layers.direct_convolutions(False):
+        assert convs() == 1
     with layers.direct_convolutions():
-        assert convs() == 0  # not the trace cached outside the block
+        assert convs() == 0  # not the trace cached in the block before
         with pytest.raises(RuntimeError, match="inside"):
             with layers.direct_convolutions(False):
                 assert convs() == 1
@@ -366,7 +370,8 @@ def test_direct_convolutions_retrace_programs_and_keep_xla_for_negative_padding(
         assert g(xr).shape == xr.shape
         monkeypatch.setenv("JAXKD_XLA_OPTIONS", "jaxlib")  # XLA's defaults asked for: no CPU choice of ours
         assert not layers.direct_conv_enabled()
-    assert convs() == 1
+        jax.clear_caches()
+        assert convs() == 1
 
 
 @pytest.mark.parametrize("length,stride", [(12, 1), (11, 2)])

@@ -93,14 +93,19 @@ def winograd_enabled() -> bool:
     return _cpu_choice(CONV_WINOGRAD)
 
 
+# Winograd's map sizes: at most this many positions (16x16) with at least this many channels in and out.
+WINOGRAD_MAX_POSITIONS, WINOGRAD_MIN_CHANNELS = 256, 128
+
+
 def use_winograd(x_shape, w_shape, stride, pad, dtype) -> bool:
-    """Winograd for a float32 3x3, stride-1, padding-1 convolution on an even map of at most 64 positions (8x8)
-    with 128 channels or more in and out (or 256 positions, 16x16, with 256 or more), where it beat XLA:CPU's
-    convolution on one core by 1.4-1.7x at batch 64 (scratch runs, benchmarks/RESULTS.md); XLA's convolution
-    elsewhere: at 32x32x64 Winograd was 1.4x slower, and on maps of fewer channels it gained 1.1-1.2x at most."""
+    """Winograd for a float32 3x3, stride-1, padding-1 convolution on an even map of at most 256 positions (16x16)
+    with 128 channels or more in and out, where it beat XLA:CPU's convolution on one core at batch 64: 1.4-1.7x at
+    8x8x128-256 and 16x16x256 on the Intel AVX-512 VM, 1.1-1.2x there at 16x16x128; 1.7-1.9x at 8x8 and 1.45x at
+    16x16x128 on the AMD AVX2 VM (benchmarks/RESULTS.md). XLA's convolution elsewhere: at 32x32x64 Winograd was 1.4x
+    slower on the Intel VM (1.2x faster on the AMD one), and at 16x16x64 no faster."""
     _, h, w, c = x_shape
     o = w_shape[-1]
-    small = (h * w <= 64 and min(c, o) >= 128) or (h * w <= 256 and min(c, o) >= 256)
+    small = h * w <= WINOGRAD_MAX_POSITIONS and min(c, o) >= WINOGRAD_MIN_CHANNELS
     return (
         winograd_enabled()
         and dtype == jnp.float32
@@ -158,13 +163,14 @@ def winograd_conv(x_BxHxWxC, w_3x3xCxO):
     return tiles.reshape(b, h, w, o)
 
 
-# Few-channel convolutions as fused multiply-adds (direct_conv): off unless a run asks (direct_convolutions); CPU only.
-CONV_DIRECT: bool = False
+# Few-channel convolutions as fused multiply-adds (direct_conv): on by default, CPU only; a run may turn them off
+# (direct_convolutions(False)). cifar_kd's default students 1.55x, subdistill's program 1.00x (benchmarks/RESULTS.md).
+CONV_DIRECT: bool = True
 
 
 def direct_conv_enabled() -> bool:
-    """Whether :func:`use_direct` may pick :func:`direct_conv`: ``CONV_DIRECT`` (set by :func:`direct_convolutions`)
-    on the CPU backend, unless ``JAXKD_XLA_OPTIONS=jaxlib`` asks for XLA's defaults."""
+    """Whether :func:`use_direct` may pick :func:`direct_conv`: ``CONV_DIRECT`` (on unless :func:`direct_convolutions`
+    turns it off) on the CPU backend, unless ``JAXKD_XLA_OPTIONS=jaxlib`` asks for XLA's defaults."""
     return bool(CONV_DIRECT) and _cpu_choice(None)
 
 
@@ -198,7 +204,8 @@ def direct_convolutions(on: bool = True):
 def use_direct(x_shape, w_shape, stride, pad, dtype) -> bool:
     """:func:`direct_conv` for a float32 stride-1 convolution, kernel at most 3x3, no negative padding, with at most 8
     channels in and out on an output map of at least 16x16, where XLA:CPU's convolution runs at 3-11 GFLOP/s:
-    ``cifar_kd``'s default resnet8 and resnet20 at widths 4-8 on 16x16 (benchmarks/RESULTS.md, ``method_sweep.py``).
+    ``cifar_kd``'s default resnet8 and resnet20 at widths 4-8 on 16x16 and ``subdistill``'s student at 8 channels
+    on 16x16 (benchmarks/RESULTS.md, ``method_sweep.py``, ``subdistill.py``).
     Other shapes (1-D sequences, larger kernels) are unmeasured and keep XLA's convolution."""
     _, h, w, c = x_shape
     kh, kw, _, o = w_shape
