@@ -119,7 +119,7 @@ def env_stamp() -> dict:
     import jax
 
     from jaxkd.fingerprint import git_commit
-    from jaxkd.models.layers import direct_conv_enabled, fence_conv_inputs, winograd_enabled
+    from jaxkd.models.layers import direct_conv_enabled, fence_conv_inputs, winograd_enabled, winograd_maps
     from jaxkd.program import default_compiler_options
 
     def version(mod):
@@ -145,6 +145,8 @@ def env_stamp() -> dict:
         "conv_input_fence": fence_conv_inputs(),
         # whether 3x3 convolutions on small maps may run as Winograd F(2x2, 3x3) (jaxkd.models.layers.use_winograd)
         "conv_winograd": winograd_enabled(),
+        # the maps it takes (jaxkd.models.layers.winograd_maps; None where it is off)
+        "conv_winograd_maps": winograd_maps(),
         # whether few-channel convolutions run as fused multiply-adds (jaxkd.models.layers.use_direct; CPU only)
         "conv_direct": direct_conv_enabled(),
     }

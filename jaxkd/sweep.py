@@ -46,7 +46,7 @@ from jaxkd.distributed import is_primary, to_host
 from jaxkd.errors import ConfigError, check
 from jaxkd.fingerprint import software
 from jaxkd.keys import RunKeys
-from jaxkd.models.layers import direct_conv_enabled, fence_conv_inputs, winograd_enabled
+from jaxkd.models.layers import direct_conv_enabled, fence_conv_inputs, winograd_enabled, winograd_maps
 from jaxkd.program import SweepProgram
 from jaxkd.train import Trainer, TrainState
 
@@ -406,6 +406,8 @@ def sweep_fingerprint(program: SweepProgram, key, chunk: int, keys: RunKeys | No
         )
         if on
     }
+    if conv.get("conv_winograd"):  # which maps take it: the rule was widened on 2026-12-07
+        conv["conv_winograd_maps"] = winograd_maps()
     if conv:
         out["conv_paths"] = conv
     if program.shares_teacher:  # round-off again; only when on

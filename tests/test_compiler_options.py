@@ -12,6 +12,7 @@ import pytest
 from jaxkd.checkpoint import mismatch
 from jaxkd.config import DataConfig, EvalConfig, ModelConfig, RunConfig
 from jaxkd.data import load_dataset
+from jaxkd.models import layers
 from jaxkd.models.layers import direct_convolutions
 from jaxkd.program import SweepProgram
 from jaxkd.recipes import RecipeConfig
@@ -24,7 +25,7 @@ NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}  # XLA's own kernels inste
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU compile option")
 
 
-def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerprint(tmp_path):
+def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerprint(tmp_path, monkeypatch):
     config = RunConfig(
         ModelConfig("cnn2d", (4, 8)),
         recipe=RecipeConfig(learning_rate=1e-2, steps=10, batch_size=32),
@@ -49,13 +50,18 @@ def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerpri
     assert "compiler_options" not in f_plain  # XLA's defaults: the fingerprint of checkpoints before the option
     assert f_ours["compiler_options"] == NO_YNN
     # The CPU convolution's choices too (on by default here): a checkpoint resumes only under the same ones.
-    paths = {"conv_input_fence": True, "conv_winograd": True, "conv_direct": True}
+    maps = "3x3 stride 1, <= 256 positions, >= 128 channels"
+    paths = {"conv_input_fence": True, "conv_winograd": True, "conv_winograd_maps": maps, "conv_direct": True}
     assert f_ours["conv_paths"] == paths == saved["conv_paths"]
+    with monkeypatch.context() as m:  # Winograd's rule before 2026-12-07 (fewer maps): another program's round-off
+        m.setattr(layers, "WINOGRAD_MIN_CHANNELS", 256)
+        f_old = sweep_fingerprint(ours, key, 10, None, None)
+    assert mismatch(f_ours, f_old, "ckpt").startswith("resuming needs the same conv_paths")
     msg = mismatch(f_ours, dict(f_ours, conv_paths={"conv_input_fence": True}), "ckpt")
     assert msg.startswith("resuming needs the same conv_paths") and "intact" in msg
     with direct_convolutions(False):  # a run that turns one off (cifar_kd's --set direct_conv=false) is told apart
         f_xla = sweep_fingerprint(ours, key, 10, None, None)
-    assert f_xla["conv_paths"] == {"conv_input_fence": True, "conv_winograd": True}
+    assert f_xla["conv_paths"] == {"conv_input_fence": True, "conv_winograd": True, "conv_winograd_maps": maps}
     assert mismatch(f_ours, f_xla, "ckpt").startswith("resuming needs the same conv_paths")
     msg = mismatch(f_ours, dict(f_ours, compiler_options={}), "ckpt")
     assert msg.startswith("resuming needs the same compiler_options") and "intact" in msg

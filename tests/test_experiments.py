@@ -325,3 +325,24 @@ def test_preset_smoke(name, preset, tmp_path):
     cpu = jax.default_backend() == "cpu"
     assert env["conv_direct"] is (getattr(config, "direct_conv", True) and cpu)  # on CPU unless the run turns it off
     assert direct_conv_enabled() is cpu
+
+
+def test_cifar_kd_runs_under_its_own_convolution_choice_and_restores_the_default(monkeypatch, tmp_path):
+    # The smoke runs above keep the default (on); a run that turns direct convolutions off traces under that
+    # choice, and the engine's default is back after it, also when the run raises.
+    mod = experiments.get("cifar_kd")
+    seen = []
+
+    def fake_run(config, out_dir, **kwargs):
+        seen.append(direct_conv_enabled())
+        if len(seen) == 2:
+            raise RuntimeError("the run failed")
+        return {}
+
+    monkeypatch.setattr(mod, "_run", fake_run)
+    config = dataclasses.replace(mod.PRESETS["smoke"], direct_conv=False)
+    mod.run(config, str(tmp_path), progress=False)
+    with pytest.raises(RuntimeError, match="failed"):
+        mod.run(config, str(tmp_path), progress=False)
+    cpu = jax.default_backend() == "cpu"
+    assert seen == [False, False] and direct_conv_enabled() is cpu

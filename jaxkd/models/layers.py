@@ -97,6 +97,14 @@ def winograd_enabled() -> bool:
 WINOGRAD_MAX_POSITIONS, WINOGRAD_MIN_CHANNELS = 256, 128
 
 
+def winograd_maps() -> str | None:
+    """The maps :func:`use_winograd` takes, for ``env.json`` and fingerprints (the rule changes round-off), or
+    None where Winograd is off."""
+    if not winograd_enabled():
+        return None
+    return f"3x3 stride 1, <= {WINOGRAD_MAX_POSITIONS} positions, >= {WINOGRAD_MIN_CHANNELS} channels"
+
+
 def use_winograd(x_shape, w_shape, stride, pad, dtype) -> bool:
     """Winograd for a float32 3x3, stride-1, padding-1 convolution on an even map of at most 256 positions (16x16)
     with 128 channels or more in and out, where it beat XLA:CPU's convolution on one core at batch 64: 1.4-1.7x at
