@@ -22,6 +22,9 @@ map_sharded_winograd_8x8
               map_sharded with the engine's Winograd rule before 2026-12-07:
               8x8 maps of 128 channels or more, 16x16 maps of 256 or more
               (now 16x16 maps of 128 or more)
+map_sharded_winograd_f4
+              map_sharded with Winograd F(4x4, 3x3) instead of the engine's
+              F(2x2, 3x3) where the map divides by 4 (layers.WINOGRAD_TILE)
 map_sharded_nofence
               map_sharded traced without the engine's CPU fence on the inputs
               of differentiated convolutions (``jaxkd.models.layers._fence``)
@@ -131,6 +134,7 @@ ALL_VARIANTS = (
     "map_sharded_nowinograd",
     "map_sharded_nofence",
     "map_sharded_winograd_8x8",
+    "map_sharded_winograd_f4",
     "map_sharded_jaxlib",
     "map_sharded_ynn",
     "map",
@@ -396,12 +400,16 @@ class EngineVariant(Variant):
         conv_fence=None,
         conv_winograd=None,
         winograd_min_channels=None,
+        winograd_tile=None,
     ):
         # conv_fence, conv_winograd: jaxkd.models.layers.CONV_INPUT_FENCE and CONV_WINOGRAD while the program is
         # traced (None: the engine's default, both on for CPU); winograd_min_channels: {positions: channels}, the
-        # maps Winograd takes instead of the engine's (layers.use_winograd), for an earlier rule
-        previous = layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD, layers.use_winograd
+        # maps Winograd takes instead of the engine's (layers.use_winograd), for an earlier rule; winograd_tile:
+        # layers.WINOGRAD_TILE while traced (None: the engine's)
+        previous = layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD, layers.use_winograd, layers.WINOGRAD_TILE
         layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD = conv_fence, conv_winograd
+        if winograd_tile is not None:
+            layers.WINOGRAD_TILE = winograd_tile
         if winograd_min_channels is not None:
             engine_rule = layers.use_winograd
 
@@ -414,7 +422,7 @@ class EngineVariant(Variant):
         try:
             self._build(name, trainer, seeds, init, shard, vmap_width, description, compiler_options)
         finally:
-            layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD, layers.use_winograd = previous
+            layers.CONV_INPUT_FENCE, layers.CONV_WINOGRAD, layers.use_winograd, layers.WINOGRAD_TILE = previous
 
     def _build(self, name, trainer, seeds, init, shard, vmap_width, description, compiler_options):
         super().__init__(seeds)
@@ -893,6 +901,13 @@ def build_variants(names, trainer, seeds, init, teacher_pure):
             winograd_min_channels={64: 128, 256: 256},
             description="map_sharded with Winograd only on 8x8 maps of 128 channels or more and 16x16 maps of 256 or "
             "more (the engine's rule before 2026-12-07), not on 16x16 maps of 128",
+        ),
+        "map_sharded_winograd_f4": dict(
+            shard=True,
+            vmap_width=1,
+            winograd_tile=4,
+            description="map_sharded with Winograd F(4x4, 3x3) where the map divides by 4 instead of the engine's "
+            "F(2x2, 3x3) (jaxkd.models.layers.WINOGRAD_TILE)",
         ),
         "map_sharded_nofence": dict(
             shard=True,

@@ -57,6 +57,11 @@ def test_options_reach_the_program_change_only_round_off_and_enter_the_fingerpri
         m.setattr(layers, "WINOGRAD_MIN_CHANNELS", 256)
         f_old = sweep_fingerprint(ours, key, 10, None, None)
     assert mismatch(f_ours, f_old, "ckpt").startswith("resuming needs the same conv_paths")
+    with monkeypatch.context() as m:  # F(4x4, 3x3) where the map divides: another program's round-off
+        m.setattr(layers, "WINOGRAD_TILE", 4)
+        f_f4 = sweep_fingerprint(ours, key, 10, None, None)
+    assert f_f4["conv_paths"]["conv_winograd_maps"].endswith("F(4x4) where the map divides, else F(2x2)")
+    assert mismatch(f_ours, f_f4, "ckpt").startswith("resuming needs the same conv_paths")
     msg = mismatch(f_ours, dict(f_ours, conv_paths={"conv_input_fence": True}), "ckpt")
     assert msg.startswith("resuming needs the same conv_paths") and "intact" in msg
     with direct_convolutions(False):  # a run that turns one off (cifar_kd's --set direct_conv=false) is told apart

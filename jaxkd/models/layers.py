@@ -82,10 +82,38 @@ def _fence(x):
 # None: Winograd for small maps on CPU only (use_winograd); True / False force it (benchmarks measure both).
 CONV_WINOGRAD: bool | None = None
 
-# Winograd F(2x2, 3x3) (Lavin & Gray 2016, arXiv 1509.09308): y = A^T [(G w G^T) * (B^T d B)] A per 4x4 input tile.
-_WINO_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
-_WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-_WINO_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+# Winograd F(m x m, 3x3) (Lavin & Gray 2016, arXiv 1509.09308): y = A^T [(G w G^T) * (B^T d B)] A per input tile of
+# m + 2, from the interpolation points 0, 1, -1 (m = 2) and 0, 1, -1, 2, -2 (m = 4), each with the point at infinity.
+_WINO = {
+    2: (
+        ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
+        ((1, 1, 1, 0), (0, 1, -1, -1)),
+    ),
+    4: (
+        (
+            (4, 0, -5, 0, 1, 0),
+            (0, -4, -4, 1, 1, 0),
+            (0, 4, -4, -1, 1, 0),
+            (0, -2, -1, 2, 1, 0),
+            (0, 2, -1, -2, 1, 0),
+            (0, 4, 0, -5, 0, 1),
+        ),
+        (
+            (1 / 4, 0, 0),
+            (-1 / 6, -1 / 6, -1 / 6),
+            (-1 / 6, 1 / 6, -1 / 6),
+            (1 / 24, 1 / 12, 1 / 6),
+            (1 / 24, -1 / 12, 1 / 6),
+            (0, 0, 1),
+        ),
+        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
+    ),
+}
+# The output tile: 2, F(2x2, 3x3) everywhere; 4, F(4x4, 3x3) where both sides of the map divide by 4. F(4x4) won one
+# forward convolution on the AMD VM (1.5-1.9x XLA's against F(2x2)'s 0.9-1.6x) but lost the 8-seed CIFAR ResNet KD
+# sweep, 0.87x F(2x2) (benchmarks/RESULTS.md, cnn_sweep.py's map_sharded_winograd_f4): kept for measuring, not default.
+WINOGRAD_TILE = 2
 
 
 def winograd_enabled() -> bool:
@@ -102,15 +130,19 @@ def winograd_maps() -> str | None:
     None where Winograd is off."""
     if not winograd_enabled():
         return None
-    return f"3x3 stride 1, <= {WINOGRAD_MAX_POSITIONS} positions, >= {WINOGRAD_MIN_CHANNELS} channels"
+    maps = f"3x3 stride 1, <= {WINOGRAD_MAX_POSITIONS} positions, >= {WINOGRAD_MIN_CHANNELS} channels"
+    if WINOGRAD_TILE == 2:  # F(2x2) everywhere: the string of every run so far
+        return maps
+    return f"{maps}, F({WINOGRAD_TILE}x{WINOGRAD_TILE}) where the map divides, else F(2x2)"
 
 
 def use_winograd(x_shape, w_shape, stride, pad, dtype) -> bool:
     """Winograd for a float32 3x3, stride-1, padding-1 convolution on an even map of at most 256 positions (16x16)
     with 128 channels or more in and out, where it beat XLA:CPU's convolution on one core at batch 64: 1.4-1.7x at
     8x8x128-256 and 16x16x256 on the Intel AVX-512 VM, 1.1-1.2x there at 16x16x128; 1.7-1.9x at 8x8 and 1.45x at
-    16x16x128 on the AMD AVX2 VM (benchmarks/RESULTS.md). XLA's convolution elsewhere: at 32x32x64 Winograd was 1.4x
-    slower on the Intel VM (1.2x faster on the AMD one), and at 16x16x64 no faster."""
+    16x16x128 on the AMD AVX2 VM (benchmarks/RESULTS.md), and 1.1-1.4x there with the gradients inside the engine's
+    ``lax.map`` (``winograd.py``). XLA's convolution elsewhere: at 32x32x64 Winograd was 1.4x slower on the Intel VM
+    (1.00-1.2x on the AMD one), and at 16x16x64 no faster."""
     _, h, w, c = x_shape
     o = w_shape[-1]
     small = h * w <= WINOGRAD_MAX_POSITIONS and min(c, o) >= WINOGRAD_MIN_CHANNELS
@@ -140,34 +172,46 @@ def _combine(rows, xs):
     return out
 
 
-def winograd_conv(x_BxHxWxC, w_3x3xCxO):
-    """``lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)))`` (NHWC, HWIO) by Winograd F(2x2, 3x3).
+def winograd_tile(h: int, w: int) -> int:
+    """The output tile :func:`winograd_conv` uses on an ``h x w`` map: ``WINOGRAD_TILE`` where it divides both, else
+    2."""
+    m = WINOGRAD_TILE
+    return m if h % m == 0 and w % m == 0 else 2
 
-    The map is cut into 2x2 output tiles, each read from a 4x4 input tile;
-    the 16 entries of the transformed tiles are 16 matmuls with the
-    transformed kernel, 2.25x fewer multiplications than the direct
-    convolution. H and W must be even. Errors are float round-off (about
-    1e-6 of the largest output in float32).
+
+def winograd_conv(x_BxHxWxC, w_3x3xCxO, tile: int | None = None):
+    """``lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)))`` (NHWC, HWIO) by Winograd F(m x m, 3x3).
+
+    The map is cut into m x m output tiles, each read from an (m+2) x (m+2)
+    input tile; the (m+2)^2 entries of the transformed tiles are as many
+    matmuls with the transformed kernel: 2.25x fewer multiplications than the
+    direct convolution for m = 2, 4x fewer for m = 4. ``tile``: m, 2 or 4
+    (default :func:`winograd_tile`); H and W must divide by it. Errors are
+    float round-off: about 1e-6 of the largest output in float32 for m = 2,
+    1-2e-5 for m = 4 (its transforms have entries up to 8 and 1/24).
     """
     b, h, w, c = x_BxHxWxC.shape
     o = w_3x3xCxO.shape[-1]
-    th, tw = h // 2, w // 2
-    g = jnp.asarray(_WINO_G, w_3x3xCxO.dtype)
-    u = jnp.einsum("ia,jb,abco->ijco", g, g, w_3x3xCxO, precision=lax.Precision.HIGHEST)  # [4, 4, C, O]
+    m = winograd_tile(h, w) if tile is None else tile
+    bt, g_rows, at = _WINO[m]
+    n = m + 2
+    th, tw = h // m, w // m
+    g = jnp.asarray(g_rows, w_3x3xCxO.dtype)
+    u = jnp.einsum("ia,jb,abco->ijco", g, g, w_3x3xCxO, precision=lax.Precision.HIGHEST)  # [n, n, C, O]
     xp = jnp.pad(x_BxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    d = [[xp[:, a : a + 2 * th : 2, e : e + 2 * tw : 2] for e in range(4)] for a in range(4)]  # tile entry (a, e)
-    cols = [_combine(_WINO_BT, [d[a][e] for a in range(4)]) for e in range(4)]  # B^T d: cols[e][i]
-    v = [_combine(_WINO_BT, [cols[e][i] for e in range(4)]) for i in range(4)]  # (B^T d) B: v[i][j]
-    m = [
+    d = [[xp[:, a : a + m * th : m, e : e + m * tw : m] for e in range(n)] for a in range(n)]  # tile entry (a, e)
+    cols = [_combine(bt, [d[a][e] for a in range(n)]) for e in range(n)]  # B^T d: cols[e][i]
+    v = [_combine(bt, [cols[e][i] for e in range(n)]) for i in range(n)]  # (B^T d) B: v[i][j]
+    prods = [
         [
             jnp.dot(v[i][j].reshape(-1, c), u[i, j], precision=lax.Precision.HIGHEST).reshape(b, th, tw, o)
-            for j in range(4)
+            for j in range(n)
         ]
-        for i in range(4)
+        for i in range(n)
     ]
-    r = [_combine(_WINO_AT, [m[i][j] for i in range(4)]) for j in range(4)]  # A^T m: r[j][p]
-    y = [_combine(_WINO_AT, [r[j][p] for j in range(4)]) for p in range(2)]  # (A^T m) A: y[p][q]
-    tiles = jnp.stack([jnp.stack(y[p], axis=3) for p in range(2)], axis=2)  # [B, H/2, 2, W/2, 2, O]
+    r = [_combine(at, [prods[i][j] for i in range(n)]) for j in range(n)]  # A^T M: r[j][p]
+    y = [_combine(at, [r[j][p] for j in range(n)]) for p in range(m)]  # (A^T M) A: y[p][q]
+    tiles = jnp.stack([jnp.stack(y[p], axis=3) for p in range(m)], axis=2)  # [B, H/m, m, W/m, m, O]
     return tiles.reshape(b, h, w, o)
 
 
