@@ -2,9 +2,11 @@
 
 Issue #20: which of the zoo's convolution paths (``jaxkd.models.layers``) to
 take on which CPU map. Each program is the zoo's ``canonical_conv`` traced
-under one choice (``CONV_WINOGRAD`` off, or on with ``WINOGRAD_TILE`` 2 or 4)
-at batch 64 on the maps of the CIFAR ResNets (32x32x64, 16x16x128, 8x8x256)
-and two more, compiled with the engine's CPU options, in two modes:
+under one choice (``CONV_WINOGRAD`` off, or on with ``WINOGRAD_TILE`` 2 or 4,
+with the map-size rule widened so that every map here takes it, also
+32x32x64, which the engine leaves to XLA) at batch 64 on the maps of the
+CIFAR ResNets (32x32x64, 16x16x128, 8x8x256) and two more, compiled with the
+engine's CPU options, in two modes:
 
 forward      ``canonical_conv(x, w)``
 train        the loss ``sum(conv(x, w) * g)`` and its gradients in x and w: the forward and input gradient take
@@ -12,8 +14,9 @@ train        the loss ``sum(conv(x, w) * g)`` and its gradients in x and w: the 
 
 Each program runs inside a ``lax.map`` over 4 independent inputs (the engine's per-seed loop) unless
 ``--single``. Calls go round-robin over all programs ``--repeats`` times after one untimed call; the JSON
-holds the median ms per convolution, the speed-up over XLA's, and each path's largest error against XLA's
-output relative to its largest entry. Thread count is the process's: run under ``taskset -c 0`` for one core.
+holds the median ms per convolution with the fastest and slowest call (``spread_ms``), the speed-up over
+XLA's, and each path's largest error against XLA's output relative to its largest entry. Thread count is
+the process's: run under ``taskset -c 0`` for one core.
 
     python benchmarks/winograd.py --out benchmarks/results/winograd_amd.json
 """
@@ -52,12 +55,14 @@ def build(path, mode, single, *args):
             return one(xs[0], ws[0], gs[0])
         return jax.lax.map(lambda a: one(*a), (xs, ws, gs))
 
-    before = layers.CONV_WINOGRAD, layers.WINOGRAD_TILE
+    before = layers.CONV_WINOGRAD, layers.WINOGRAD_TILE, layers.WINOGRAD_MAX_POSITIONS, layers.WINOGRAD_MIN_CHANNELS
+    # every map of SHAPES takes the chosen path, also those outside the engine's rule (32x32x64)
     layers.CONV_WINOGRAD, layers.WINOGRAD_TILE = on, tile
+    layers.WINOGRAD_MAX_POSITIONS, layers.WINOGRAD_MIN_CHANNELS = 32 * 32, 1
     try:  # the choice is read at trace time: lower inside
         return jax.jit(prog, compiler_options=default_compiler_options()).lower(*args).compile()
     finally:
-        layers.CONV_WINOGRAD, layers.WINOGRAD_TILE = before
+        layers.CONV_WINOGRAD, layers.WINOGRAD_TILE, layers.WINOGRAD_MAX_POSITIONS, layers.WINOGRAD_MIN_CHANNELS = before
 
 
 def main():
@@ -79,7 +84,7 @@ def main():
             progs = {}
             for path in PATHS:
                 progs[path] = build(path, mode, args.single, xs, ws, gs)
-            outs = {k: jax.tree.leaves(f(xs, ws, gs)) for k, f in progs.items()}
+            outs = jax.block_until_ready({k: jax.tree.leaves(f(xs, ws, gs)) for k, f in progs.items()})
             times = {k: [] for k in progs}
             for _ in range(args.repeats):
                 for k, f in progs.items():

@@ -143,7 +143,8 @@ def env_stamp() -> dict:
         "compiler_options": default_compiler_options(),
         # whether differentiated convolutions fence their input (jaxkd.models.layers._fence; CPU only)
         "conv_input_fence": fence_conv_inputs(),
-        # whether 3x3 convolutions on small maps may run as Winograd F(2x2, 3x3) (jaxkd.models.layers.use_winograd)
+        # whether 3x3 convolutions on small maps may run as Winograd F(2x2, 3x3), or F(4x4, 3x3) under
+        # jaxkd.models.layers.WINOGRAD_TILE = 4 (jaxkd.models.layers.use_winograd)
         "conv_winograd": winograd_enabled(),
         # the maps it takes (jaxkd.models.layers.winograd_maps; None where it is off)
         "conv_winograd_maps": winograd_maps(),

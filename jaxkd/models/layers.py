@@ -110,9 +110,9 @@ _WINO = {
         ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
     ),
 }
-# The output tile: 2, F(2x2, 3x3) everywhere; 4, F(4x4, 3x3) where both sides of the map divide by 4. F(4x4) won one
-# forward convolution on the AMD VM (1.5-1.9x XLA's against F(2x2)'s 0.9-1.6x) but lost the 8-seed CIFAR ResNet KD
-# sweep, 0.87x F(2x2) (benchmarks/RESULTS.md, cnn_sweep.py's map_sharded_winograd_f4): kept for measuring, not default.
+# The output tile: 2, F(2x2, 3x3) everywhere; 4, F(4x4, 3x3) where both sides of the map divide by 4. On the AMD VM
+# F(4x4) ran at 0.32-0.87x XLA's convolution inside the engine's lax.map (F(2x2) 1.0-1.6x; benchmarks/winograd.py) and
+# the 8-seed CIFAR ResNet KD sweep at 0.90x F(2x2) (cnn_sweep.py's map_sharded_winograd_f4): kept for measuring.
 WINOGRAD_TILE = 2
 
 
@@ -140,9 +140,9 @@ def use_winograd(x_shape, w_shape, stride, pad, dtype) -> bool:
     """Winograd for a float32 3x3, stride-1, padding-1 convolution on an even map of at most 256 positions (16x16)
     with 128 channels or more in and out, where it beat XLA:CPU's convolution on one core at batch 64: 1.4-1.7x at
     8x8x128-256 and 16x16x256 on the Intel AVX-512 VM, 1.1-1.2x there at 16x16x128; 1.7-1.9x at 8x8 and 1.45x at
-    16x16x128 on the AMD AVX2 VM (benchmarks/RESULTS.md), and 1.1-1.4x there with the gradients inside the engine's
+    16x16x128 on the AMD AVX2 VM (benchmarks/RESULTS.md), and 1.03-1.25x there with the gradients inside the engine's
     ``lax.map`` (``winograd.py``). XLA's convolution elsewhere: at 32x32x64 Winograd was 1.4x slower on the Intel VM
-    (1.00-1.2x on the AMD one), and at 16x16x64 no faster."""
+    (1.2x faster on the AMD one in a scratch measurement), and at 16x16x64 no faster."""
     _, h, w, c = x_shape
     o = w_shape[-1]
     small = h * w <= WINOGRAD_MAX_POSITIONS and min(c, o) >= WINOGRAD_MIN_CHANNELS
@@ -193,6 +193,8 @@ def winograd_conv(x_BxHxWxC, w_3x3xCxO, tile: int | None = None):
     b, h, w, c = x_BxHxWxC.shape
     o = w_3x3xCxO.shape[-1]
     m = winograd_tile(h, w) if tile is None else tile
+    if m not in _WINO or h % m or w % m:
+        raise ValueError(f"winograd_conv: tile {m} on a {h}x{w} map; the tile must be 2 or 4 and divide both sides")
     bt, g_rows, at = _WINO[m]
     n = m + 2
     th, tw = h // m, w // m
