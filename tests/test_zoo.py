@@ -217,14 +217,6 @@ def test_winograd_convolution_gradients_match_lax(shape, tile, monkeypatch):
         assert float(jnp.max(jnp.abs(g - a))) < {2: 1e-5, 4: 2e-5}[tile] * largest
 
 
-def _conv_float64(x, w):
-    """3x3, stride 1, zero padding 1, NHWC/HWIO, in NumPy float64: the sum over the nine shifted views."""
-    h, wd = x.shape[1:3]
-    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    w = np.asarray(w, np.float64)
-    return sum(np.einsum("bhwc,co->bhwo", xp[:, i : i + h, j : j + wd], w[i, j]) for i in range(3) for j in range(3))
-
-
 @pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize(
     "shape", [(3, 8, 8, 5, 4), (2, 4, 6, 16, 8), (2, 4, 8, 16, 8), (2, 8, 8, 64, 32), (1, 16, 16, 256, 256)]
@@ -237,7 +229,7 @@ def test_winograd_conv_matches_a_float64_convolution(shape, tile):
         pytest.skip(f"{h}x{w_} maps are not cut into {tile}x{tile} tiles")
     x = jax.random.normal(jax.random.key(4), (b, h, w_, c))
     w = jax.random.normal(jax.random.key(5), (3, 3, c, o)) / np.sqrt(9 * c)
-    want = _conv_float64(x, w)
+    want = _conv_float64_padded(x, w, ((1, 1), (1, 1)))
     got = np.asarray(jax.jit(functools.partial(winograd_conv, tile=tile))(x, w), np.float64)
     # float32 round-off: the direct convolution in float32 is off by 2-6e-7 of the largest output on these shapes;
     # F(2x2) by 1e-6 or less; F(4x4), whose transforms hold entries up to 8 and 1/24, by 3-9e-6.
